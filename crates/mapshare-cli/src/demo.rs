@@ -1,0 +1,218 @@
+//! `mapshare demo`: the chapter's classic examples, redone properly.
+//!
+//! 1. `mmapdemo.c`: map a file, read the byte at an offset; then change it
+//!    and watch a second process, which mapped the file earlier, see the
+//!    change through its own mapping.
+//! 2. `mmap_anon.c`: an anonymous shared region between a parent and a
+//!    child. The original has the child `sleep(1)` and hope; here the child
+//!    parks on a futex word in the region and the parent wakes it.
+//!
+//! Each scene's second process is this same executable, run as the hidden
+//! `demo-child` subcommand.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mapshare::sys::futex;
+use mapshare::Region;
+
+use crate::byte;
+use crate::Failure;
+
+/// The text scene 1 maps: a few lines of the chapter's program.
+const MMAPDEMO_TEXT: &str = "#include <stdio.h>\n#include <stdlib.h>\n#include <fcntl.h>\n\
+#include <unistd.h>\n#include <sys/types.h>\n#include <sys/mman.h>\n#include <sys/stat.h>\n";
+const OFFSET: u64 = 30;
+const FD_VAR: &str = "MAPSHARE_DEMO_FD";
+const MESSAGE: &str = "Hello from shared memory!";
+/// Layout of scene 2's region: word 0 is the "ready" flag and futex word,
+/// word 1 the message length, the message from byte 8.
+const READY: u64 = 0;
+const MSG_LEN: u64 = 4;
+const MSG: u64 = 8;
+const REGION_LEN: usize = 4096;
+/// Longest a demo child waits for its parent before giving up.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+pub fn run() -> Result<(), Failure> {
+    let started = Instant::now();
+    let dir = tempdir()?;
+    let result = scene_file(&dir).and_then(|()| scene_anonymous());
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    println!("\ndemo finished in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn tempdir() -> Result<std::path::PathBuf, Failure> {
+    let dir = std::env::temp_dir().join(format!("mapshare-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+fn spawn_child(scene: &str, args: &[&str], region: Option<&Region>) -> Result<Child, Failure> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("demo-child").arg(scene).args(args);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+    if let Some(r) = region {
+        r.share_with(&mut cmd, FD_VAR);
+    }
+    cmd.spawn()
+        .map_err(|e| Failure(format!("cannot start the demo child: {e}")))
+}
+
+/// Relays one line of the child's output, prefixed; fails if it ended.
+fn relay(from: &mut BufReader<ChildStdout>) -> Result<String, Failure> {
+    let mut line = String::new();
+    if from.read_line(&mut line)? == 0 {
+        return Err(Failure("the demo child ended early".into()));
+    }
+    let line = line.trim_end().to_owned();
+    println!("  child:  {line}");
+    Ok(line)
+}
+
+fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> Result<(), Failure> {
+    let mut rest = String::new();
+    while out.read_line(&mut rest)? > 0 {
+        println!("  child:  {}", rest.trim_end());
+        rest.clear();
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(Failure(format!("the demo child failed ({status})")));
+    }
+    Ok(())
+}
+
+fn scene_file(dir: &Path) -> Result<(), Failure> {
+    println!("== 1. Map a file and read one byte (the chapter's mmapdemo.c) ==");
+    let path = dir.join("mmapdemo.txt");
+    std::fs::write(&path, MMAPDEMO_TEXT)?;
+    let file = path.to_string_lossy().into_owned();
+    println!(
+        "  parent: wrote {} ({} bytes)",
+        path.display(),
+        MMAPDEMO_TEXT.len()
+    );
+    let b = byte::read(&path, OFFSET)?;
+    println!("  parent: {}", byte::describe(OFFSET, b));
+
+    println!("  parent: starting a second process that maps the same file");
+    let mut child = spawn_child("watch", &[&file, &OFFSET.to_string()], None)?;
+    let mut out = BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or(Failure("no child stdout".into()))?,
+    );
+    relay(&mut out)?;
+
+    let new = b.to_ascii_uppercase().max(b'!');
+    let new = if new == b { b'#' } else { new };
+    let mut region = mapshare::RegionOptions::new()
+        .window(OFFSET, 1)
+        .open(&path)?;
+    region.write_at(0, &[new])?;
+    region.flush()?;
+    println!(
+        "  parent: wrote '{}' at offset {OFFSET} through my own shared mapping",
+        byte::escape(new)
+    );
+    // Tell the child to look again: a pipe message, not a sleep.
+    let mut stdin = child.stdin.take().ok_or(Failure("no child stdin".into()))?;
+    writeln!(stdin, "look")?;
+    drop(stdin);
+    finish(child, out)
+}
+
+fn scene_anonymous() -> Result<(), Failure> {
+    println!("\n== 2. Anonymous shared memory, parent and child (the chapter's mmap_anon.c) ==");
+    let mut region = Region::anonymous(REGION_LEN)?;
+    println!("  parent: made a {REGION_LEN}-byte anonymous shared region (a memfd sealed against shrinking)");
+    let mut child = spawn_child("anon", &[], Some(&region))?;
+    let mut out = BufReader::new(
+        child
+            .stdout
+            .take()
+            .ok_or(Failure("no child stdout".into()))?,
+    );
+    relay(&mut out)?; // the child is about to park on the futex word
+
+    println!("  parent: writing {MESSAGE:?}");
+    region.write_at(MSG, MESSAGE.as_bytes())?;
+    region
+        .atomic_u32(MSG_LEN)?
+        .store(MESSAGE.len() as u32, Ordering::Relaxed);
+    let ready = region.atomic_u32(READY)?;
+    ready.store(1, Ordering::Release);
+    let woken = futex::wake_all(ready).map_err(|e| Failure(format!("futex wake: {e}")))?;
+    println!("  parent: set the ready word and woke {woken} waiter(s); waiting for the child");
+    finish(child, out)
+}
+
+/// The child side of a scene (`mapshare demo-child SCENE ARGS...`).
+pub fn child(scene: &str, args: &[String]) -> Result<(), Failure> {
+    match (scene, args) {
+        ("watch", [file, offset]) => child_watch(Path::new(file), offset),
+        ("anon", []) => child_anonymous(),
+        _ => Err(Failure(format!("unknown demo scene {scene:?}"))),
+    }
+}
+
+fn child_watch(path: &Path, offset: &str) -> Result<(), Failure> {
+    let offset = crate::units::number(offset).map_err(Failure)?;
+    let region = mapshare::RegionOptions::new()
+        .access(mapshare::Access::ReadOnly)
+        .open(path)?;
+    let show = |when: &str| -> Result<(), Failure> {
+        let mut b = [0u8; 1];
+        region.read_at(offset, &mut b)?;
+        println!("{when} {}", byte::describe(offset, b[0]));
+        std::io::stdout().flush()?;
+        Ok(())
+    };
+    show(&format!("(pid {}) mapped the file;", std::process::id()))?;
+    // Wait for the parent's word on stdin.
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    show("without remapping, my view now says")
+}
+
+fn child_anonymous() -> Result<(), Failure> {
+    let region = Region::from_inherited(FD_VAR)?;
+    let ready = region.atomic_u32(READY)?;
+    println!(
+        "(pid {}) mapped the inherited region; parking on the ready word",
+        std::process::id()
+    );
+    std::io::stdout().flush()?;
+    let start = Instant::now();
+    let deadline = start + PATIENCE;
+    while ready.load(Ordering::Acquire) == 0 {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Failure("the parent never set the ready word".into()));
+        }
+        futex::wait(ready, 0, Some(deadline - now))
+            .map_err(|e| Failure(format!("futex wait: {e}")))?;
+    }
+    let waited = start.elapsed();
+    // The length came from another process: check it before using it.
+    let len = region.atomic_u32(MSG_LEN)?.load(Ordering::Relaxed) as usize;
+    if len > REGION_LEN - MSG as usize {
+        return Err(Failure(format!(
+            "message length {len} does not fit the region"
+        )));
+    }
+    let msg = region.read_vec(MSG, len)?;
+    println!(
+        "woke after {waited:.0?}; the region says {:?}",
+        String::from_utf8_lossy(&msg)
+    );
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! The one error type of the library.
+//!
+//! Every variant carries the context a user needs to act on it: the path
+//! (or the name of an anonymous region), the window or offset involved, and
+//! what was expected and found. Operating-system errors keep their
+//! `std::io::Error` as the `source`.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a region or file is called in messages: a path, or a description
+/// of an anonymous object such as `memfd:mapshare`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(PathBuf);
+
+impl Origin {
+    /// The origin of a file at `path`.
+    pub fn path(path: &Path) -> Self {
+        Origin(path.to_path_buf())
+    }
+
+    /// The origin of an anonymous object, e.g. `memfd:name`.
+    pub fn anonymous(name: &str) -> Self {
+        Origin(PathBuf::from(format!("memfd:{name}")))
+    }
+
+    /// As a path (for anonymous objects, the `memfd:` description).
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.display())
+    }
+}
+
+/// Everything that can go wrong in mapshare.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file does not exist.
+    #[error("{origin}: no such file")]
+    NotFound {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// The path names a directory, which cannot be mapped.
+    #[error("{origin}: is a directory, not a file")]
+    IsDirectory {
+        /// The directory.
+        origin: Origin,
+    },
+
+    /// The path names something that is neither a regular file nor a
+    /// directory (a FIFO, a socket, a device).
+    #[error("{origin}: not a regular file")]
+    NotAFile {
+        /// The path.
+        origin: Origin,
+    },
+
+    /// The file exists but is empty, and a zero-length mapping means
+    /// nothing.
+    #[error("{origin}: the file is empty, there is nothing to map")]
+    Empty {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// The file may not be opened the way asked.
+    #[error("{origin}: permission denied ({op})")]
+    PermissionDenied {
+        /// The file.
+        origin: Origin,
+        /// What was attempted, e.g. `open read-write`.
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The file already exists and exclusive creation was asked for.
+    #[error("{origin}: already exists")]
+    AlreadyExists {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// A requested window does not lie inside the file.
+    #[error(
+        "{origin}: window {offset}..{end} (offset {offset}, length {len}) lies past the end of the file (size {size})",
+        end = offset.saturating_add(*len)
+    )]
+    WindowOutOfRange {
+        /// The file.
+        origin: Origin,
+        /// Where the window starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The file's size.
+        size: u64,
+    },
+
+    /// `offset + len` does not fit in 64 bits or in the address space.
+    #[error("{origin}: window at offset {offset} with length {len} overflows")]
+    Overflow {
+        /// The file or region.
+        origin: Origin,
+        /// Where the window starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+
+    /// A length of zero was given where it means nothing.
+    #[error("{origin}: a zero-length {what} means nothing")]
+    ZeroLength {
+        /// The file or region.
+        origin: Origin,
+        /// What had length zero (`mapping`, `file`...).
+        what: &'static str,
+    },
+
+    /// An access through a region falls outside it.
+    #[error("{origin}: access {offset}..{end} is out of bounds for a region of {region_len} bytes", end = offset.saturating_add(*len))]
+    OutOfBounds {
+        /// The region.
+        origin: Origin,
+        /// First byte accessed, relative to the region's start.
+        offset: u64,
+        /// Bytes accessed.
+        len: u64,
+        /// The region's length.
+        region_len: u64,
+    },
+
+    /// An atomic view was asked for at an offset that is not aligned.
+    #[error("{origin}: offset {offset} is not aligned to {align} bytes (address {addr:#x})")]
+    Misaligned {
+        /// The region.
+        origin: Origin,
+        /// The offset, relative to the region's start.
+        offset: u64,
+        /// The alignment required.
+        align: usize,
+        /// The address the offset maps to.
+        addr: usize,
+    },
+
+    /// A write was attempted through a read-only region.
+    #[error("{origin}: the region is mapped read-only")]
+    ReadOnly {
+        /// The region.
+        origin: Origin,
+    },
+
+    /// The operation would pull memory from under another user of the file.
+    #[error("{origin}: busy: {why}")]
+    Busy {
+        /// The file.
+        origin: Origin,
+        /// Who is in the way.
+        why: String,
+    },
+
+    /// The file is shorter than it must be: somebody shrank it.
+    #[error("{origin}: truncated: expected at least {expected} bytes, the file has {actual}")]
+    Truncated {
+        /// The file.
+        origin: Origin,
+        /// Bytes that should be there.
+        expected: u64,
+        /// Bytes that are there.
+        actual: u64,
+    },
+
+    /// Not enough space to reserve the file's blocks.
+    #[error("{origin}: no space left to reserve {len} bytes")]
+    NoSpace {
+        /// The file.
+        origin: Origin,
+        /// Bytes that could not be reserved.
+        len: u64,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A shared-memory name is not acceptable.
+    #[error("invalid shared memory name {name:?}: {why}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+
+    /// The operation is not supported here.
+    #[error("{origin}: {what} is not supported: {why}")]
+    Unsupported {
+        /// The region or file.
+        origin: Origin,
+        /// The operation.
+        what: &'static str,
+        /// Why not.
+        why: &'static str,
+    },
+
+    /// Any other operating-system error.
+    #[error("{origin}: {op}: {source}")]
+    Io {
+        /// The file or region.
+        origin: Origin,
+        /// What was being done, e.g. `mmap`, `msync`.
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an operating-system error from `op` on `origin`, picking the
+    /// specific variant where there is one.
+    pub(crate) fn io(origin: &Origin, op: &'static str, source: io::Error) -> Self {
+        let origin = origin.clone();
+        match source.kind() {
+            io::ErrorKind::NotFound => Error::NotFound { origin },
+            io::ErrorKind::PermissionDenied => Error::PermissionDenied { origin, op, source },
+            io::ErrorKind::AlreadyExists => Error::AlreadyExists { origin },
+            _ if source.raw_os_error() == Some(libc::EISDIR) => Error::IsDirectory { origin },
+            _ if source.raw_os_error() == Some(libc::ENOSPC) => Error::NoSpace {
+                origin,
+                len: 0,
+                source,
+            },
+            _ => Error::Io { origin, op, source },
+        }
+    }
+}

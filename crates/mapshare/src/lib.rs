@@ -1,0 +1,49 @@
+//! mapshare: share data between processes on one machine through
+//! memory-mapped files, safely and fast.
+//!
+//! The crate is built in layers, each a module, bottom to top:
+//!
+//! - [`sys`]: the only code that calls the operating system directly
+//!   (futexes on shared words, OFD byte-range locks, `fallocate`, memfd
+//!   seals, `mincore`).
+//! - [`region`]: a mapping of any window of a file, or of an anonymous
+//!   shared memfd: create, grow, refresh, flush, advise, residency,
+//!   prefault, and bounds-checked access that never hands out `&[u8]` over
+//!   bytes another process may be writing.
+//! - [`shm`]: named regions under `/dev/shm`.
+//!
+//! ```
+//! # fn main() -> mapshare::Result<()> {
+//! use mapshare::{Access, Region};
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("greeting");
+//! std::fs::write(&path, b"Hello, mmap!")?;
+//!
+//! let mut region = Region::open(&path)?;
+//! region.write_at(0, b"J")?;
+//! region.flush()?;
+//! assert_eq!(std::fs::read(&path)?, b"Jello, mmap!");
+//! # Ok(()) }
+//! ```
+//!
+//! # Non-goals
+//!
+//! - Portability beyond Linux: mapshare relies on futexes, OFD locks,
+//!   memfd seals and `fallocate`.
+//! - Sharing between machines: network file systems do not keep mappings
+//!   coherent.
+//! - Protecting against a peer with the same privileges that unmaps,
+//!   truncates or rewrites files on purpose: mapshare detects and reports
+//!   what it can, and never trusts bytes in shared memory, but it cannot
+//!   make another process behave.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod region;
+pub mod shm;
+pub mod sys;
+
+pub use error::{Error, Origin, Result};
+pub use region::{Access, Flush, Hint, Refresh, Region, RegionOptions, Residency};

@@ -1,0 +1,1066 @@
+//! A mapping of a file, a window of a file, or an anonymous shared object.
+//!
+//! This module owns the mapping itself: opening and creating the backing
+//! file, hiding page rounding, keeping the file's size safe to touch, and
+//! bounds-checked access. It does not interpret the bytes (that is
+//! `format`'s job) and does not synchronize access (that is `sync`'s).
+//!
+//! # Safety of mapped memory
+//!
+//! Memory mapped `MAP_SHARED` can change at any moment: another process may
+//! write it, and a process that shrinks the file makes the pages past the
+//! new end fault with `SIGBUS` on the next access. Rust assumes that the
+//! bytes behind a `&[u8]` do not change while the reference lives, so
+//! handing out such a reference would be undefined behaviour. A `Region`
+//! therefore gives access only by
+//!
+//! - copying ([`Region::read_at`], [`Region::write_at`]), where a concurrent
+//!   writer in another process can at worst make the copy inconsistent, never
+//!   unsound; within one process, writes need `&mut Region`;
+//! - atomics ([`Region::atomic_u32`], [`Region::atomic_u64`]), which are
+//!   made for memory that changes underneath;
+//! - raw pointers, for experts, under `unsafe`.
+//!
+//! Against `SIGBUS`, every `Region` over a file holds a shared OFD lock on
+//! one byte far past any real data ([`GUARD_BYTE`]); a shrink through
+//! mapshare needs that byte exclusively, so it is refused with
+//! [`Error::Busy`] while any other `Region` (in any process) maps the file.
+//! A shrink by a program that does not play along (`truncate(1)`) is
+//! detected by [`Region::check`] and [`Region::refresh`] and reported as
+//! [`Error::Truncated`]; between the shrink and that check an access can
+//! still fault, which no user-space library can prevent. Anonymous regions
+//! are memfds sealed against shrinking, so they cannot fault this way.
+//!
+//! Zero-length mappings do not exist in POSIX (`mmap` fails with `EINVAL`),
+//! so an empty file or window is an error rather than an empty region.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::error::{Error, Origin, Result};
+use crate::sys;
+use crate::sys::lock::LockKind;
+use crate::sys::mem::Advice;
+
+/// The byte every `Region` over a file holds a shared OFD lock on, and
+/// that a shrink must lock exclusively. It lies at the top of the lockable
+/// range (`off_t` is signed), far past any data, so it never conflicts with
+/// locks on real data. A lock "to the end of the file" (`len = 0`) does
+/// cover it: lock a finite range instead while regions are mapped.
+pub const GUARD_BYTE: u64 = i64::MAX as u64 - 1;
+
+/// How a region may be accessed and whether writes reach the backing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// `PROT_READ`, `MAP_SHARED`: sees other processes' writes; writing is an
+    /// error.
+    ReadOnly,
+    /// `PROT_READ | PROT_WRITE`, `MAP_SHARED`: writes reach the file and every
+    /// other process that maps it.
+    ReadWrite,
+    /// `PROT_READ | PROT_WRITE`, `MAP_PRIVATE`: writes are private to this
+    /// region and never reach the file.
+    CopyOnWrite,
+}
+
+/// `msync` mode for [`Region::flush`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// `MS_SYNC`: return once the data is on the storage device.
+    Sync,
+    /// `MS_ASYNC`: schedule write-back and return at once.
+    Async,
+}
+
+/// Usage hints for [`Region::advise`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Hint {
+    /// Back to the default read-ahead.
+    Normal,
+    /// Will be read front to back: read ahead aggressively.
+    Sequential,
+    /// Random access: don't read ahead.
+    Random,
+    /// Will be needed soon: start reading it in.
+    WillNeed,
+    /// Not needed for now: drop this process's page mappings and ask the
+    /// kernel to drop clean cached pages of the file range
+    /// (`madvise(MADV_DONTNEED)` then `posix_fadvise(POSIX_FADV_DONTNEED)`).
+    /// Data is never lost on a shared mapping: the next access reads it back.
+    /// Refused on copy-on-write regions, where it would discard private
+    /// changes.
+    DontNeed,
+    /// Use transparent huge pages where the kernel can.
+    HugePage,
+}
+
+/// How many pages of a region are in memory, from `mincore(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Residency {
+    /// Pages resident in memory.
+    pub resident: usize,
+    /// Pages the region spans.
+    pub total: usize,
+}
+
+impl Residency {
+    /// Resident pages as a percentage of the total (0 for an empty region).
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.resident as f64 * 100.0 / self.total as f64
+        }
+    }
+}
+
+/// What [`Region::refresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// The backing object still has the size the region maps.
+    Unchanged,
+    /// The file grew and the region now maps `to` bytes instead of `from`.
+    Grown {
+        /// Length before.
+        from: usize,
+        /// Length now.
+        to: usize,
+    },
+}
+
+/// How to create a file that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// Fail with [`Error::AlreadyExists`] if the file exists.
+    New { size: u64 },
+    /// Open the file if it exists, create it otherwise; either way make sure
+    /// it has at least `size` bytes, reserved on disk.
+    OpenOrCreate { size: u64 },
+}
+
+/// Options for opening or creating a [`Region`] over a file.
+///
+/// ```
+/// # fn main() -> mapshare::Result<()> {
+/// use mapshare::{Access, RegionOptions};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("data");
+/// std::fs::write(&path, b"hello, mapped world")?;
+///
+/// // Bytes 7..13 of the file, read-only; offset 7 is not page-aligned.
+/// let region = RegionOptions::new().access(Access::ReadOnly).window(7, 6).open(&path)?;
+/// assert_eq!(region.read_vec(0, 6)?, b"mapped");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RegionOptions {
+    access: Access,
+    offset: u64,
+    len: Option<u64>,
+    create: Option<Create>,
+    mode: u32,
+}
+
+impl Default for RegionOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RegionOptions {
+    /// Read-write, shared, the whole file, no creation, mode 0600 if created.
+    pub fn new() -> Self {
+        RegionOptions {
+            access: Access::ReadWrite,
+            offset: 0,
+            len: None,
+            create: None,
+            mode: 0o600,
+        }
+    }
+
+    /// Sets how the region is accessed (default [`Access::ReadWrite`]).
+    pub fn access(&mut self, access: Access) -> &mut Self {
+        self.access = access;
+        self
+    }
+
+    /// Maps `len` bytes starting at byte `offset` of the file. Neither needs
+    /// to be page-aligned: the region starts exactly at `offset`.
+    pub fn window(&mut self, offset: u64, len: u64) -> &mut Self {
+        self.offset = offset;
+        self.len = Some(len);
+        self
+    }
+
+    /// Maps from byte `offset` to the end of the file (and follows the end
+    /// when the file grows, see [`Region::refresh`]).
+    pub fn from_offset(&mut self, offset: u64) -> &mut Self {
+        self.offset = offset;
+        self.len = None;
+        self
+    }
+
+    /// Creates the file with `size` bytes, failing if it exists. The space
+    /// is reserved with `fallocate`, so a full disk is an error now rather
+    /// than a `SIGBUS` on first touch.
+    pub fn create_new(&mut self, size: u64) -> &mut Self {
+        self.create = Some(Create::New { size });
+        self
+    }
+
+    /// Opens the file, creating it if needed, and makes sure it has at least
+    /// `size` bytes reserved (it never shrinks it). Safe to race: any number
+    /// of processes may do this at once and all see at least `size` bytes.
+    pub fn create(&mut self, size: u64) -> &mut Self {
+        self.create = Some(Create::OpenOrCreate { size });
+        self
+    }
+
+    /// Permission bits for a created file (default `0o600`).
+    pub fn mode(&mut self, mode: u32) -> &mut Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Opens (or creates) `path` and maps it.
+    pub fn open(&self, path: impl AsRef<Path>) -> Result<Region> {
+        let path = path.as_ref();
+        let origin = Origin::path(path);
+        let mut oo = OpenOptions::new();
+        oo.read(true);
+        let writable = self.access == Access::ReadWrite || self.create.is_some();
+        if writable {
+            oo.write(true);
+        }
+        match self.create {
+            Some(Create::New { .. }) => {
+                oo.create_new(true).mode(self.mode);
+            }
+            Some(Create::OpenOrCreate { .. }) => {
+                oo.create(true).mode(self.mode);
+            }
+            None => {}
+        }
+        let op = if writable {
+            "open read-write"
+        } else {
+            "open read-only"
+        };
+        let file = oo.open(path).map_err(|e| Error::io(&origin, op, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(&origin, "fstat", e))?;
+        if meta.is_dir() {
+            return Err(Error::IsDirectory { origin });
+        }
+        if !meta.is_file() {
+            return Err(Error::NotAFile { origin });
+        }
+        match self.create {
+            Some(Create::New { size }) | Some(Create::OpenOrCreate { size }) => {
+                if size == 0 {
+                    return Err(Error::ZeroLength {
+                        origin,
+                        what: "file",
+                    });
+                }
+                reserve(&file, &origin, 0, size)?;
+            }
+            None => {}
+        }
+        Region::map_file(
+            file,
+            origin,
+            Backing::File,
+            self.access,
+            self.offset,
+            self.len,
+        )
+    }
+}
+
+/// What a region's file is, which decides what shrinking means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backing {
+    /// A file on a file system (including `/dev/shm`).
+    File,
+    /// A memfd sealed against shrinking.
+    Memfd,
+}
+
+/// The mapping proper. `None` only after a refresh found nothing left.
+enum Mapping {
+    None,
+    /// `MAP_SHARED`, read-only or read-write.
+    Shared(memmap2::MmapRaw),
+    /// `MAP_PRIVATE`, copy-on-write. Accessed only through `ptr`.
+    Private(memmap2::MmapMut),
+}
+
+/// A mapped window of a file or an anonymous shared object.
+///
+/// See the [module documentation](self) for why access is by copy, atomics
+/// or raw pointers, and how the file's size is kept safe.
+///
+/// ```
+/// # fn main() -> mapshare::Result<()> {
+/// use mapshare::Region;
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("counter");
+/// let mut region = Region::create(&path, 4096)?;
+/// region.write_at(100, b"persisted")?;
+/// region.flush()?;
+/// drop(region);
+///
+/// let region = Region::open_read_only(&path)?;
+/// assert_eq!(region.read_vec(100, 9)?, b"persisted");
+/// # Ok(()) }
+/// ```
+pub struct Region {
+    mapping: Mapping,
+    /// Start of the view; valid for `len` bytes while `mapping` lives.
+    ptr: *mut u8,
+    len: usize,
+    file: File,
+    origin: Origin,
+    backing: Backing,
+    access: Access,
+    /// Where the view starts in the file.
+    offset: u64,
+    /// The view runs to the end of the file and follows it on refresh.
+    to_end: bool,
+}
+
+// SAFETY: `Region` owns its mapping and file; the raw pointer is only an
+// address into that mapping. Writes through safe methods need `&mut self`,
+// and reads through `&self` copy bytes out, so sharing `&Region` between
+// threads creates no data race that safe code can observe beyond what
+// another process could cause anyway.
+unsafe impl Send for Region {}
+// SAFETY: see `Send`; `&Region` methods only read (copies, atomics).
+unsafe impl Sync for Region {}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("origin", &self.origin)
+            .field("access", &self.access)
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+fn reserve(file: &File, origin: &Origin, offset: u64, len: u64) -> Result<()> {
+    sys::reserve(file, offset, len).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOSPC) => Error::NoSpace {
+            origin: origin.clone(),
+            len,
+            source: e,
+        },
+        _ => Error::io(origin, "fallocate", e),
+    })
+}
+
+fn file_size(file: &File, origin: &Origin) -> Result<u64> {
+    Ok(file
+        .metadata()
+        .map_err(|e| Error::io(origin, "fstat", e))?
+        .len())
+}
+
+impl Region {
+    /// Opens an existing file read-write and maps all of it, shared.
+    pub fn open(path: impl AsRef<Path>) -> Result<Region> {
+        RegionOptions::new().open(path)
+    }
+
+    /// Opens an existing file read-only and maps all of it, shared.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Region> {
+        RegionOptions::new().access(Access::ReadOnly).open(path)
+    }
+
+    /// Creates a new file of `size` bytes (mode 0600, space reserved) and
+    /// maps it read-write. Fails with [`Error::AlreadyExists`] if it exists.
+    pub fn create(path: impl AsRef<Path>, size: u64) -> Result<Region> {
+        RegionOptions::new().create_new(size).open(path)
+    }
+
+    /// Options for anything else: windows, copy-on-write, open-or-create.
+    pub fn options() -> RegionOptions {
+        RegionOptions::new()
+    }
+
+    /// An anonymous shared region of `len` bytes, zero-filled: a memfd
+    /// sealed against shrinking, mapped read-write. Share it with a child
+    /// process through [`Region::share_with`].
+    pub fn anonymous(len: usize) -> Result<Region> {
+        let origin = Origin::anonymous("mapshare");
+        if len == 0 {
+            return Err(Error::ZeroLength {
+                origin,
+                what: "region",
+            });
+        }
+        let fd = sys::memfd("mapshare").map_err(|e| Error::io(&origin, "memfd_create", e))?;
+        let file = File::from(fd);
+        reserve(&file, &origin, 0, len as u64)?;
+        sys::seal_against_shrink(&file).map_err(|e| Error::io(&origin, "seal", e))?;
+        Region::map_file(file, origin, Backing::Memfd, Access::ReadWrite, 0, None)
+    }
+
+    /// Maps all of an open file or memfd read-write, shared. Use it for a
+    /// descriptor received over a Unix socket.
+    pub fn from_fd(fd: OwnedFd) -> Result<Region> {
+        let file = File::from(fd);
+        let origin = Origin::anonymous(&format!("fd{}", file.as_raw_fd()));
+        let backing = match sys::is_sealed_against_shrink(&file) {
+            Ok(true) => Backing::Memfd,
+            _ => Backing::File,
+        };
+        Region::map_file(file, origin, backing, Access::ReadWrite, 0, None)
+    }
+
+    /// Lets `cmd`'s child inherit this region's descriptor and tells it the
+    /// descriptor's number in the environment variable `var`. The child
+    /// maps the same memory with [`Region::from_inherited`].
+    ///
+    /// ```no_run
+    /// # fn main() -> mapshare::Result<()> {
+    /// use mapshare::Region;
+    /// let region = Region::anonymous(4096)?;
+    /// let mut cmd = std::process::Command::new("my-child");
+    /// region.share_with(&mut cmd, "MY_REGION_FD");
+    /// let child = cmd.spawn();
+    /// // in the child: Region::from_inherited("MY_REGION_FD")
+    /// # Ok(()) }
+    /// ```
+    pub fn share_with(&self, cmd: &mut Command, var: &str) {
+        use std::os::unix::process::CommandExt;
+        let raw = self.file.as_raw_fd();
+        cmd.env(var, raw.to_string());
+        let pre_exec = move || {
+            // SAFETY: `raw` stays open in the parent until `spawn` returns
+            // (the region is borrowed by `cmd`'s caller for that long), and in
+            // the forked child it is the same descriptor; clearing
+            // close-on-exec affects only the child's copy of the table.
+            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+            sys::inheritable(fd, true)
+        };
+        // SAFETY: the hook only calls fcntl(F_SETFD), which is
+        // async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(pre_exec);
+        }
+    }
+
+    /// Maps the region a parent passed with [`Region::share_with`]: reads the
+    /// descriptor number from `var` and reopens it through
+    /// `/proc/self/fd`, which creates a new description of the same object
+    /// and leaves the inherited descriptor alone.
+    pub fn from_inherited(var: &str) -> Result<Region> {
+        let origin = Origin::anonymous(var);
+        let raw = std::env::var(var).map_err(|_| Error::Io {
+            origin: origin.clone(),
+            op: "read environment",
+            source: io::Error::new(io::ErrorKind::NotFound, format!("{var} is not set")),
+        })?;
+        let fd: u32 = raw.trim().parse().map_err(|_| Error::Io {
+            origin: origin.clone(),
+            op: "read environment",
+            source: io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{var}={raw:?} is not a descriptor number"),
+            ),
+        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/self/fd/{fd}"))
+            .map_err(|e| Error::io(&origin, "reopen inherited descriptor", e))?;
+        Region::from_fd(OwnedFd::from(file))
+    }
+
+    fn map_file(
+        file: File,
+        origin: Origin,
+        backing: Backing,
+        access: Access,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<Region> {
+        let size = file_size(&file, &origin)?;
+        if let Some(len) = len {
+            if offset.checked_add(len).is_none() {
+                return Err(Error::Overflow {
+                    origin,
+                    offset,
+                    len,
+                });
+            }
+        }
+        let len = match len {
+            Some(0) => {
+                return Err(Error::ZeroLength {
+                    origin,
+                    what: "mapping",
+                })
+            }
+            Some(len) => len,
+            None if size == 0 => return Err(Error::Empty { origin }),
+            None if offset >= size => {
+                return Err(Error::WindowOutOfRange {
+                    origin,
+                    offset,
+                    len: 0,
+                    size,
+                })
+            }
+            None => size - offset,
+        };
+        if offset + len > size {
+            if size == 0 {
+                return Err(Error::Empty { origin });
+            }
+            return Err(Error::WindowOutOfRange {
+                origin,
+                offset,
+                len,
+                size,
+            });
+        }
+        let Ok(len_usize) = usize::try_from(len) else {
+            return Err(Error::Overflow {
+                origin,
+                offset,
+                len,
+            });
+        };
+        if backing == Backing::File {
+            // Shared guard: refuse shrinks by other mapshare users while
+            // we map the file.
+            match sys::lock::try_lock(&file, LockKind::Shared, GUARD_BYTE, 1) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Error::Busy {
+                        origin,
+                        why: "another process is resizing the file".into(),
+                    })
+                }
+                Err(e) => return Err(Error::io(&origin, "lock size guard", e)),
+            }
+        }
+        let mut region = Region {
+            mapping: Mapping::None,
+            ptr: std::ptr::null_mut(),
+            len: 0,
+            file,
+            origin,
+            backing,
+            access,
+            offset,
+            to_end: false,
+        };
+        region.to_end = offset + len == size;
+        region.remap(len_usize)?;
+        Ok(region)
+    }
+
+    /// Replaces the mapping with one of `len` bytes at `self.offset`.
+    fn remap(&mut self, len: usize) -> Result<()> {
+        self.mapping = Mapping::None;
+        self.ptr = std::ptr::null_mut();
+        self.len = 0;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut opts = memmap2::MmapOptions::new();
+        opts.offset(self.offset).len(len);
+        let mapped = match self.access {
+            Access::ReadOnly => opts.map_raw_read_only(&self.file).map(Mapping::Shared),
+            Access::ReadWrite => opts.map_raw(&self.file).map(Mapping::Shared),
+            // SAFETY: a private mapping is only ever accessed through raw
+            // pointers (`self.ptr`), never through the `MmapMut`'s slice, so
+            // other processes changing the file underneath (which a private
+            // mapping may observe on pages not yet copied) breaks no Rust
+            // reference.
+            Access::CopyOnWrite => unsafe { opts.map_copy(&self.file) }.map(Mapping::Private),
+        }
+        .map_err(|e| Error::io(&self.origin, "mmap", e))?;
+        self.ptr = match &mapped {
+            Mapping::Shared(m) => m.as_mut_ptr(),
+            Mapping::Private(m) => m.as_ptr() as *mut u8,
+            Mapping::None => std::ptr::null_mut(),
+        };
+        self.mapping = mapped;
+        self.len = len;
+        Ok(())
+    }
+
+    /// Bytes the region maps.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region maps nothing (only after [`Region::refresh`] found
+    /// the file truncated to before the region's start).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How the region is accessed.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Where the region starts in its file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The file's path, or a `memfd:` description for anonymous regions.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// The backing file or memfd.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Checks that `[offset, offset + len)` lies inside the region and returns
+    /// it as `usize`s.
+    fn bounds(&self, offset: u64, len: usize) -> Result<usize> {
+        let oob = || Error::OutOfBounds {
+            origin: self.origin.clone(),
+            offset,
+            len: len as u64,
+            region_len: self.len as u64,
+        };
+        let start = usize::try_from(offset).map_err(|_| oob())?;
+        match start.checked_add(len) {
+            Some(end) if end <= self.len => Ok(start),
+            _ => Err(oob()),
+        }
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.access == Access::ReadOnly {
+            return Err(Error::ReadOnly {
+                origin: self.origin.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` into `buf`.
+    ///
+    /// Another process may be writing the same bytes; the copy may then mix
+    /// old and new bytes. Use a lock, a seqlock or atomics when that matters.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = self.bounds(offset, buf.len())?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `start..start + buf.len()` is inside the mapping (checked
+        // above), which lives as long as `self`; `buf` is private memory that
+        // cannot overlap a mapping we own. No reference to mapped bytes is
+        // created.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(start), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `len` bytes starting at `offset` into a new vector.
+    pub fn read_vec(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; len];
+        self.read_at(offset, &mut v)?;
+        Ok(v)
+    }
+
+    /// Copies `data` into the region at `offset`.
+    ///
+    /// On a shared region the bytes are visible to every process that maps
+    /// the file at once; call [`Region::flush`] to make them durable.
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<()> {
+        self.writable()?;
+        let start = self.bounds(offset, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: in bounds (checked above) of a writable mapping that lives
+        // as long as `self`; `&mut self` rules out concurrent access from
+        // this process through safe code; `data` cannot overlap the mapping
+        // because no safe API hands out references into it.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(start), data.len()) };
+        Ok(())
+    }
+
+    fn atomic_ptr(&self, offset: u64, size: usize) -> Result<*mut u8> {
+        self.writable()?;
+        let start = self.bounds(offset, size)?;
+        // SAFETY: `start` is in bounds (checked above).
+        let p = unsafe { self.ptr.add(start) };
+        if (p as usize) % size != 0 {
+            return Err(Error::Misaligned {
+                origin: self.origin.clone(),
+                offset,
+                align: size,
+                addr: p as usize,
+            });
+        }
+        Ok(p)
+    }
+
+    /// An atomic view of the 4 bytes at `offset`, which must be 4-aligned in
+    /// memory. Refused on read-only regions (a store would fault).
+    ///
+    /// Atomics are the one way to share a word that other processes change:
+    /// use them for flags, counters and futex words.
+    pub fn atomic_u32(&self, offset: u64) -> Result<&AtomicU32> {
+        let p = self.atomic_ptr(offset, 4)?;
+        // SAFETY: `p` is 4-aligned, in bounds of a writable mapping that lives
+        // as long as `&self` (remapping needs `&mut self`), and `AtomicU32`
+        // has the size and alignment of `u32`. Concurrent changes by other
+        // processes are exactly what atomics are for.
+        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
+    }
+
+    /// An atomic view of the 8 bytes at `offset`, which must be 8-aligned in
+    /// memory. See [`Region::atomic_u32`].
+    pub fn atomic_u64(&self, offset: u64) -> Result<&AtomicU64> {
+        let p = self.atomic_ptr(offset, 8)?;
+        // SAFETY: as in `atomic_u32`, with 8-byte size and alignment.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+
+    /// The address of the region's first byte. Reading or writing through it
+    /// is up to you; see the [module documentation](self).
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// The address of the region's first byte, for writing. Errors on
+    /// read-only regions.
+    pub fn as_mut_ptr(&self) -> Result<*mut u8> {
+        self.writable()?;
+        Ok(self.ptr)
+    }
+
+    /// The whole region as a byte slice.
+    ///
+    /// # Safety
+    ///
+    /// While the slice lives, no process (this one included) may write the
+    /// region's bytes and no process may shrink the file; otherwise the
+    /// slice changes under Rust's feet, which is undefined behaviour.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` is valid for `len` bytes while `self` lives; the
+        // caller guarantees nobody writes them meanwhile.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The page-aligned span that covers the view's `[start, start + len)`.
+    fn page_span(&self, start: usize, len: usize) -> (*const u8, usize) {
+        let page = sys::page_size();
+        // SAFETY: `start <= self.len` (callers bound-check), so this stays in
+        // or one past the mapping.
+        let addr = unsafe { self.ptr.add(start) } as usize;
+        let aligned = addr & !(page - 1);
+        (aligned as *const u8, len + (addr - aligned))
+    }
+
+    fn range(&self, range: Option<(u64, usize)>) -> Result<(usize, usize)> {
+        match range {
+            None => Ok((0, self.len)),
+            Some((offset, len)) => Ok((self.bounds(offset, len)?, len)),
+        }
+    }
+
+    /// Writes all changes in the region back to the file and waits for the
+    /// device (`msync(MS_SYNC)`). A no-op on copy-on-write and anonymous
+    /// regions.
+    pub fn flush(&self) -> Result<()> {
+        self.flush_range(0, self.len, Flush::Sync)
+    }
+
+    /// Writes back `[offset, offset + len)` (`msync`, sync or async).
+    pub fn flush_range(&self, offset: u64, len: usize, mode: Flush) -> Result<()> {
+        let start = self.bounds(offset, len)?;
+        let Mapping::Shared(map) = &self.mapping else {
+            return Ok(());
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        match mode {
+            Flush::Sync => map.flush_range(start, len),
+            Flush::Async => map.flush_async_range(start, len),
+        }
+        .map_err(|e| Error::io(&self.origin, "msync", e))
+    }
+
+    /// Tells the kernel how the whole region will be used (`madvise`).
+    pub fn advise(&self, hint: Hint) -> Result<()> {
+        self.advise_range(hint, 0, self.len)
+    }
+
+    /// Tells the kernel how `[offset, offset + len)` will be used.
+    pub fn advise_range(&self, hint: Hint, offset: u64, len: usize) -> Result<()> {
+        let (start, len) = self.range(Some((offset, len)))?;
+        if len == 0 {
+            return Ok(());
+        }
+        let advice = match hint {
+            Hint::Normal => Advice::Normal,
+            Hint::Sequential => Advice::Sequential,
+            Hint::Random => Advice::Random,
+            Hint::WillNeed => Advice::WillNeed,
+            Hint::DontNeed => {
+                if self.access == Access::CopyOnWrite {
+                    return Err(Error::Unsupported {
+                        origin: self.origin.clone(),
+                        what: "advise(DontNeed)",
+                        why: "it would discard this copy-on-write region's private changes",
+                    });
+                }
+                Advice::DontNeed
+            }
+            Hint::HugePage => Advice::HugePage,
+        };
+        let (addr, span) = self.page_span(start, len);
+        // SAFETY: the span lies in this region's mapping; DontNeed is only
+        // reached for shared mappings (refused above for private ones).
+        unsafe { sys::mem::advise(addr, span, advice) }
+            .map_err(|e| Error::io(&self.origin, "madvise", e))?;
+        if hint == Hint::DontNeed && self.backing == Backing::File {
+            // Let the page cache drop the clean pages too; dirty ones stay
+            // until written back.
+            let file_start = self.offset + start as u64;
+            sys::drop_cache(&self.file, file_start, len as u64)
+                .map_err(|e| Error::io(&self.origin, "posix_fadvise", e))?;
+        }
+        Ok(())
+    }
+
+    /// How many of the region's pages are resident in memory (`mincore`).
+    pub fn residency(&self) -> Result<Residency> {
+        if self.len == 0 {
+            return Ok(Residency {
+                resident: 0,
+                total: 0,
+            });
+        }
+        let (addr, span) = self.page_span(0, self.len);
+        let (resident, total) = sys::mem::resident_pages(addr, span)
+            .map_err(|e| Error::io(&self.origin, "mincore", e))?;
+        Ok(Residency { resident, total })
+    }
+
+    /// Faults every page of the region in now, so that first accesses later
+    /// cost no page fault (`MADV_POPULATE_READ`, or `POPULATE_WRITE` for
+    /// anonymous regions; on kernels before 5.14, by touching each page).
+    pub fn prefault(&self) -> Result<()> {
+        if self.len == 0 {
+            return Ok(());
+        }
+        let (addr, span) = self.page_span(0, self.len);
+        // Populating a shared *file* mapping for writing would mark every
+        // page dirty and cause write-back of unchanged data.
+        let advice = if self.backing == Backing::Memfd && self.access == Access::ReadWrite {
+            Advice::PopulateWrite
+        } else {
+            Advice::PopulateRead
+        };
+        // SAFETY: the span lies in this region's mapping; populating changes
+        // no data.
+        match unsafe { sys::mem::advise(addr, span, advice) } {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                let page = sys::page_size();
+                let mut at = 0;
+                while at < self.len {
+                    // SAFETY: `at < len`, inside the mapping; a volatile read
+                    // of a `u8` creates no reference and cannot be elided.
+                    unsafe { std::ptr::read_volatile(self.ptr.add(at)) };
+                    at += page;
+                }
+                Ok(())
+            }
+            Err(e) => Err(Error::io(&self.origin, "madvise(populate)", e)),
+        }
+    }
+
+    /// Locks the region's pages in RAM (`mlock`): they are faulted in now
+    /// and never swapped out. Subject to `RLIMIT_MEMLOCK`.
+    pub fn lock_in_ram(&self) -> Result<()> {
+        let (addr, span) = self.page_span(0, self.len);
+        sys::mem::lock_in_ram(addr, span).map_err(|e| Error::io(&self.origin, "mlock", e))
+    }
+
+    /// Undoes [`Region::lock_in_ram`] (`munlock`).
+    pub fn unlock_from_ram(&self) -> Result<()> {
+        let (addr, span) = self.page_span(0, self.len);
+        sys::mem::unlock_from_ram(addr, span).map_err(|e| Error::io(&self.origin, "munlock", e))
+    }
+
+    /// The backing object's current size in bytes.
+    pub fn file_len(&self) -> Result<u64> {
+        file_size(&self.file, &self.origin)
+    }
+
+    /// Checks that the backing object still covers the whole region; returns
+    /// [`Error::Truncated`] if somebody shrank it. Accessing a truncated
+    /// region would end in `SIGBUS`.
+    pub fn check(&self) -> Result<()> {
+        let size = self.file_len()?;
+        let end = self.offset + self.len as u64;
+        if size < end {
+            return Err(Error::Truncated {
+                origin: self.origin.clone(),
+                expected: end,
+                actual: size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Brings the region up to date with its backing object's size.
+    ///
+    /// A region that maps to the end of its file follows the file: if
+    /// another process grew it, the region now maps the new end. Any region
+    /// whose bytes the file no longer covers is cut back to what remains
+    /// (so later accesses are `OutOfBounds`, not `SIGBUS`) and the call
+    /// returns [`Error::Truncated`].
+    pub fn refresh(&mut self) -> Result<Refresh> {
+        let size = self.file_len()?;
+        let end = self.offset + self.len as u64;
+        if size < end {
+            let remaining = size.saturating_sub(self.offset) as usize;
+            self.remap(remaining)?;
+            return Err(Error::Truncated {
+                origin: self.origin.clone(),
+                expected: end,
+                actual: size,
+            });
+        }
+        if self.to_end && size > end {
+            let from = self.len;
+            let to = usize::try_from(size - self.offset).map_err(|_| Error::Overflow {
+                origin: self.origin.clone(),
+                offset: self.offset,
+                len: size - self.offset,
+            })?;
+            self.remap(to)?;
+            return Ok(Refresh::Grown { from, to });
+        }
+        Ok(Refresh::Unchanged)
+    }
+
+    /// Grows the region to `new_len` bytes, extending the file (with space
+    /// reserved) if it ends before `offset + new_len`. Other processes see
+    /// the new size after their [`Region::refresh`].
+    pub fn grow(&mut self, new_len: usize) -> Result<()> {
+        if self.access == Access::ReadOnly {
+            return Err(Error::ReadOnly {
+                origin: self.origin.clone(),
+            });
+        }
+        if new_len < self.len {
+            return self.shrink(new_len);
+        }
+        let new_end = self
+            .offset
+            .checked_add(new_len as u64)
+            .ok_or_else(|| Error::Overflow {
+                origin: self.origin.clone(),
+                offset: self.offset,
+                len: new_len as u64,
+            })?;
+        let size = self.file_len()?;
+        if new_end > size {
+            if self.access == Access::CopyOnWrite {
+                return Err(Error::Unsupported {
+                    origin: self.origin.clone(),
+                    what: "growing the file",
+                    why: "a copy-on-write region never changes its file",
+                });
+            }
+            reserve(&self.file, &self.origin, size, new_end - size)?;
+        }
+        self.remap(new_len)?;
+        self.to_end = new_end >= self.file_len()?;
+        Ok(())
+    }
+
+    /// Shrinks the region and its file to `new_len` bytes.
+    ///
+    /// Only a read-write region that maps to the end of a regular file can
+    /// shrink it. Refused with [`Error::Busy`] while any other `Region` maps
+    /// the file (in this process or another), because their next access past
+    /// the new end would be a `SIGBUS`. Anonymous regions are sealed and
+    /// cannot shrink.
+    pub fn shrink(&mut self, new_len: usize) -> Result<()> {
+        self.writable()?;
+        let unsupported = |why| Error::Unsupported {
+            origin: self.origin.clone(),
+            what: "shrinking",
+            why,
+        };
+        if self.backing == Backing::Memfd {
+            return Err(unsupported(
+                "anonymous regions are sealed against shrinking",
+            ));
+        }
+        if self.access == Access::CopyOnWrite {
+            return Err(unsupported("a copy-on-write region never changes its file"));
+        }
+        if new_len == 0 {
+            return Err(Error::ZeroLength {
+                origin: self.origin.clone(),
+                what: "region",
+            });
+        }
+        if new_len >= self.len {
+            return Ok(());
+        }
+        let end = self.offset + self.len as u64;
+        if end != self.file_len()? {
+            return Err(unsupported("the region does not reach the end of the file"));
+        }
+        let origin = self.origin.clone();
+        let guard_err = |e| Error::io(&origin, "lock size guard", e);
+        if !sys::lock::try_lock(&self.file, LockKind::Exclusive, GUARD_BYTE, 1)
+            .map_err(guard_err)?
+        {
+            return Err(Error::Busy {
+                origin: self.origin.clone(),
+                why: "another region maps this file; shrinking would make its pages fault".into(),
+            });
+        }
+        let new_end = self.offset + new_len as u64;
+        let result = self.remap(new_len).and_then(|()| {
+            self.file
+                .set_len(new_end)
+                .map_err(|e| Error::io(&self.origin, "ftruncate", e))
+        });
+        // Back to shared: other processes may map the file again.
+        sys::lock::try_lock(&self.file, LockKind::Shared, GUARD_BYTE, 1).map_err(guard_err)?;
+        result
+    }
+}
+
+impl AsFd for Region {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}

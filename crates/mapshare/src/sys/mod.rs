@@ -1,0 +1,103 @@
+//! The only place that calls the operating system directly.
+//!
+//! Every function here is a safe wrapper around one system call (or a small,
+//! fixed sequence of them) with one `SAFETY` line saying why the raw call is
+//! sound. Nothing above this module uses `libc` or `rustix` for system calls.
+//! This module owns no policy: it does not retry, validate shared memory or
+//! decide what an error means; the layers above do.
+//!
+//! `rustix` is preferred; `libc` is used where rustix has no wrapper
+//! (`mincore`, byte-range OFD locks).
+
+pub mod futex;
+pub mod lock;
+pub(crate) mod mem;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+/// The system page size in bytes (`sysconf(_SC_PAGESIZE)`, from the aux vector).
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// Reserves `[offset, offset + len)` of `file` on disk and extends the file
+/// if that range ends past its size (`fallocate(2)` with mode 0).
+///
+/// After this returns, writes through a mapping into the range cannot fail
+/// for lack of space: a full disk is `ENOSPC` here, not `SIGBUS` later.
+/// File systems without `fallocate` (some network file systems) return
+/// `EOPNOTSUPP`; callers decide whether to fall back.
+pub fn reserve(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, len)
+        .map_err(io::Error::from)
+}
+
+/// Asks the kernel to drop clean cached pages of `[offset, offset + len)` of
+/// `file` (`posix_fadvise(POSIX_FADV_DONTNEED)`); `len == 0` means "to the end".
+pub fn drop_cache(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    rustix::fs::fadvise(
+        file,
+        offset,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Creates an anonymous memory file (`memfd_create(2)`) that can be sealed.
+/// The descriptor is close-on-exec; see [`inheritable`] to pass it to a child.
+pub fn memfd(name: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::MemfdFlags;
+    rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(io::Error::from)
+}
+
+/// Forbids shrinking the memfd behind `fd` for as long as it exists
+/// (`fcntl(F_ADD_SEALS, F_SEAL_SHRINK)`). Growing stays allowed.
+pub fn seal_against_shrink(fd: impl AsFd) -> io::Result<()> {
+    rustix::fs::fcntl_add_seals(fd, rustix::fs::SealFlags::SHRINK).map_err(io::Error::from)
+}
+
+/// Whether the memfd behind `fd` is sealed against shrinking (`F_GET_SEALS`).
+pub fn is_sealed_against_shrink(fd: impl AsFd) -> io::Result<bool> {
+    let seals = rustix::fs::fcntl_get_seals(fd).map_err(io::Error::from)?;
+    Ok(seals.contains(rustix::fs::SealFlags::SHRINK))
+}
+
+/// Sets or clears close-on-exec on `fd` (`fcntl(F_SETFD)`).
+///
+/// This is async-signal-safe, so it may run in a `pre_exec` hook between
+/// `fork` and `exec` to let one descriptor through to a child.
+pub fn inheritable(fd: impl AsFd, inherit: bool) -> io::Result<()> {
+    let flags = if inherit {
+        rustix::io::FdFlags::empty()
+    } else {
+        rustix::io::FdFlags::CLOEXEC
+    };
+    rustix::io::fcntl_setfd(fd, flags).map_err(io::Error::from)
+}
+
+/// The calling process's id (`getpid(2)`).
+pub fn pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+/// Whether a process with this id exists (`kill(pid, 0)`); `EPERM` counts as
+/// existing. PIDs are reused: use this only as a hint, never as proof.
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match rustix::process::Pid::from_raw(raw) {
+        Some(p) => match rustix::process::test_kill_process(p) {
+            Ok(()) => true,
+            Err(e) => e == rustix::io::Errno::PERM,
+        },
+        None => false,
+    }
+}
