@@ -271,7 +271,14 @@ impl RegionOptions {
                         what: "file",
                     });
                 }
-                reserve(&file, &origin, 0, size)?;
+                if let Err(e) = reserve(&file, &origin, 0, size) {
+                    if matches!(self.create, Some(Create::New { .. })) {
+                        // We made the file and could not give it its size:
+                        // leave nothing half-made behind.
+                        let _ = std::fs::remove_file(path);
+                    }
+                    return Err(e);
+                }
             }
             None => {}
         }

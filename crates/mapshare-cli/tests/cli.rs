@@ -1,0 +1,283 @@
+//! The `mapshare` command as users run it: real processes, real files, and
+//! real peers (`xxd`, `fincore`, a second process with the file mapped).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use proptest::prelude::*;
+
+fn mapshare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mapshare"))
+        .args(args)
+        .output()
+        .expect("run mapshare")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn file_with(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn byte_prints_the_classic_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = b"#include <stdio.h>\n#include <fcntl.h>\n\x00\xff";
+    let f = file_with(dir.path(), "mmapdemo.c", text);
+    let o = mapshare(&["byte", s(&f), "30"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "byte at offset 30 is '{}' (0x{:02x})\n",
+            text[30] as char, text[30]
+        )
+    );
+    let o = mapshare(&["byte", s(&f), "18"]);
+    assert_eq!(stdout(&o), "byte at offset 18 is '\\n' (0x0a)\n");
+    let o = mapshare(&["byte", s(&f), "0x26"]);
+    assert_eq!(stdout(&o), "byte at offset 38 is '\\0' (0x00)\n");
+    let o = mapshare(&["byte", s(&f), "39"]);
+    assert_eq!(stdout(&o), "byte at offset 39 is '\\xff' (0xff)\n");
+}
+
+#[test]
+fn byte_explains_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file_with(dir.path(), "f", &[b'a'; 1234]);
+    let empty = file_with(dir.path(), "empty", b"");
+
+    let o = mapshare(&["byte", s(&f), "9999"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.stdout.len(), 0);
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "mapshare: offset 9999 is out of range for {} (size 1234): valid offsets are 0..=1233\n",
+            f.display()
+        )
+    );
+    let o = mapshare(&["byte", s(&f), "1234"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("valid offsets are 0..=1233"));
+
+    let o = mapshare(&["byte", s(&empty), "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "mapshare: {} is empty: there is no byte at offset 0\n",
+            empty.display()
+        )
+    );
+
+    let o = mapshare(&["byte", s(dir.path()), "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+
+    let missing = dir.path().join("missing");
+    let o = mapshare(&["byte", s(&missing), "0"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!("mapshare: {}: no such file\n", missing.display())
+    );
+
+    // Usage errors exit 2.
+    assert_eq!(mapshare(&["byte", s(&f)]).status.code(), Some(2));
+    assert_eq!(mapshare(&["byte", s(&f), "ten"]).status.code(), Some(2));
+    assert_eq!(mapshare(&["frobnicate"]).status.code(), Some(2));
+}
+
+/// Root bypasses file permissions, so run the command as `nobody`.
+#[test]
+fn permission_denied_is_reported_for_an_unprivileged_user() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let f = file_with(dir.path(), "secret", b"top secret");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runs_as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n");
+    if runs_as_root.ok() != Some(true) {
+        // Not root: the permission bits apply to us directly.
+        let o = mapshare(&["byte", s(&f), "0"]);
+        assert!(o.status.success());
+        return;
+    }
+    let o = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_mapshare"))
+        .args(["byte", s(&f), "0"])
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    if stderr(&o).contains("Permission denied") && !stderr(&o).contains("mapshare") {
+        panic!("cannot run the binary as nobody: {}", stderr(&o));
+    }
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "mapshare: {}: permission denied (open read-only)\n",
+            f.display()
+        )
+    );
+}
+
+fn xxd(args: &[&str]) -> Vec<u8> {
+    Command::new("xxd").args(args).output().expect("xxd").stdout
+}
+
+#[test]
+fn dump_matches_xxd_on_whole_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for len in [0usize, 1, 15, 16, 17, 4095, 4096, 4097, 70_000] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+        let f = file_with(dir.path(), &format!("f{len}"), &data);
+        let o = mapshare(&["dump", s(&f)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            o.stdout == xxd(&[s(&f)]),
+            "dump differs from xxd for {len} bytes"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn dump_matches_xxd_on_random_windows(offset in 0u64..9000, length in 0u64..9000) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..8200usize).map(|i| (i * 131 + i / 7) as u8).collect();
+        let f = file_with(dir.path(), "f", &data);
+        let (off, len) = (offset.to_string(), length.to_string());
+        let o = mapshare(&["dump", s(&f), "-s", &off, "-l", &len]);
+        if offset > data.len() as u64 {
+            prop_assert_eq!(o.status.code(), Some(1));
+        } else {
+            prop_assert!(o.status.success(), "{}", stderr(&o));
+            prop_assert!(o.stdout == xxd(&["-s", &off, "-l", &len, s(&f)]), "window {}+{}", offset, length);
+        }
+    }
+}
+
+#[test]
+fn dump_takes_units_and_hex() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..5000usize).map(|i| i as u8).collect();
+    let f = file_with(dir.path(), "f", &data);
+    let o = mapshare(&["dump", s(&f), "--offset", "0x10", "--length", "1KiB"]);
+    assert!(o.stdout == xxd(&["-s", "16", "-l", "1024", s(&f)]));
+}
+
+#[test]
+fn write_is_seen_by_a_process_that_has_the_file_mapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file_with(dir.path(), "f", &[b'.'; 10_000]);
+    // This test process maps the file; the CLI is another process.
+    let region = mapshare::Region::open_read_only(&f).unwrap();
+
+    let o = mapshare(&["write", s(&f), "4094", "--text", "across"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(region.read_vec(4094, 6).unwrap(), b"across");
+
+    let o = mapshare(&["write", s(&f), "0x20", "--hex", "de ad:be ef", "--no-sync"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(region.read_vec(32, 4).unwrap(), [0xde, 0xad, 0xbe, 0xef]);
+
+    let src = file_with(dir.path(), "src", b"from a file");
+    let o = mapshare(&["write", s(&f), "9989", "--from", s(&src)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(region.read_vec(9989, 11).unwrap(), b"from a file");
+
+    let on_disk = std::fs::read(&f).unwrap();
+    assert_eq!(&on_disk[4094..4100], b"across");
+    assert_eq!(on_disk.len(), 10_000);
+}
+
+#[test]
+fn write_refuses_to_run_past_the_end_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file_with(dir.path(), "f", b"0123456789");
+    let o = mapshare(&["write", s(&f), "8", "--text", "abc"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("past the end"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&f).unwrap(), b"0123456789");
+    // Exactly one of --text, --hex, --from.
+    assert_eq!(mapshare(&["write", s(&f), "0"]).status.code(), Some(2));
+    assert_eq!(
+        mapshare(&["write", s(&f), "0", "--text", "a", "--hex", "00"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let o = mapshare(&["write", s(&f), "0", "--hex", "abc"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(std::fs::read(&f).unwrap(), b"0123456789");
+}
+
+#[test]
+fn info_agrees_with_fincore() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let f = file_with(dir.path(), "f", &vec![7u8; 40 * 4096 + 1]);
+    // Make part of it resident, part not.
+    let region = mapshare::Region::open(&f).unwrap();
+    region.flush().unwrap();
+    region.advise(mapshare::Hint::DontNeed).unwrap();
+    region.read_vec(0, 10 * 4096).unwrap();
+    let o = mapshare(&["info", "--json", s(&f)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["size"], 40 * 4096 + 1);
+    assert_eq!(v["pages_total"], 41);
+    assert_eq!(v["mapshare_file"], false);
+    let ours = v["pages_resident"].as_u64().unwrap();
+    let fincore = Command::new("fincore")
+        .args(["-n", "-r", "-o", "PAGES", s(&f)])
+        .output()
+        .expect("fincore (util-linux)");
+    let theirs: u64 = String::from_utf8_lossy(&fincore.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(ours, theirs);
+    assert!(ours >= 10, "{ours}");
+
+    let o = mapshare(&["info", s(&f)]);
+    assert!(
+        stdout(&o).contains(&format!("resident:  {ours} of 41 pages")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("plain file"));
+}
+
+#[test]
+fn demo_runs_both_scenes() {
+    let o = mapshare(&["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("without remapping, my view now says byte at offset 30"),
+        "{out}"
+    );
+    assert!(
+        out.contains("the region says \"Hello from shared memory!\""),
+        "{out}"
+    );
+}

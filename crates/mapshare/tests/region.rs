@@ -1,0 +1,388 @@
+//! One process, one file: windows at any offset, access modes, hints,
+//! residency, and every kind of bad input.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use mapshare::{shm, Access, Error, Flush, Hint, Region, RegionOptions};
+use proptest::prelude::*;
+
+const PAGE: u64 = 4096;
+
+fn file_with(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// A window given as a page number plus a small signed delta, so page
+/// boundaries come up often.
+fn window_strategy(size: u64) -> impl Strategy<Value = (u64, u64)> {
+    let pages = size / PAGE;
+    (0..=pages, -3i64..=3, 1u64..3 * PAGE, any::<bool>()).prop_filter_map(
+        "window inside the file",
+        move |(page, delta, len, near_boundary_len)| {
+            let offset = (page * PAGE) as i64 + delta;
+            if offset < 0 || offset as u64 >= size {
+                return None;
+            }
+            let offset = offset as u64;
+            // Half the time, end the window right at a page boundary.
+            let len = if near_boundary_len {
+                let end = (offset / PAGE + 1 + len % 3) * PAGE;
+                end - offset
+            } else {
+                len
+            };
+            let len = len.min(size - offset);
+            (len > 0).then_some((offset, len))
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn windows_read_exactly_what_pread_reads((offset, len) in window_strategy(5 * PAGE + 123)) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = pattern(5 * PAGE as usize + 123);
+        let path = file_with(dir.path(), "f", &data);
+        let region = RegionOptions::new().access(Access::ReadOnly).window(offset, len).open(&path).unwrap();
+        prop_assert_eq!(region.len() as u64, len);
+        prop_assert_eq!(region.offset(), offset);
+        let mut expected = vec![0u8; len as usize];
+        std::fs::File::open(&path).unwrap().read_exact_at(&mut expected, offset).unwrap();
+        prop_assert_eq!(region.read_vec(0, len as usize).unwrap(), expected);
+        // One past the window is out of bounds, whatever the page rounding.
+        let past = region.read_vec(len, 1);
+        prop_assert!(matches!(past, Err(Error::OutOfBounds { .. })), "{:?}", past);
+    }
+
+    #[test]
+    fn window_writes_land_where_pwrite_would((offset, len) in window_strategy(3 * PAGE + 5), seed in any::<u8>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = pattern(3 * PAGE as usize + 5);
+        let path = file_with(dir.path(), "f", &data);
+        let mut region = RegionOptions::new().window(offset, len).open(&path).unwrap();
+        let new: Vec<u8> = (0..len).map(|i| seed.wrapping_add(i as u8)).collect();
+        region.write_at(0, &new).unwrap();
+        region.flush().unwrap();
+        data[offset as usize..(offset + len) as usize].copy_from_slice(&new);
+        prop_assert_eq!(std::fs::read(&path).unwrap(), data);
+    }
+}
+
+#[test]
+fn read_only_regions_refuse_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "f", b"read only please");
+    let mut region = Region::open_read_only(&path).unwrap();
+    assert!(matches!(
+        region.write_at(0, b"x"),
+        Err(Error::ReadOnly { .. })
+    ));
+    assert!(matches!(region.atomic_u32(0), Err(Error::ReadOnly { .. })));
+    assert!(matches!(region.as_mut_ptr(), Err(Error::ReadOnly { .. })));
+    assert!(matches!(region.grow(100), Err(Error::ReadOnly { .. })));
+    assert_eq!(std::fs::read(&path).unwrap(), b"read only please");
+}
+
+#[test]
+fn copy_on_write_changes_never_reach_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(2 * PAGE as usize);
+    let path = file_with(dir.path(), "f", &data);
+    let mut private = RegionOptions::new()
+        .access(Access::CopyOnWrite)
+        .open(&path)
+        .unwrap();
+    private.write_at(10, b"private").unwrap();
+    private.flush().unwrap();
+    assert_eq!(private.read_vec(10, 7).unwrap(), b"private");
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+    // A shared region of the same file does not see it either.
+    let shared = Region::open_read_only(&path).unwrap();
+    assert_eq!(shared.read_vec(10, 7).unwrap(), &data[10..17]);
+    // And a copy-on-write region cannot grow or discard the file.
+    assert!(matches!(
+        private.grow(10 * PAGE as usize),
+        Err(Error::Unsupported { .. })
+    ));
+    assert!(matches!(
+        private.advise(Hint::DontNeed),
+        Err(Error::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn bad_input_gets_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "f", &pattern(1000));
+    let empty = file_with(dir.path(), "empty", b"");
+
+    assert!(matches!(
+        Region::open(dir.path().join("missing")),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        Region::open_read_only(dir.path()),
+        Err(Error::IsDirectory { .. })
+    ));
+    assert!(matches!(
+        Region::open(dir.path()),
+        Err(Error::IsDirectory { .. })
+    ));
+    assert!(matches!(Region::open(&empty), Err(Error::Empty { .. })));
+    assert!(matches!(
+        Region::open_read_only("/dev/null"),
+        Err(Error::NotAFile { .. })
+    ));
+
+    let opts = |offset, len| RegionOptions::new().window(offset, len).open(&path);
+    match opts(990, 20) {
+        Err(Error::WindowOutOfRange {
+            offset: 990,
+            len: 20,
+            size: 1000,
+            origin,
+        }) => assert_eq!(origin.as_path(), path),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(opts(5000, 1), Err(Error::WindowOutOfRange { .. })));
+    assert!(matches!(opts(10, 0), Err(Error::ZeroLength { .. })));
+    assert!(matches!(opts(u64::MAX, 2), Err(Error::Overflow { .. })));
+    assert!(matches!(
+        opts(u64::MAX - 1, 1),
+        Err(Error::WindowOutOfRange { .. })
+    ));
+    assert!(matches!(
+        RegionOptions::new().from_offset(1000).open(&path),
+        Err(Error::WindowOutOfRange { .. })
+    ));
+
+    // The message names the file, the window and the size.
+    let msg = opts(990, 20).unwrap_err().to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("990") && msg.contains("20") && msg.contains("1000"),
+        "{msg}"
+    );
+
+    // Out-of-bounds access and misaligned atomics.
+    let region = Region::open(&path).unwrap();
+    assert!(matches!(
+        region.read_vec(999, 2),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        region.read_vec(u64::MAX, 1),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        region.atomic_u32(2),
+        Err(Error::Misaligned { .. })
+    ));
+    assert!(matches!(
+        region.atomic_u64(4),
+        Err(Error::Misaligned { .. })
+    ));
+    assert!(matches!(
+        region.atomic_u32(998),
+        Err(Error::OutOfBounds { .. })
+    ));
+    region.atomic_u64(8).unwrap();
+
+    // A window at an odd offset: alignment is about the address, not the
+    // offset in the window.
+    let odd = RegionOptions::new().window(3, 100).open(&path).unwrap();
+    assert!(matches!(odd.atomic_u32(0), Err(Error::Misaligned { .. })));
+    odd.atomic_u32(1).unwrap();
+
+    // Flush and advise ranges are bounds-checked too.
+    assert!(matches!(
+        region.flush_range(900, 200, Flush::Async),
+        Err(Error::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        region.advise_range(Hint::WillNeed, 1001, 1),
+        Err(Error::OutOfBounds { .. })
+    ));
+}
+
+#[test]
+fn create_reserves_space_and_refuses_to_clobber() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new");
+    let region = Region::create(&path, 3 * PAGE).unwrap();
+    assert_eq!(region.len() as u64, 3 * PAGE);
+    let meta = std::fs::metadata(&path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    // fallocate reserved real blocks: the file is not sparse.
+    assert!(meta.blocks() * 512 >= 3 * PAGE, "{} blocks", meta.blocks());
+    assert!(matches!(
+        Region::create(&path, PAGE),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        Region::create(dir.path().join("zero"), 0),
+        Err(Error::ZeroLength { .. })
+    ));
+
+    // Open-or-create never shrinks, grows a short file, and honours mode.
+    let again = RegionOptions::new().create(PAGE).open(&path).unwrap();
+    assert_eq!(again.len() as u64, 3 * PAGE);
+    let bigger = RegionOptions::new().create(5 * PAGE).open(&path).unwrap();
+    assert_eq!(bigger.len() as u64, 5 * PAGE);
+    let shared_path = dir.path().join("group");
+    RegionOptions::new()
+        .create_new(PAGE)
+        .mode(0o640)
+        .open(&shared_path)
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&shared_path).unwrap().mode() & 0o777,
+        0o640
+    );
+}
+
+#[test]
+fn a_full_disk_is_an_error_at_create_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge");
+    // Far more than any test machine's free space.
+    match Region::create(&path, 1 << 50) {
+        Err(Error::NoSpace { len, .. }) => assert_eq!(len, 1 << 50),
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc_efbig()) => {}
+        other => panic!("expected NoSpace, got {other:?}"),
+    }
+    // Nothing half-made is left behind.
+    assert!(!path.exists());
+}
+
+/// ext4 refuses sizes past its maximum file size with EFBIG rather than
+/// ENOSPC; both are "this will not fit" at create time.
+fn libc_efbig() -> i32 {
+    27
+}
+
+#[test]
+fn shm_names_are_validated() {
+    for bad in ["", "/", "a/b", "..", ".", "x\0y", &"n".repeat(256)] {
+        assert!(
+            matches!(shm::path(bad), Err(Error::InvalidName { .. })),
+            "{bad:?} accepted"
+        );
+        assert!(matches!(
+            shm::create(bad, 10),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    assert!(shm::path(&"n".repeat(255)).is_ok());
+}
+
+#[test]
+fn shm_create_open_remove() {
+    let name = format!("mapshare-test-{}", std::process::id());
+    let mut a = shm::create(&name, 8192).unwrap();
+    assert!(matches!(
+        shm::create(&name, 8192),
+        Err(Error::AlreadyExists { .. })
+    ));
+    let b = shm::open(&format!("/{name}")).unwrap();
+    a.write_at(4000, b"across the name").unwrap();
+    assert_eq!(b.read_vec(4000, 15).unwrap(), b"across the name");
+    let c = shm::open_or_create(&name, 100).unwrap();
+    assert_eq!(c.len(), 8192);
+    shm::remove(&name).unwrap();
+    // Still mapped after the name is gone.
+    assert_eq!(b.read_vec(4000, 15).unwrap(), b"across the name");
+    assert!(matches!(shm::open(&name), Err(Error::NotFound { .. })));
+    assert!(matches!(shm::remove(&name), Err(Error::NotFound { .. })));
+}
+
+/// A file on a real disk (not tmpfs), so the page cache can drop it.
+fn disk_file(len: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = file_with(dir.path(), "resident", &pattern(len));
+    (dir, path)
+}
+
+#[test]
+fn residency_follows_prefault_and_dontneed() {
+    let (_dir, path) = disk_file(256 * PAGE as usize);
+    let region = Region::open(&path).unwrap();
+    region.flush().unwrap();
+    region.advise(Hint::DontNeed).unwrap();
+    let low = region.residency().unwrap();
+    assert_eq!(low.total, 256);
+    region.prefault().unwrap();
+    let high = region.residency().unwrap();
+    assert_eq!(high.resident, 256, "after prefault: {high:?}");
+    region.advise(Hint::DontNeed).unwrap();
+    let dropped = region.residency().unwrap();
+    assert!(
+        dropped.resident < high.resident / 2,
+        "after dontneed: {dropped:?}"
+    );
+    region.advise(Hint::WillNeed).unwrap();
+    // WILLNEED starts asynchronous read-ahead; give it a bounded while.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut after = region.residency().unwrap();
+    while after.resident <= dropped.resident && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+        after = region.residency().unwrap();
+    }
+    assert!(
+        after.resident > dropped.resident,
+        "after willneed: {after:?}"
+    );
+    assert!((0.0..=100.0).contains(&after.percent()));
+}
+
+#[test]
+fn hints_and_ram_locking_work_on_a_window() {
+    let (_dir, path) = disk_file(16 * PAGE as usize);
+    let region = RegionOptions::new()
+        .window(PAGE + 7, 5 * PAGE)
+        .open(&path)
+        .unwrap();
+    for hint in [
+        Hint::Sequential,
+        Hint::Random,
+        Hint::WillNeed,
+        Hint::Normal,
+        Hint::DontNeed,
+    ] {
+        region.advise_range(hint, 10, 3 * PAGE as usize).unwrap();
+    }
+    // Huge pages need THP support for files; only check it is not a crash.
+    let _ = region.advise(Hint::HugePage);
+    region.lock_in_ram().unwrap();
+    let r = region.residency().unwrap();
+    assert_eq!(r.resident, r.total);
+    assert_eq!(r.total, 6, "a window of 5 pages at an odd offset spans 6");
+    region.unlock_from_ram().unwrap();
+    region.flush_range(3, 100, Flush::Async).unwrap();
+    region.flush_range(3, 100, Flush::Sync).unwrap();
+}
+
+#[test]
+fn atomics_are_shared_between_regions_of_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("counter");
+    let a = Region::create(&path, PAGE).unwrap();
+    let b = Region::open(&path).unwrap();
+    use std::sync::atomic::Ordering::SeqCst;
+    a.atomic_u64(64).unwrap().fetch_add(5, SeqCst);
+    b.atomic_u64(64).unwrap().fetch_add(6, SeqCst);
+    assert_eq!(a.atomic_u64(64).unwrap().load(SeqCst), 11);
+    drop((a, b));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u64::from_ne_bytes(bytes[64..72].try_into().unwrap()), 11);
+}
