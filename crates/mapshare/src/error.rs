@@ -214,6 +214,110 @@ pub enum Error {
         why: &'static str,
     },
 
+    /// The file is not a mapshare file (no magic number).
+    #[error("{origin}: not a mapshare file")]
+    NotMapshare {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// The file was written on a machine of the other byte order: its magic
+    /// number reads byte-swapped.
+    #[error("{origin}: byte order mismatch: the file was written on a machine of the other endianness")]
+    ByteOrderMismatch {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// The file's format version is not one this build understands.
+    #[error("{origin}: unsupported format version {found} (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The file.
+        origin: Origin,
+        /// Version in the file.
+        found: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+
+    /// The file holds a different kind of object than asked for, or a kind
+    /// this build does not know.
+    #[error("{origin}: wrong kind of object: expected {expected}, found {found}")]
+    WrongKind {
+        /// The file.
+        origin: Origin,
+        /// The kind asked for.
+        expected: String,
+        /// The kind in the file.
+        found: String,
+    },
+
+    /// The file holds a different type than asked for.
+    #[error("{origin}: type mismatch: expected {expected}, found {found}")]
+    TypeMismatch {
+        /// The file.
+        origin: Origin,
+        /// The type asked for (name, size, alignment).
+        expected: String,
+        /// The type in the file.
+        found: String,
+    },
+
+    /// The header's checksum does not match its contents.
+    #[error("{origin}: bad header checksum: stored {stored:#018x}, computed {computed:#018x}")]
+    BadChecksum {
+        /// The file.
+        origin: Origin,
+        /// Checksum in the header.
+        stored: u64,
+        /// Checksum of the header's contents.
+        computed: u64,
+    },
+
+    /// Shared state holds a value that cannot be: a header field, a lock
+    /// word, an index or a length written by a buggy or hostile peer.
+    #[error("{origin}: corrupted {what}: {why}")]
+    Corrupted {
+        /// The file or region.
+        origin: Origin,
+        /// Which field or structure.
+        what: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A bounded wait ran out.
+    #[error("{origin}: timed out after {waited:?} {what}")]
+    Timeout {
+        /// The file or region.
+        origin: Origin,
+        /// What was being waited for.
+        what: &'static str,
+        /// How long we waited.
+        waited: std::time::Duration,
+    },
+
+    /// Every slot of the file's lease table is held by a live process.
+    #[error("{origin}: all {slots} lease slots are held by live processes")]
+    LeaseTableFull {
+        /// The file.
+        origin: Origin,
+        /// Slots in the table.
+        slots: u32,
+    },
+
+    /// This process is a `fork()`ed child using its parent's attachment;
+    /// it must open the file itself.
+    #[error("{origin}: this attachment belongs to process {owner}, not to this forked child (pid {pid}); open the file again")]
+    ForkedChild {
+        /// The file.
+        origin: Origin,
+        /// The process that attached.
+        owner: u32,
+        /// This process.
+        pid: u32,
+    },
+
     /// Any other operating-system error.
     #[error("{origin}: {op}: {source}")]
     Io {

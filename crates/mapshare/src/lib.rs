@@ -47,3 +47,8 @@ pub mod sys;
 
 pub use error::{Error, Origin, Result};
 pub use region::{Access, Flush, Hint, Refresh, Region, RegionOptions, Residency};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
