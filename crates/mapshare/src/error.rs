@@ -223,7 +223,9 @@ pub enum Error {
 
     /// The file was written on a machine of the other byte order: its magic
     /// number reads byte-swapped.
-    #[error("{origin}: byte order mismatch: the file was written on a machine of the other endianness")]
+    #[error(
+        "{origin}: byte order mismatch: the file was written on a machine of the other endianness"
+    )]
     ByteOrderMismatch {
         /// The file.
         origin: Origin,

@@ -241,7 +241,10 @@ impl Header {
             )));
         }
         if !fingerprint.align.is_power_of_two() {
-            return Err(bad(format!("type alignment {} is not a power of two", fingerprint.align)));
+            return Err(bad(format!(
+                "type alignment {} is not a power of two",
+                fingerprint.align
+            )));
         }
         if object_len == 0 {
             return Err(Error::ZeroLength {
@@ -345,7 +348,9 @@ impl Header {
         if state != READY {
             return Err(corrupt(
                 "header",
-                format!("init state {state:#010x} is not READY: the file was never fully initialized"),
+                format!(
+                    "init state {state:#010x} is not READY: the file was never fully initialized"
+                ),
             ));
         }
         if raw.version.get() != VERSION {
@@ -397,7 +402,10 @@ impl Header {
             .position(|&b| b == 0)
             .unwrap_or(TYPE_NAME_LEN);
         if raw.type_name[name_len..].iter().any(|&b| b != 0) {
-            return Err(corrupt("type name", "bytes after the terminating NUL".into()));
+            return Err(corrupt(
+                "type name",
+                "bytes after the terminating NUL".into(),
+            ));
         }
         let name = std::str::from_utf8(&raw.type_name[..name_len])
             .map_err(|_| corrupt("type name", "not UTF-8".into()))?
@@ -522,7 +530,10 @@ mod tests {
         let h = sample();
         let good = h.encode(READY);
         let o = origin();
-        assert!(matches!(Header::parse(&o, b"", 0), Err(Error::NotMapshare { .. })));
+        assert!(matches!(
+            Header::parse(&o, b"", 0),
+            Err(Error::NotMapshare { .. })
+        ));
         assert!(matches!(
             Header::parse(&o, &[b'x'; 200], 200),
             Err(Error::NotMapshare { .. })

@@ -185,8 +185,12 @@ impl<'r> LeaseTable<'r> {
         self.slots
     }
 
+    fn slot_offset(&self, i: u32) -> u64 {
+        self.offset + u64::from(i) * LEASE_SLOT_LEN
+    }
+
     fn slot(&self, i: u32) -> Result<Slot<'r>> {
-        let base = self.offset + u64::from(i) * LEASE_SLOT_LEN;
+        let base = self.slot_offset(i);
         Ok(Slot {
             generation: self.region.atomic_u32(base)?,
             state: self.region.atomic_u32(base + 4)?,
@@ -270,9 +274,9 @@ impl<'r> LeaseTable<'r> {
                 why: format!("slot {i} does not exist (the table has {})", self.slots),
             });
         }
-        let slot = self.slot(i)?;
-        let pid = slot.pid.load(Ordering::Relaxed);
-        if slot.generation.load(Ordering::Acquire) != token.generation() {
+        let base = self.slot_offset(i);
+        let pid = self.region.load_u32(base + 8, Ordering::Relaxed)?;
+        if self.region.load_u32(base, Ordering::Acquire)? != token.generation() {
             return Ok(Liveness::Dead { pid });
         }
         if !self.slot_locked(i)? || !sys::process_exists(pid) {
@@ -292,16 +296,19 @@ impl<'r> LeaseTable<'r> {
     pub fn list(&self, me: Option<&Lease>) -> Result<Vec<Attached>> {
         let mut out = Vec::new();
         for i in 0..self.slots {
-            let slot = self.slot(i)?;
-            let generation = slot.generation.load(Ordering::Acquire);
-            let state = slot.state.load(Ordering::Relaxed);
+            let base = self.slot_offset(i);
+            let generation = self.region.load_u32(base, Ordering::Acquire)?;
+            let state = self.region.load_u32(base + 4, Ordering::Relaxed)?;
             let mine = me.is_some_and(|m| m.token.slot() == i);
             let locked = mine || self.slot_locked(i)?;
             if state == FREE && !locked {
                 continue;
             }
-            let pid = slot.pid.load(Ordering::Relaxed);
-            let since = UNIX_EPOCH + Duration::from_millis(slot.since_ms.load(Ordering::Relaxed));
+            let pid = self.region.load_u32(base + 8, Ordering::Relaxed)?;
+            let since_ms = self.region.load_u64(base + 16, Ordering::Relaxed)?;
+            let since = UNIX_EPOCH
+                .checked_add(Duration::from_millis(since_ms))
+                .unwrap_or(UNIX_EPOCH);
             out.push(Attached {
                 slot: i,
                 generation,
@@ -333,6 +340,6 @@ mod tests {
     #[test]
     fn lock_bytes_do_not_collide() {
         assert!(lock_byte(MAX_LEASE_SLOTS - 1) < INIT_BYTE);
-        assert!(INIT_BYTE < GUARD_BYTE);
+        const { assert!(INIT_BYTE < GUARD_BYTE) };
     }
 }

@@ -11,9 +11,17 @@
 //!   prefault, and bounds-checked access that never hands out `&[u8]` over
 //!   bytes another process may be writing.
 //! - [`shm`]: named regions under `/dev/shm`.
+//! - [`format`]: the self-describing header of mapshare files; [`file`]:
+//!   the create-or-open protocol ([`SharedFile`]).
+//! - [`lease`]: which processes are attached to a file, and whether they
+//!   are alive.
+//! - [`sync`]: a robust process-shared [`sync::Mutex`], a
+//!   [`sync::Semaphore`], an [`sync::Event`], and byte-range
+//!   [`sync::FileLock`]s.
+//! - [`shared`]: [`Shared<T>`], a typed value persisted in a file.
 //!
 //! ```
-//! # fn main() -> mapshare::Result<()> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use mapshare::{Access, Region};
 //! let dir = tempfile::tempdir().unwrap();
 //! let path = dir.path().join("greeting");
@@ -41,12 +49,20 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod file;
+pub mod format;
+pub mod lease;
 pub mod region;
+pub mod shared;
 pub mod shm;
+pub mod sync;
 pub mod sys;
 
 pub use error::{Error, Origin, Result};
+pub use file::{Inspection, SharedFile, Spec};
+pub use format::{Fingerprint, Kind};
 pub use region::{Access, Flush, Hint, Refresh, Region, RegionOptions, Residency};
+pub use shared::{Persistent, Shared};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

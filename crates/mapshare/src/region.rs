@@ -40,7 +40,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Origin, Result};
 use crate::sys;
@@ -147,7 +147,7 @@ enum Create {
 /// Options for opening or creating a [`Region`] over a file.
 ///
 /// ```
-/// # fn main() -> mapshare::Result<()> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use mapshare::{Access, RegionOptions};
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("data");
@@ -295,7 +295,7 @@ impl RegionOptions {
 
 /// What a region's file is, which decides what shrinking means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backing {
+pub(crate) enum Backing {
     /// A file on a file system (including `/dev/shm`).
     File,
     /// A memfd sealed against shrinking.
@@ -317,7 +317,7 @@ enum Mapping {
 /// or raw pointers, and how the file's size is kept safe.
 ///
 /// ```
-/// # fn main() -> mapshare::Result<()> {
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use mapshare::Region;
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("counter");
@@ -440,7 +440,7 @@ impl Region {
     /// maps the same memory with [`Region::from_inherited`].
     ///
     /// ```no_run
-    /// # fn main() -> mapshare::Result<()> {
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use mapshare::Region;
     /// let region = Region::anonymous(4096)?;
     /// let mut cmd = std::process::Command::new("my-child");
@@ -495,7 +495,7 @@ impl Region {
         Region::from_fd(OwnedFd::from(file))
     }
 
-    fn map_file(
+    pub(crate) fn map_file(
         file: File,
         origin: Origin,
         backing: Backing,
@@ -711,6 +711,10 @@ impl Region {
 
     fn atomic_ptr(&self, offset: u64, size: usize) -> Result<*mut u8> {
         self.writable()?;
+        self.aligned_ptr(offset, size)
+    }
+
+    fn aligned_ptr(&self, offset: u64, size: usize) -> Result<*mut u8> {
         let start = self.bounds(offset, size)?;
         // SAFETY: `start` is in bounds (checked above).
         let p = unsafe { self.ptr.add(start) };
@@ -745,6 +749,23 @@ impl Region {
         let p = self.atomic_ptr(offset, 8)?;
         // SAFETY: as in `atomic_u32`, with 8-byte size and alignment.
         Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+
+    /// Atomically loads the `u32` at `offset` (4-aligned in memory), with
+    /// `order`. Works on read-only regions too.
+    pub fn load_u32(&self, offset: u64, order: Ordering) -> Result<u32> {
+        let p = self.aligned_ptr(offset, 4)?;
+        // SAFETY: as in `atomic_u32`; only a load is performed, which is
+        // valid on read-only memory, and the reference does not escape.
+        Ok(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
+    }
+
+    /// Atomically loads the `u64` at `offset` (8-aligned in memory), with
+    /// `order`. Works on read-only regions too.
+    pub fn load_u64(&self, offset: u64, order: Ordering) -> Result<u64> {
+        let p = self.aligned_ptr(offset, 8)?;
+        // SAFETY: as in `load_u32`, for 8 bytes.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
     }
 
     /// The address of the region's first byte. Reading or writing through it

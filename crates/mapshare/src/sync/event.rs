@@ -1,0 +1,277 @@
+//! An event (an "eventcount") living in shared memory: waiters sleep until
+//! a notifier says something changed.
+//!
+//! # Words (native `u32`s, 8 bytes in all)
+//!
+//! | offset | word | |
+//! |---|---|---|
+//! | 0 | sequence | bumped by every notify; waiters park on it |
+//! | 4 | sleepers | waiters that may be parked |
+//!
+//! The check-then-wait race is closed by taking a [`Ticket`] (the sequence
+//! number) *before* checking the condition: a notify after the ticket
+//! changes the sequence, so the wait returns at once instead of sleeping
+//! through it. Notifiers bump the sequence, then wake only if `sleepers` is
+//! non-zero; waiters count themselves in `sleepers`, then re-read the
+//! sequence; both sequentially consistent (the Dekker pattern), so a
+//! notifier that skips the wake call is one that no waiter missed. This is
+//! the eventcount of Reed and Kanodia (1979), as in Dmitry Vyukov's and
+//! folly's versions.
+//!
+//! Wake-ups may be spurious; re-check the condition after every wait, as
+//! [`Event::wait_while`] does.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use super::word::{spin_until, Futex, Park, Spin, Word};
+use crate::error::{Error, Result};
+use crate::region::Region;
+
+/// Bytes an event occupies.
+pub const EVENT_LEN: u64 = 8;
+
+/// The sequence number seen before checking a condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(pub u32);
+
+/// The event algorithm over any two words.
+pub struct RawEvent<'a, W: Word> {
+    /// Bumped by every notify.
+    pub seq: &'a W,
+    /// Waiters that may be parked.
+    pub sleepers: &'a W,
+}
+
+impl<W: Word> RawEvent<'_, W> {
+    /// Takes a ticket; call before checking the condition.
+    #[inline]
+    pub fn listen(&self) -> Ticket {
+        Ticket(self.seq.load(SeqCst))
+    }
+
+    /// Bumps the sequence and wakes up to `count` sleepers.
+    #[inline]
+    pub fn notify(&self, count: u32, park: &impl Park<W>) {
+        self.seq.fetch_add(1, SeqCst);
+        if self.sleepers.load(SeqCst) != 0 {
+            park.wake(self.seq, count);
+        }
+    }
+
+    /// Waits until a notify after `ticket` or `deadline`; `true` if
+    /// notified.
+    pub fn wait(
+        &self,
+        ticket: Ticket,
+        deadline: Option<Instant>,
+        spin: Spin,
+        park: &impl Park<W>,
+    ) -> bool {
+        let changed = || self.seq.load(SeqCst) != ticket.0;
+        if changed() || spin_until(spin, changed) {
+            return true;
+        }
+        self.sleepers.fetch_add(1, SeqCst);
+        let notified = loop {
+            if changed() {
+                break true;
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break false;
+                    }
+                    Some(d - now)
+                }
+            };
+            park.wait(self.seq, ticket.0, timeout);
+        };
+        self.sleepers.fetch_sub(1, SeqCst);
+        notified
+    }
+}
+
+/// An event at an offset of a region, shared by every process that maps
+/// it. Zero-filled memory is a fresh event.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mapshare::{sync::Event, Region};
+/// use std::time::Duration;
+/// let region = Region::anonymous(4096)?;
+/// let ready = region.atomic_u32(0)?;
+/// let event = Event::at(&region, 8)?;
+///
+/// // Another process would do this part:
+/// ready.store(1, std::sync::atomic::Ordering::Release);
+/// event.notify_all();
+///
+/// event.wait_while(|| ready.load(std::sync::atomic::Ordering::Acquire) == 0, Duration::from_secs(1))?;
+/// # Ok(()) }
+/// ```
+pub struct Event<'r> {
+    region: &'r Region,
+    offset: u64,
+    spin: Spin,
+}
+
+impl<'r> Event<'r> {
+    /// The event whose 8 bytes start at `offset` (4-aligned) of `region`.
+    pub fn at(region: &'r Region, offset: u64) -> Result<Event<'r>> {
+        region.atomic_u32(offset)?;
+        region.atomic_u32(offset + 4)?;
+        Ok(Event {
+            region,
+            offset,
+            spin: Spin::default(),
+        })
+    }
+
+    /// Sets how long waits spin before parking.
+    pub fn with_spin(mut self, spin: Spin) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    fn raw(&self) -> RawEvent<'r, std::sync::atomic::AtomicU32> {
+        let word = |o| self.region.atomic_u32(o).expect("checked in Event::at");
+        RawEvent {
+            seq: word(self.offset),
+            sleepers: word(self.offset + 4),
+        }
+    }
+
+    /// Takes a ticket: call before checking the condition you will wait for.
+    pub fn listen(&self) -> Ticket {
+        self.raw().listen()
+    }
+
+    /// Wakes at least one waiter (any that have not parked yet return too).
+    pub fn notify_one(&self) {
+        self.raw().notify(1, &Futex);
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        self.raw().notify(i32::MAX as u32, &Futex);
+    }
+
+    /// Waits for a notify after `ticket`, at most `timeout`.
+    pub fn wait(&self, ticket: Ticket, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        if self
+            .raw()
+            .wait(ticket, Some(start + timeout), self.spin, &Futex)
+        {
+            return Ok(());
+        }
+        Err(self.timeout(start))
+    }
+
+    /// Waits, with no time limit, for a notify after `ticket`.
+    pub fn wait_forever(&self, ticket: Ticket) {
+        self.raw().wait(ticket, None, self.spin, &Futex);
+    }
+
+    /// Waits while `condition()` holds, at most `timeout` in all.
+    pub fn wait_while(&self, mut condition: impl FnMut() -> bool, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        loop {
+            let ticket = self.listen();
+            if !condition() {
+                return Ok(());
+            }
+            if !self.raw().wait(ticket, Some(deadline), self.spin, &Futex) {
+                return if condition() {
+                    Err(self.timeout(start))
+                } else {
+                    Ok(())
+                };
+            }
+        }
+    }
+
+    fn timeout(&self, start: Instant) -> Error {
+        Error::Timeout {
+            origin: self.region.origin().clone(),
+            what: "waiting for an event",
+            waited: start.elapsed(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::testing::HeapPark;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn no_lost_wakeups_in_a_ping_pong() {
+        let words = Arc::new((AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)));
+        let park = Arc::new(HeapPark::default());
+        let rounds = if cfg!(miri) { 10 } else { 2000 };
+        let other = {
+            let (words, park) = (words.clone(), park.clone());
+            std::thread::spawn(move || {
+                let ev = RawEvent {
+                    seq: &words.0,
+                    sleepers: &words.1,
+                };
+                for i in 0..rounds {
+                    // Wait for an odd value, answer with the next even one.
+                    loop {
+                        let t = ev.listen();
+                        if words.2.load(Ordering::SeqCst) == 2 * i + 1 {
+                            break;
+                        }
+                        ev.wait(t, None, Spin::NONE, &*park);
+                    }
+                    words.2.store(2 * i + 2, Ordering::SeqCst);
+                    ev.notify(u32::MAX, &*park);
+                }
+            })
+        };
+        let ev = RawEvent {
+            seq: &words.0,
+            sleepers: &words.1,
+        };
+        for i in 0..rounds {
+            words.2.store(2 * i + 1, Ordering::SeqCst);
+            ev.notify(u32::MAX, &*park);
+            loop {
+                let t = ev.listen();
+                if words.2.load(Ordering::SeqCst) == 2 * i + 2 {
+                    break;
+                }
+                ev.wait(t, None, Spin::NONE, &*park);
+            }
+        }
+        other.join().unwrap();
+    }
+
+    #[test]
+    fn a_notify_before_the_wait_is_not_lost() {
+        let (s, w) = (AtomicU32::new(0), AtomicU32::new(0));
+        let ev = RawEvent {
+            seq: &s,
+            sleepers: &w,
+        };
+        let park = HeapPark::default();
+        let t = ev.listen();
+        ev.notify(1, &park);
+        assert!(ev.wait(t, None, Spin::NONE, &park));
+        let t = ev.listen();
+        assert!(!ev.wait(
+            t,
+            Some(Instant::now() + Duration::from_millis(10)),
+            Spin::NONE,
+            &park
+        ));
+    }
+}

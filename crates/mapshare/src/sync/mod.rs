@@ -1,0 +1,87 @@
+//! Process-shared synchronization living inside a mapping: a robust
+//! [`Mutex`], a [`Semaphore`], an [`Event`]; and [`FileLock`], byte-range
+//! locks that interoperate with `fcntl` users.
+//!
+//! All waits spin for a bounded, tunable time ([`Spin`]), then park on a
+//! shared futex; uncontended operations make no system call. The
+//! algorithms (`raw_mutex`, and the `Raw*` types) are written against the
+//! [`Word`] and [`Park`] seam so loom can check them and heap-memory tests
+//! (and Miri) can run them without a kernel.
+//!
+//! Every word these primitives share is read as untrusted input: a value
+//! no protocol step can produce is reported as [`Error::Corrupted`], never
+//! a panic or an endless loop.
+
+mod event;
+mod file_lock;
+mod mutex;
+pub mod raw_mutex;
+mod semaphore;
+#[cfg(test)]
+pub(crate) mod testing;
+mod word;
+
+pub use event::{Event, RawEvent, Ticket, EVENT_LEN};
+pub use file_lock::{FileLock, Holder, LockKind, RangeGuard};
+pub use mutex::{observe as observe_mutex, Mutex, MutexGuard, MutexState};
+pub use semaphore::{RawSemaphore, Semaphore, SEMAPHORE_LEN};
+pub use word::{Futex, Park, Spin, Wake, Word};
+
+use crate::error::Error;
+
+/// Why a lock was not granted normally. The variants that carry a guard
+/// *did* lock: the caller holds the mutex and must look at the data.
+#[derive(Debug)]
+pub enum LockError<G> {
+    /// The previous holder died while holding the lock. The guard is held;
+    /// repair the data and call `mark_consistent()`, or the mutex becomes
+    /// [`LockError::NotRecoverable`] when the guard drops.
+    OwnerDied(G),
+    /// A previous holder panicked. The guard is held.
+    Poisoned(G),
+    /// A taker gave up on repairing it; the mutex can never be locked again.
+    NotRecoverable,
+    /// `try_lock` found it held by a live process.
+    WouldBlock,
+    /// The wait timed out after this long.
+    Timeout(std::time::Duration),
+    /// Anything else: corrupted shared state, this process already holding
+    /// it, a forked child using its parent's lease, an OS error.
+    Failed(Error),
+}
+
+/// The result of locking.
+pub type LockResult<G> = std::result::Result<G, LockError<G>>;
+
+impl<G> LockError<G> {
+    /// The guard, for the variants that hold the lock.
+    pub fn into_guard(self) -> Option<G> {
+        match self {
+            LockError::OwnerDied(g) | LockError::Poisoned(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+impl<G> From<Error> for LockError<G> {
+    fn from(e: Error) -> Self {
+        LockError::Failed(e)
+    }
+}
+
+impl<G> std::fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => write!(f, "the previous holder died while holding the lock"),
+            LockError::Poisoned(_) => {
+                write!(f, "a previous holder panicked while holding the lock")
+            }
+            LockError::NotRecoverable => write!(f, "the mutex is not recoverable"),
+            LockError::WouldBlock => write!(f, "the mutex is held by another process"),
+            LockError::Timeout(d) => write!(f, "timed out after {d:?} waiting for the mutex"),
+            LockError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<G: std::fmt::Debug> std::error::Error for LockError<G> {}

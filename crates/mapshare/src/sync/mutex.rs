@@ -1,0 +1,363 @@
+//! A robust, process-shared `Mutex<T>` living inside a mapshare file.
+//!
+//! # Layout
+//!
+//! | offset | |
+//! |---|---|
+//! | 0 | lock word (see `raw_mutex` for its state table) |
+//! | 4 | state word: consistent, owner died, not recoverable, poisoned |
+//! | `max(8, align_of::<T>())` | the `T` |
+//!
+//! Zero-filled memory is an unlocked, consistent mutex over an all-zero `T`.
+//!
+//! The lock word stores the holder's lease token (slot and generation), so
+//! when the holder dies, however it dies, the next locker finds its lease
+//! dead and takes over with [`LockError::OwnerDied`] within one
+//! owner-check interval (20 ms) of parking. See `lease` for why a token can
+//! never name a later process.
+
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::time::{Duration, Instant};
+
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::raw_mutex::{self, Acquired, Owner, RawMutex, Refused};
+use super::word::{Futex, Spin};
+use super::LockError;
+use crate::error::{Error, Result};
+use crate::file::SharedFile;
+use crate::lease::{Lease, LeaseTable, Liveness, Token};
+use crate::region::Region;
+
+/// What a mutex is doing, as an observer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MutexState {
+    /// Nobody holds it.
+    Free,
+    /// Held by the process `pid`.
+    Held {
+        /// The holder's PID (from its lease slot).
+        pid: u32,
+        /// Whether that process is alive; if not, the next locker takes
+        /// over with `OwnerDied`.
+        alive: bool,
+    },
+    /// Taken over from a dead owner and not yet marked consistent.
+    OwnerDied,
+    /// A holder panicked.
+    Poisoned,
+    /// Given up on: every lock fails.
+    NotRecoverable,
+}
+
+impl std::fmt::Display for MutexState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MutexState::Free => write!(f, "free"),
+            MutexState::Held { pid, alive: true } => write!(f, "held by pid {pid}"),
+            MutexState::Held { pid, alive: false } => {
+                write!(f, "held by pid {pid}, which died (owner died)")
+            }
+            MutexState::OwnerDied => write!(f, "owner died, not yet marked consistent"),
+            MutexState::Poisoned => write!(f, "poisoned (a holder panicked)"),
+            MutexState::NotRecoverable => write!(f, "not recoverable"),
+        }
+    }
+}
+
+/// Reads the state of the mutex whose lock word is at `offset` of `region`.
+/// Works on read-only mappings, without a lease.
+pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<MutexState> {
+    let word = region.load_u32(offset, Acquire)?;
+    let state = region.load_u32(offset + 4, Acquire)?;
+    match state {
+        raw_mutex::NOT_RECOVERABLE => return Ok(MutexState::NotRecoverable),
+        raw_mutex::CONSISTENT | raw_mutex::OWNER_DIED | raw_mutex::POISONED => {}
+        other => {
+            return Err(Error::Corrupted {
+                origin: region.origin().clone(),
+                what: "mutex state",
+                why: format!("{other:#x}"),
+            })
+        }
+    }
+    let holder = word & !raw_mutex::WAITERS;
+    if holder != 0 {
+        let token = Token::from_raw(holder).ok_or_else(|| Error::Corrupted {
+            origin: region.origin().clone(),
+            what: "lock word",
+            why: format!("{word:#x} names no lease"),
+        })?;
+        return Ok(match leases.liveness(token, None)? {
+            Liveness::Alive { pid } => MutexState::Held { pid, alive: true },
+            Liveness::Dead { pid } => MutexState::Held { pid, alive: false },
+            Liveness::Me => MutexState::Held {
+                pid: crate::sys::pid(),
+                alive: true,
+            },
+        });
+    }
+    Ok(match state {
+        raw_mutex::OWNER_DIED => MutexState::OwnerDied,
+        raw_mutex::POISONED => MutexState::Poisoned,
+        _ => MutexState::Free,
+    })
+}
+
+/// A robust mutex over a `T` at an offset of a mapshare file.
+///
+/// `T` must accept any bytes ([`FromBytes`]): another process, or an old
+/// version of this one, wrote them.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mapshare::sync::Mutex;
+/// use mapshare::{Fingerprint, Kind, SharedFile, Spec};
+/// let dir = tempfile::tempdir().unwrap();
+/// let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
+/// let file = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(()))?;
+/// let counter = Mutex::<u64>::at(&file, file.object_offset())?;
+/// *counter.lock().expect("a fresh mutex") += 1;
+/// assert_eq!(*counter.lock().expect("not poisoned"), 1);
+/// # Ok(()) }
+/// ```
+pub struct Mutex<'f, T> {
+    file: &'f SharedFile,
+    offset: u64,
+    spin: Spin,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
+    /// Where the `T` starts, relative to the lock word.
+    pub const fn data_offset() -> u64 {
+        let align = std::mem::align_of::<T>() as u64;
+        if align > 8 {
+            align
+        } else {
+            8
+        }
+    }
+
+    /// Bytes the mutex and its `T` occupy.
+    pub const fn footprint() -> u64 {
+        Self::data_offset() + std::mem::size_of::<T>() as u64
+    }
+
+    /// The mutex whose lock word is at `offset` (an offset into the file's
+    /// region, aligned for `T` and to 4).
+    pub fn at(file: &'f SharedFile, offset: u64) -> Result<Mutex<'f, T>> {
+        let region = file.region();
+        region.atomic_u32(offset)?;
+        region.atomic_u32(offset + 4)?;
+        let data = offset + Self::data_offset();
+        let len = std::mem::size_of::<T>();
+        let end = data.checked_add(len as u64);
+        if end.is_none_or(|e| e > region.len() as u64) {
+            return Err(Error::OutOfBounds {
+                origin: region.origin().clone(),
+                offset: data,
+                len: len as u64,
+                region_len: region.len() as u64,
+            });
+        }
+        let addr = region.as_ptr() as usize + data as usize;
+        if addr % std::mem::align_of::<T>() != 0 {
+            return Err(Error::Misaligned {
+                origin: region.origin().clone(),
+                offset: data,
+                align: std::mem::align_of::<T>(),
+                addr,
+            });
+        }
+        Ok(Mutex {
+            file,
+            offset,
+            spin: Spin::default(),
+            _t: PhantomData,
+        })
+    }
+
+    /// Sets how long a locker spins before parking.
+    pub fn with_spin(mut self, spin: Spin) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    fn words(&self) -> (&'f AtomicU32, &'f AtomicU32) {
+        let r = self.file.region();
+        (
+            r.atomic_u32(self.offset).expect("checked in Mutex::at"),
+            r.atomic_u32(self.offset + 4).expect("checked in Mutex::at"),
+        )
+    }
+
+    fn lease(&self) -> &'f Lease {
+        self.file.lease()
+    }
+
+    fn run(
+        &self,
+        deadline: Option<Instant>,
+        try_only: bool,
+    ) -> super::LockResult<MutexGuard<'f, T>> {
+        let file = self.file;
+        let lease = self.lease();
+        lease.check_owner(file.region())?;
+        let (word, state) = self.words();
+        let raw = RawMutex { word, state };
+        let leases = file.leases();
+        let owner = |holder: u32| match Token::from_raw(holder) {
+            None => Owner::Invalid,
+            Some(t) => match leases.liveness(t, Some(lease)) {
+                Ok(Liveness::Me) => Owner::Me,
+                Ok(Liveness::Alive { .. }) => Owner::Alive,
+                Ok(Liveness::Dead { .. }) => Owner::Dead,
+                Err(_) => Owner::Invalid,
+            },
+        };
+        let me = lease.token().raw();
+        let start = Instant::now();
+        let outcome = if try_only {
+            raw.try_lock(me, owner, &Futex)
+        } else {
+            raw.lock(me, deadline, self.spin, owner, &Futex)
+        };
+        let guard = |recovering| MutexGuard {
+            file,
+            offset: self.offset,
+            me,
+            recovering,
+            _t: PhantomData,
+        };
+        match outcome {
+            Ok(Acquired::Clean) => Ok(guard(false)),
+            Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(guard(true))),
+            Ok(Acquired::Poisoned) => Err(LockError::Poisoned(guard(false))),
+            Err(Refused::WouldBlock) => Err(LockError::WouldBlock),
+            Err(Refused::Timeout) => Err(LockError::Timeout(start.elapsed())),
+            Err(Refused::NotRecoverable) => Err(LockError::NotRecoverable),
+            Err(Refused::Deadlock) => Err(LockError::Failed(Error::Busy {
+                origin: file.region().origin().clone(),
+                why: "this process already holds the mutex (locking again would deadlock)".into(),
+            })),
+            Err(Refused::Corrupted(why)) => Err(LockError::Failed(Error::Corrupted {
+                origin: file.region().origin().clone(),
+                what: "mutex",
+                why,
+            })),
+        }
+    }
+
+    /// Locks, waiting as long as it takes. A dead holder is detected and
+    /// taken over ([`LockError::OwnerDied`]).
+    pub fn lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
+        self.run(None, false)
+    }
+
+    /// Locks if that is possible without waiting for a live holder.
+    pub fn try_lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
+        self.run(None, true)
+    }
+
+    /// Locks, waiting at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> super::LockResult<MutexGuard<'f, T>> {
+        self.run(Some(Instant::now() + timeout), false)
+    }
+
+    /// What the mutex is doing now.
+    pub fn state(&self) -> Result<MutexState> {
+        observe(self.file.region(), &self.file.leases(), self.offset)
+    }
+}
+
+/// Exclusive access to the `T` while the lock is held. Dropping it unlocks.
+pub struct MutexGuard<'f, T: FromBytes + IntoBytes> {
+    file: &'f SharedFile,
+    offset: u64,
+    me: u32,
+    /// Given out with `OwnerDied` and not yet marked consistent.
+    recovering: bool,
+    _t: PhantomData<*mut T>,
+}
+
+impl<T: FromBytes + IntoBytes> MutexGuard<'_, T> {
+    fn state(&self) -> &AtomicU32 {
+        self.file
+            .region()
+            .atomic_u32(self.offset + 4)
+            .expect("checked in Mutex::at")
+    }
+
+    /// Declares the protected data repaired after [`LockError::OwnerDied`]
+    /// or [`LockError::Poisoned`]: the mutex is normal again. If a guard
+    /// given out with `OwnerDied` is dropped without this, the mutex
+    /// becomes not recoverable.
+    pub fn mark_consistent(&mut self) {
+        self.state().store(raw_mutex::CONSISTENT, Release);
+        self.recovering = false;
+    }
+
+    fn data(&self) -> *mut T {
+        let off = self.offset + Mutex::<T>::data_offset();
+        // In bounds and aligned: checked in `Mutex::at`.
+        self.file
+            .region()
+            .as_ptr()
+            .wrapping_add(off as usize)
+            .cast::<T>()
+            .cast_mut()
+    }
+}
+
+impl<T: FromBytes + IntoBytes> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: `data()` is in bounds and aligned for `T` (checked in
+        // `Mutex::at`) in a read-write mapping that outlives `'f`; `T` is
+        // valid for any bytes (`FromBytes`); and while this guard lives the
+        // lock grants exclusive access: processes that follow the protocol
+        // do not touch the data.
+        unsafe { &*self.data() }
+    }
+}
+
+impl<T: FromBytes + IntoBytes> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference
+        // from this process.
+        unsafe { &mut *self.data() }
+    }
+}
+
+impl<T: FromBytes + IntoBytes> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        if self.recovering {
+            self.state().store(raw_mutex::NOT_RECOVERABLE, Release);
+        } else if std::thread::panicking() {
+            self.state().store(raw_mutex::POISONED, Release);
+        }
+        let word = self
+            .file
+            .region()
+            .atomic_u32(self.offset)
+            .expect("checked in Mutex::at");
+        RawMutex {
+            word,
+            state: self.state(),
+        }
+        .unlock(self.me, &Futex);
+    }
+}
+
+impl<T: FromBytes + IntoBytes> std::fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MutexGuard")
+            .field("offset", &self.offset)
+            .field("recovering", &self.recovering)
+            .finish_non_exhaustive()
+    }
+}
