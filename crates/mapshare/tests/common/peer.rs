@@ -13,7 +13,58 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mapshare::{Access, Region, RegionOptions};
+use mapshare::sync::{Event, LockError, Semaphore};
+use mapshare::{
+    Access, Fingerprint, Kind, Persistent, Region, RegionOptions, Shared, SharedFile, Spec,
+};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The value the lock tests protect: `a == b` whenever the lock is free;
+/// an increment does `a += 1`, then `b += 1`.
+#[derive(FromBytes, IntoBytes, Immutable, KnownLayout, Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct Pair {
+    pub a: u64,
+    pub b: u64,
+}
+
+impl Persistent for Pair {
+    const NAME: &'static str = "tests::Pair";
+}
+
+/// The raw sync file: a semaphore at object+0, an event at +64, a value
+/// word at +128.
+pub fn sync_spec() -> Spec {
+    Spec::new(Kind::Raw, Fingerprint::new("tests::sync", 0, 1), 4096)
+}
+pub const SEM: u64 = 0;
+pub const EVENT: u64 = 64;
+pub const VALUE: u64 = 128;
+
+/// One increment under the lock; repairs a half-done increment left by a
+/// dead holder. Returns whether a repair happened.
+pub fn increment(pair: &Shared<Pair>, spin_inside: u32) -> bool {
+    let (mut g, repaired) = match pair.lock() {
+        Ok(g) => (g, false),
+        Err(LockError::OwnerDied(mut g)) => {
+            assert!(
+                g.a == g.b || g.a == g.b + 1,
+                "torn beyond one step: {:?}",
+                *g
+            );
+            g.a = g.b;
+            g.mark_consistent();
+            (g, true)
+        }
+        Err(e) => panic!("lock failed: {e}"),
+    };
+    g.a += 1;
+    for _ in 0..spin_inside {
+        std::hint::spin_loop();
+    }
+    g.b += 1;
+    repaired
+}
 
 pub const ENV: &str = "MAPSHARE_PEER";
 
@@ -57,12 +108,16 @@ impl Peer {
     /// Sends one command and returns the peer's answer: `Ok(rest)` for
     /// `@@ ok rest`, `Err(name)` for `@@ err name`.
     pub fn cmd(&mut self, line: &str) -> Result<String, String> {
-        writeln!(self.stdin, "{line}").expect("write to peer");
-        self.stdin.flush().unwrap();
+        self.send(line);
+        self.answer()
+    }
+
+    /// Reads the next answer without sending anything.
+    pub fn answer(&mut self) -> Result<String, String> {
         loop {
             let mut answer = String::new();
             let n = self.stdout.read_line(&mut answer).expect("read from peer");
-            assert!(n > 0, "peer exited while running {line:?}");
+            assert!(n > 0, "peer exited");
             if let Some(rest) = answer.trim_end().strip_prefix("@@ ") {
                 return match rest.split_once(' ').unwrap_or((rest, "")) {
                     ("ok", r) => Ok(r.to_owned()),
@@ -71,6 +126,29 @@ impl Peer {
                 };
             }
         }
+    }
+
+    /// Sends a command without waiting for its answer.
+    pub fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to peer");
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for peer")
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
     /// Like `cmd`, but the command must succeed.
@@ -129,6 +207,8 @@ fn access(s: &str) -> Access {
 /// The peer's command loop.
 pub fn serve() {
     let mut region: Option<Region> = None;
+    let mut pair: Option<Shared<Pair>> = None;
+    let mut sync_file: Option<SharedFile> = None;
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let line = line.unwrap();
@@ -155,7 +235,144 @@ pub fn serve() {
                 }
                 ["close"] => {
                     region = None;
+                    pair = None;
+                    sync_file = None;
                     String::new()
+                }
+                ["pair", path] => {
+                    let p = Shared::<Pair>::open_or_create(path, &Pair { a: 0, b: 0 })?;
+                    let created = p.file().created();
+                    pair = Some(p);
+                    if created {
+                        "created".into()
+                    } else {
+                        "existing".into()
+                    }
+                }
+                ["incr", n] => {
+                    let p = pair.as_ref().expect("no pair open");
+                    let n: u64 = n.parse().unwrap();
+                    for _ in 0..n {
+                        increment(p, 0);
+                    }
+                    let v = p.load()?;
+                    format!("{} {}", v.a, v.b)
+                }
+                ["hold"] => {
+                    let p = pair.as_ref().expect("no pair open");
+                    let mut g = p.lock().expect("lock");
+                    g.a += 1;
+                    println!("@@ ok holding");
+                    std::io::stdout().flush().unwrap();
+                    // Hold until killed (or the parent closes stdin).
+                    let mut sink = String::new();
+                    while std::io::stdin()
+                        .read_line(&mut sink)
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+                    {}
+                    std::process::exit(0);
+                }
+                ["crashloop"] => {
+                    let p = pair.as_ref().expect("no pair open");
+                    println!("@@ ok looping");
+                    std::io::stdout().flush().unwrap();
+                    let mut x = std::process::id();
+                    loop {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        increment(p, x % 2000);
+                    }
+                }
+                ["token"] => {
+                    let f = pair
+                        .as_ref()
+                        .map(|p| p.file())
+                        .or(sync_file.as_ref())
+                        .expect("no file");
+                    format!("{} {}", f.lease().token().raw(), f.lease().pid())
+                }
+                ["syncfile", path] => {
+                    sync_file = Some(SharedFile::open_or_create(path, &sync_spec(), |_, _| {
+                        Ok(())
+                    })?);
+                    String::new()
+                }
+                ["post", n] => {
+                    let f = sync_file.as_ref().expect("no sync file");
+                    let sem = Semaphore::at(f.region(), f.object_offset() + SEM)?;
+                    for _ in 0..n.parse::<u64>().unwrap() {
+                        sem.post()?;
+                    }
+                    String::new()
+                }
+                ["waitn", n] => {
+                    let f = sync_file.as_ref().expect("no sync file");
+                    let sem = Semaphore::at(f.region(), f.object_offset() + SEM)?;
+                    for _ in 0..n.parse::<u64>().unwrap() {
+                        sem.wait_timeout(Duration::from_secs(30))?;
+                    }
+                    String::new()
+                }
+                ["pingpong", n] => {
+                    // Answer odd values with the next even one, n times.
+                    let f = sync_file.as_ref().expect("no sync file");
+                    let ev = Event::at(f.region(), f.object_offset() + EVENT)?;
+                    let value = f.region().atomic_u32(f.object_offset() + VALUE)?;
+                    for i in 0..n.parse::<u32>().unwrap() {
+                        ev.wait_while(
+                            || value.load(Ordering::Acquire) != 2 * i + 1,
+                            Duration::from_secs(30),
+                        )?;
+                        value.store(2 * i + 2, Ordering::Release);
+                        ev.notify_all();
+                    }
+                    String::new()
+                }
+                ["init", path] => {
+                    let spec = Spec::new(Kind::Raw, Fingerprint::new("tests::race", 0, 1), 4096);
+                    let f = SharedFile::open_or_create(path, &spec, |r, h| {
+                        r.write_at(h.object_offset, &std::process::id().to_le_bytes())
+                    })?;
+                    let who = f.region().read_vec(f.object_offset(), 4)?;
+                    format!(
+                        "{} {}",
+                        if f.created() { "created" } else { "existing" },
+                        hex(&who)
+                    )
+                }
+                ["initdie", path] => {
+                    let spec = Spec::new(Kind::Raw, Fingerprint::new("tests::race", 0, 1), 4096);
+                    let _ = SharedFile::open_or_create(path, &spec, |_, _| {
+                        // Die in the middle of initializing.
+                        std::process::exit(7)
+                    });
+                    unreachable!("the initializer exits")
+                }
+                ["forkhold"] => {
+                    // Fork a child that keeps the parent's descriptions (and
+                    // so its OFD locks) open, then reports whether it may act
+                    // under the parent's lease.
+                    let p = pair.as_ref().expect("no pair open");
+                    // SAFETY: the child only calls getpid, writes to a pipe
+                    // and sleeps in async-signal-safe calls, then _exits.
+                    let child = unsafe { libc::fork() };
+                    if child == 0 {
+                        let forked = matches!(
+                            p.lock(),
+                            Err(LockError::Failed(mapshare::Error::ForkedChild { .. }))
+                        );
+                        println!("@@ ok child:{}", if forked { "refused" } else { "LOCKED" });
+                        std::io::stdout().flush().ok();
+                        // SAFETY: plain sleep, then exit without running
+                        // the parent's destructors.
+                        unsafe {
+                            libc::sleep(60);
+                            libc::_exit(0)
+                        }
+                    }
+                    child.to_string()
                 }
                 [cmd, rest @ ..] => {
                     let r = region.as_mut().expect("no region open");

@@ -1,0 +1,564 @@
+//! Self-describing files, leases and the process-shared primitives, with
+//! real processes: concurrent create-or-open, persistence, exact counts
+//! under contention, holders killed with SIGKILL, forked children, and
+//! byte-range locks against Python's `fcntl.lockf`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::peer::{increment, sync_spec, Pair, Peer, ENV, EVENT, SEM, VALUE};
+use mapshare::lease::Liveness;
+use mapshare::sync::{Event, FileLock, LockError, LockKind, MutexState, Semaphore};
+use mapshare::{Error, Fingerprint, Kind, Shared, SharedFile, Spec};
+
+#[test]
+fn peer_entry() {
+    if std::env::var_os(ENV).is_some() {
+        common::peer::serve();
+    }
+}
+
+fn rounds(ci: usize) -> usize {
+    std::env::var("MAPSHARE_LONG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci)
+}
+
+#[test]
+fn exactly_one_process_initializes_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut peers: Vec<Peer> = (0..8).map(|_| Peer::spawn()).collect();
+    for round in 0..rounds(100) {
+        let path = dir.path().join(format!("race-{round}"));
+        for p in &mut peers {
+            p.send(&format!("init {}", path.display()));
+        }
+        let answers: Vec<String> = peers.iter_mut().map(|p| p.answer().unwrap()).collect();
+        let created = answers.iter().filter(|a| a.starts_with("created")).count();
+        assert_eq!(created, 1, "round {round}: {answers:?}");
+        let contents: HashSet<&str> = answers
+            .iter()
+            .map(|a| a.split(' ').nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            contents.len(),
+            1,
+            "round {round}: everyone sees the same content"
+        );
+        for p in &mut peers {
+            p.ok("close");
+        }
+    }
+}
+
+#[test]
+fn an_initializer_that_dies_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    let mut dying = Peer::spawn();
+    dying.send(&format!("initdie {}", path.display()));
+    // It exits with status 7 inside its initializer, holding the init lock,
+    // after writing part of the header.
+    assert_eq!(dying.wait().code(), Some(7));
+    let partial = std::fs::read(&path).unwrap();
+    assert_eq!(
+        partial[8..12],
+        mapshare::format::INITIALIZING.to_ne_bytes(),
+        "the initializer had started"
+    );
+    let mut next = Peer::spawn();
+    let answer = next.ok(&format!("init {}", path.display()));
+    assert!(answer.starts_with("created"), "{answer}");
+}
+
+#[test]
+fn bad_files_get_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sync_spec();
+    let text = dir.path().join("text");
+    std::fs::write(&text, b"just a text file, not ours").unwrap();
+    assert!(matches!(
+        SharedFile::open_or_create(&text, &spec, |_, _| Ok(())),
+        Err(Error::NotMapshare { .. })
+    ));
+    // Nothing was changed.
+    assert_eq!(std::fs::read(&text).unwrap(), b"just a text file, not ours");
+
+    let path = dir.path().join("sync");
+    drop(SharedFile::open_or_create(&path, &spec, |_, _| Ok(())).unwrap());
+    let other = Spec::new(Kind::Raw, Fingerprint::new("tests::other", 0, 1), 4096);
+    assert!(matches!(
+        SharedFile::open_or_create(&path, &other, |_, _| Ok(())),
+        Err(Error::TypeMismatch { .. })
+    ));
+    assert!(matches!(
+        SharedFile::open(
+            &path,
+            Kind::Queue,
+            &spec.fingerprint,
+            Duration::from_secs(1)
+        ),
+        Err(Error::WrongKind { .. })
+    ));
+    assert!(matches!(
+        Shared::<u64>::open(&path),
+        Err(Error::WrongKind { .. })
+    ));
+
+    // Corrupt the checksum region on disk.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[60] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        SharedFile::open_any(&path, Duration::from_secs(1)),
+        Err(Error::BadChecksum { .. })
+    ));
+    // Byte-swapped magic: written on a machine of the other endianness.
+    bytes[60] ^= 0x10;
+    bytes[..8].reverse();
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        SharedFile::open_any(&path, Duration::from_secs(1)),
+        Err(Error::ByteOrderMismatch { .. })
+    ));
+    bytes[..8].reverse();
+    // Truncated behind our back.
+    std::fs::write(&path, &bytes[..bytes.len() - 4096]).unwrap();
+    assert!(matches!(
+        SharedFile::open_any(&path, Duration::from_secs(1)),
+        Err(Error::Truncated { .. })
+    ));
+    // A file whose init state is garbage (neither in progress nor ready).
+    bytes[8..12].copy_from_slice(&[1, 2, 3, 4]);
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        SharedFile::open_or_create(&path, &spec, |_, _| Ok(())),
+        Err(Error::Corrupted { .. })
+    ));
+}
+
+#[test]
+fn a_value_persists_after_every_process_has_exited() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    {
+        let mut writer = Peer::spawn();
+        assert_eq!(writer.ok(&format!("pair {}", path.display())), "created");
+        assert_eq!(writer.ok("incr 42"), "42 42");
+    }
+    let mut reader = Peer::spawn();
+    assert_eq!(reader.ok(&format!("pair {}", path.display())), "existing");
+    assert_eq!(reader.ok("incr 0"), "42 42");
+    drop(reader);
+    let here = Shared::<Pair>::open(&path).unwrap();
+    assert_eq!(here.load().unwrap(), Pair { a: 42, b: 42 });
+    // The wrong type is refused.
+    assert!(matches!(
+        Shared::<u64>::open(&path),
+        Err(Error::TypeMismatch { .. })
+    ));
+}
+
+#[test]
+fn two_processes_increment_a_million_times_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let n = rounds(1_000_000);
+    let mut peers = [Peer::spawn(), Peer::spawn()];
+    for p in &mut peers {
+        p.ok(&format!("pair {}", path.display()));
+    }
+    for p in &mut peers {
+        p.send(&format!("incr {n}"));
+    }
+    for p in &mut peers {
+        p.answer().unwrap();
+    }
+    let v = Shared::<Pair>::open(&path).unwrap().load().unwrap();
+    assert_eq!(
+        v,
+        Pair {
+            a: 2 * n as u64,
+            b: 2 * n as u64
+        }
+    );
+}
+
+#[test]
+fn semaphore_counts_are_exact_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync");
+    let n = rounds(1_000_000);
+    let mut poster = Peer::spawn();
+    let mut waiter = Peer::spawn();
+    poster.ok(&format!("syncfile {}", path.display()));
+    waiter.ok(&format!("syncfile {}", path.display()));
+    waiter.send(&format!("waitn {n}"));
+    poster.send(&format!("post {n}"));
+    poster.answer().unwrap();
+    waiter.answer().unwrap();
+    let f = SharedFile::open_or_create(&path, &sync_spec(), |_, _| Ok(())).unwrap();
+    let sem = Semaphore::at(f.region(), f.object_offset() + SEM).unwrap();
+    assert_eq!(sem.count(), 0);
+    assert!(!sem.try_wait());
+    sem.post_n(3).unwrap();
+    assert_eq!(sem.count(), 3);
+}
+
+#[test]
+fn event_ping_pong_across_processes_loses_no_wakeup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sync");
+    let f = SharedFile::open_or_create(&path, &sync_spec(), |_, _| Ok(())).unwrap();
+    let mut peer = Peer::spawn();
+    peer.ok(&format!("syncfile {}", path.display()));
+    let rounds = 5000u32;
+    peer.send(&format!("pingpong {rounds}"));
+    let ev = Event::at(f.region(), f.object_offset() + EVENT).unwrap();
+    let value = f.region().atomic_u32(f.object_offset() + VALUE).unwrap();
+    use std::sync::atomic::Ordering;
+    for i in 0..rounds {
+        value.store(2 * i + 1, Ordering::Release);
+        ev.notify_all();
+        ev.wait_while(
+            || value.load(Ordering::Acquire) != 2 * i + 2,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    }
+    peer.answer().unwrap();
+}
+
+#[test]
+fn a_killed_holder_is_detected_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    holder.ok("incr 10");
+    assert_eq!(holder.ok("hold"), "holding");
+    let pid = holder.pid();
+
+    let pair = Shared::<Pair>::open(&path).unwrap();
+    assert_eq!(
+        pair.mutex().state().unwrap(),
+        MutexState::Held { pid, alive: true }
+    );
+    assert!(matches!(
+        pair.mutex().try_lock(),
+        Err(LockError::WouldBlock)
+    ));
+    assert!(matches!(
+        pair.mutex().lock_timeout(Duration::from_millis(50)),
+        Err(LockError::Timeout(_))
+    ));
+
+    holder.kill();
+    assert_eq!(
+        pair.mutex().state().unwrap(),
+        MutexState::Held { pid, alive: false }
+    );
+    let start = Instant::now();
+    match pair.mutex().lock_timeout(Duration::from_secs(5)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            assert_eq!((g.a, g.b), (11, 10), "the holder died mid-increment");
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    eprintln!("owner death detected in {:?}", start.elapsed());
+    assert_eq!(pair.mutex().state().unwrap(), MutexState::Free);
+    assert_eq!(pair.load().unwrap(), Pair { a: 10, b: 10 });
+}
+
+#[test]
+fn a_recovery_given_up_makes_the_mutex_not_recoverable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    holder.ok("hold");
+    holder.kill();
+    let pair = Shared::<Pair>::open(&path).unwrap();
+    match pair.lock() {
+        Err(LockError::OwnerDied(g)) => drop(g), // no mark_consistent()
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    assert!(matches!(pair.lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(
+        pair.mutex().try_lock(),
+        Err(LockError::NotRecoverable)
+    ));
+    assert_eq!(pair.mutex().state().unwrap(), MutexState::NotRecoverable);
+    // Another process agrees.
+    let mut other = Peer::spawn();
+    other.ok(&format!("pair {}", path.display()));
+    assert_eq!(other.ok("token").split(' ').count(), 2);
+}
+
+#[test]
+fn a_panic_while_holding_poisons_until_marked_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut g = pair.lock().unwrap();
+        g.a += 1;
+        panic!("boom");
+    }));
+    assert!(result.is_err());
+    match pair.lock() {
+        Err(LockError::Poisoned(mut g)) => {
+            assert_eq!((g.a, g.b), (1, 0));
+            g.a = 0;
+            g.mark_consistent();
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    assert!(pair.lock().is_ok());
+    // Locking twice from one process is refused, not a deadlock.
+    let g = pair.lock().unwrap();
+    assert!(matches!(
+        pair.mutex().try_lock(),
+        Err(LockError::Failed(Error::Busy { .. }))
+    ));
+    drop(g);
+}
+
+/// SIGKILL the holder at random points, many rounds: every round must end
+/// in `OwnerDied`, with the data torn by at most the one increment that
+/// was in flight, and nothing that completed lost.
+#[test]
+fn crash_rounds_recover_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut seed = 0x9e37_79b9u32;
+    let mut slowest = Duration::ZERO;
+    let mut last = 0u64;
+    for round in 0..rounds(200) {
+        let mut worker = Peer::spawn();
+        worker.ok(&format!("pair {}", path.display()));
+        worker.ok("crashloop");
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        std::thread::sleep(Duration::from_micros(u64::from(seed % 3000)));
+        // Freeze it; kill it only if it holds the lock at that moment.
+        let pid = worker.pid();
+        loop {
+            worker.signal(libc::SIGSTOP);
+            let state = wait_stopped_state(&pair, pid);
+            if state == (MutexState::Held { pid, alive: true }) {
+                break;
+            }
+            worker.signal(libc::SIGCONT);
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        worker.kill();
+        let start = Instant::now();
+        match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+            Err(LockError::OwnerDied(mut g)) => {
+                slowest = slowest.max(start.elapsed());
+                assert!(
+                    g.a == g.b || g.a == g.b + 1,
+                    "round {round}: torn {:?}",
+                    (g.a, g.b)
+                );
+                assert!(g.b >= last, "round {round}: completed increments lost");
+                g.a = g.b;
+                last = g.b;
+                g.mark_consistent();
+            }
+            other => panic!("round {round}: expected OwnerDied, got {other:?}"),
+        }
+    }
+    assert!(last > 0);
+    // One more process finishes cleanly on the recovered data.
+    assert!(!increment(&pair, 0));
+    eprintln!("slowest OwnerDied detection: {slowest:?}");
+}
+
+/// After SIGSTOP the process may still be running for a moment; read the
+/// mutex state until two reads agree.
+fn wait_stopped_state(pair: &Shared<Pair>, pid: u32) -> MutexState {
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let s = std::fs::read_to_string(&stat).unwrap_or_default();
+        let state = s
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if state == Some("T") || state == Some("t") {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    pair.mutex().state().unwrap()
+}
+
+#[test]
+fn leases_list_attached_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut peers = [Peer::spawn(), Peer::spawn()];
+    for p in &mut peers {
+        p.ok(&format!("pair {}", path.display()));
+    }
+    let leases = pair.file().leases();
+    let me = pair.file().lease();
+    let list = leases.list(Some(me)).unwrap();
+    let pids: HashSet<u32> = list.iter().filter(|a| a.alive).map(|a| a.pid).collect();
+    assert!(pids.contains(&std::process::id()));
+    assert!(pids.contains(&peers[0].pid()) && pids.contains(&peers[1].pid()));
+
+    let answer = peers[0].ok("token");
+    let raw: u32 = answer.split(' ').next().unwrap().parse().unwrap();
+    let token = mapshare::lease::Token::from_raw(raw).unwrap();
+    assert_eq!(
+        leases.liveness(token, Some(me)).unwrap(),
+        Liveness::Alive {
+            pid: peers[0].pid()
+        }
+    );
+    peers[0].kill();
+    assert!(matches!(
+        leases.liveness(token, Some(me)).unwrap(),
+        Liveness::Dead { .. }
+    ));
+
+    // A new process may reuse the slot, but never passes for the old owner.
+    let mut again = Peer::spawn();
+    again.ok(&format!("pair {}", path.display()));
+    let new: u32 = again
+        .ok("token")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(new, raw);
+    assert!(matches!(
+        leases.liveness(token, Some(me)).unwrap(),
+        Liveness::Dead { .. }
+    ));
+}
+
+#[test]
+fn a_forked_child_does_not_pass_for_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut parent = Peer::spawn();
+    parent.ok(&format!("pair {}", path.display()));
+    let raw: u32 = parent
+        .ok("token")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let token = mapshare::lease::Token::from_raw(raw).unwrap();
+    parent.send("forkhold");
+    let answers = [parent.answer().unwrap(), parent.answer().unwrap()];
+    assert!(
+        answers.contains(&"child:refused".to_string()),
+        "{answers:?}"
+    );
+    let child: i32 = answers.iter().find_map(|a| a.parse().ok()).unwrap();
+
+    // The parent dies; the child still holds the open file description and
+    // so the parent's lease lock.
+    parent.kill();
+    let leases = pair.file().leases();
+    assert!(
+        matches!(
+            leases.liveness(token, Some(pair.file().lease())).unwrap(),
+            Liveness::Dead { .. }
+        ),
+        "the forked child must not keep the dead parent's lease alive"
+    );
+    // SAFETY: kill(2) on the forked child's pid.
+    unsafe { libc::kill(child, libc::SIGKILL) };
+}
+
+/// Python holds a classic `fcntl` lock; our OFD lock must see it, and the
+/// other way round.
+#[test]
+fn file_locks_conflict_both_ways_with_python_lockf() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    let script = r#"
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+mode = sys.argv[2]
+if mode == "hold":
+    fcntl.lockf(fd, fcntl.LOCK_EX, 100, 1000)   # bytes 1000..1100
+    print("locked", flush=True)
+    sys.stdin.readline()
+else:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 1000)
+        print("got it", flush=True)
+    except OSError:
+        print("refused", flush=True)
+"#;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut py = Command::new("python3")
+        .args(["-c", script, path.to_str().unwrap(), "hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(py.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    let lock = FileLock::open(&path).unwrap();
+    assert!(lock
+        .try_lock(1050..1060, LockKind::Exclusive)
+        .unwrap()
+        .is_none());
+    assert!(lock
+        .try_lock(1050..1060, LockKind::Shared)
+        .unwrap()
+        .is_none());
+    let holder = lock.holder(1000..1100, LockKind::Shared).unwrap().unwrap();
+    assert_eq!(holder.pid, Some(py.id()));
+    assert!(matches!(
+        lock.lock_timeout(1099..1200, LockKind::Exclusive, Duration::from_millis(30)),
+        Err(Error::Timeout { .. })
+    ));
+    // Bytes outside Python's range are free.
+    assert!(lock
+        .try_lock(0..1000, LockKind::Exclusive)
+        .unwrap()
+        .is_some());
+
+    // Python lets go; now we hold a range and Python is refused.
+    py.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    py.wait().unwrap();
+    let guard = lock
+        .lock_timeout(1000..1100, LockKind::Exclusive, Duration::from_secs(5))
+        .unwrap();
+    let probe = |expect: &str| {
+        let out = Command::new("python3")
+            .args(["-c", script, path.to_str().unwrap(), "probe"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expect);
+    };
+    probe("refused");
+    drop(guard);
+    probe("got it");
+}
