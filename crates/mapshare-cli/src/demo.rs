@@ -7,6 +7,11 @@
 //!    child. The original has the child `sleep(1)` and hope; here the child
 //!    parks on a futex word in the region and the parent wakes it.
 //!
+//! 3. The chapter's "you might have to lock the file or use semaphores",
+//!    done: two processes increment a counter in a file under a robust
+//!    process-shared mutex; one is killed while holding it; the other gets
+//!    `OwnerDied`, repairs the half-done update and finishes.
+//!
 //! Each scene's second process is this same executable, run as the hidden
 //! `demo-child` subcommand.
 
@@ -40,7 +45,9 @@ const PATIENCE: Duration = Duration::from_secs(5);
 pub fn run() -> Result<(), Failure> {
     let started = Instant::now();
     let dir = tempdir()?;
-    let result = scene_file(&dir).and_then(|()| scene_anonymous());
+    let result = scene_file(&dir)
+        .and_then(|()| scene_anonymous())
+        .and_then(|()| scene_robust_lock(&dir));
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     println!("\ndemo finished in {:.0?}", started.elapsed());
@@ -160,6 +167,8 @@ pub fn child(scene: &str, args: &[String]) -> Result<(), Failure> {
     match (scene, args) {
         ("watch", [file, offset]) => child_watch(Path::new(file), offset),
         ("anon", []) => child_anonymous(),
+        ("count", [file, n]) => child_count(Path::new(file), n, None),
+        ("count-then-hold", [file, n]) => child_count(Path::new(file), n, Some(())),
         _ => Err(Failure(format!("unknown demo scene {scene:?}"))),
     }
 }
@@ -214,5 +223,124 @@ fn child_anonymous() -> Result<(), Failure> {
         "woke after {waited:.0?}; the region says {:?}",
         String::from_utf8_lossy(&msg)
     );
+    Ok(())
+}
+
+/// The counter of scene 3: an increment sets `pending = count + 1`, then
+/// `count = pending`. A holder killed in between leaves `pending` ahead.
+#[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[repr(C)]
+struct Counter {
+    count: u64,
+    pending: u64,
+}
+
+impl mapshare::Persistent for Counter {
+    const NAME: &'static str = "mapshare-demo::Counter";
+}
+
+const VICTIM_INCREMENTS: u64 = 500;
+const SURVIVOR_INCREMENTS: u64 = 1000;
+
+fn scene_robust_lock(dir: &Path) -> Result<(), Failure> {
+    println!("\n== 3. A robust lock: a process dies holding it (\"you might have to lock\") ==");
+    let path = dir.join("counter");
+    let counter = mapshare::Shared::<Counter>::open_or_create(
+        &path,
+        &Counter {
+            count: 0,
+            pending: 0,
+        },
+    )?;
+    let file = path.to_string_lossy().into_owned();
+    println!(
+        "  parent: created {} holding a Mutex<Counter>",
+        path.display()
+    );
+
+    let mut victim = spawn_child(
+        "count-then-hold",
+        &[&file, &VICTIM_INCREMENTS.to_string()],
+        None,
+    )?;
+    let mut victim_out = BufReader::new(
+        victim
+            .stdout
+            .take()
+            .ok_or(Failure("no child stdout".into()))?,
+    );
+    relay(&mut victim_out)?; // counted
+    relay(&mut victim_out)?; // holding the lock mid-update
+
+    let survivor = spawn_child("count", &[&file, &SURVIVOR_INCREMENTS.to_string()], None)?;
+    println!(
+        "  parent: mutex is {}; started a second counter (pid {})",
+        counter.mutex().state()?,
+        survivor.id()
+    );
+    println!(
+        "  parent: killing pid {} with SIGKILL while it holds the lock",
+        victim.id()
+    );
+    victim.kill()?;
+    victim.wait()?;
+    let mut survivor = survivor;
+    let out = BufReader::new(
+        survivor
+            .stdout
+            .take()
+            .ok_or(Failure("no child stdout".into()))?,
+    );
+    finish(survivor, out)?;
+
+    let total = counter.load()?;
+    let expected = VICTIM_INCREMENTS + SURVIVOR_INCREMENTS;
+    println!(
+        "  parent: final count {} = {VICTIM_INCREMENTS} (finished by the killed process) + {SURVIVOR_INCREMENTS} (the survivor): {}",
+        total.count,
+        if total.count == expected { "correct" } else { "WRONG" }
+    );
+    if total.count != expected || total.pending != total.count {
+        return Err(Failure(format!(
+            "the counter is {} (pending {}), expected {expected}",
+            total.count, total.pending
+        )));
+    }
+    Ok(())
+}
+
+fn child_count(path: &Path, n: &str, then_hold: Option<()>) -> Result<(), Failure> {
+    use mapshare::sync::LockError;
+    let n = crate::units::number(n).map_err(Failure)?;
+    let counter = mapshare::Shared::<Counter>::open(path)?;
+    let pid = std::process::id();
+    for _ in 0..n {
+        let mut g = match counter.lock() {
+            Ok(g) => g,
+            Err(LockError::OwnerDied(mut g)) => {
+                println!(
+                    "(pid {pid}) lock says OwnerDied: the holder died mid-update (count {}, pending {}); rolling back and marking consistent",
+                    g.count, g.pending
+                );
+                g.pending = g.count;
+                g.mark_consistent();
+                g
+            }
+            Err(e) => return Err(Failure(format!("lock: {e}"))),
+        };
+        g.pending = g.count + 1;
+        g.count = g.pending;
+    }
+    println!("(pid {pid}) did {n} increments");
+    std::io::stdout().flush()?;
+    if then_hold.is_some() {
+        let mut g = counter.lock().map_err(|e| Failure(format!("lock: {e}")))?;
+        g.pending = g.count + 1;
+        println!("(pid {pid}) holding the lock in the middle of an update; waiting to be killed");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        return Err(Failure("the parent was supposed to kill me".into()));
+    }
     Ok(())
 }

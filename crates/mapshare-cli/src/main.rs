@@ -5,10 +5,12 @@
 //! a usage error.
 
 mod byte;
+mod create;
 mod demo;
 mod dump;
 mod hexdump;
 mod info;
+mod lock;
 mod units;
 mod write;
 
@@ -59,6 +61,39 @@ enum Command {
         #[arg(long)]
         no_sync: bool,
     },
+    /// Create a mapshare file: a self-describing header, a lease table and
+    /// an object of SIZE bytes.
+    Create {
+        /// The file to create (must not exist).
+        file: PathBuf,
+        /// Bytes of the object.
+        #[arg(long, value_parser = units::size)]
+        size: u64,
+        /// Lease slots: how many processes may be attached at once.
+        #[arg(long, default_value_t = mapshare::format::DEFAULT_LEASE_SLOTS)]
+        slots: u32,
+        /// Permission bits (octal).
+        #[arg(long, default_value = "600", value_parser = parse_mode)]
+        mode: u32,
+    },
+    /// Run COMMAND while holding a byte-range lock on FILE (interoperates
+    /// with fcntl/lockf users). Exits with COMMAND's status.
+    Lock {
+        /// The file to lock (any file).
+        file: PathBuf,
+        /// Bytes to lock, START..END (default: the whole file).
+        #[arg(long, value_parser = lock::parse_range)]
+        range: Option<std::ops::Range<u64>>,
+        /// Take a shared (read) lock instead of an exclusive one.
+        #[arg(long)]
+        shared: bool,
+        /// Give up after this long (e.g. 500ms, 2s) and don't run COMMAND.
+        #[arg(long, value_parser = units::duration)]
+        timeout: Option<std::time::Duration>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Size, pages resident in memory, and what kind of file FILE is.
     Info {
         /// The file to inspect.
@@ -77,6 +112,13 @@ enum Command {
         /// Scene arguments.
         args: Vec<String>,
     },
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 600"))
 }
 
 /// A runtime failure: one line for stderr, exit code 1.
@@ -111,6 +153,22 @@ fn main() -> ExitCode {
             no_sync,
         } => write::run(&file, offset, &data, !no_sync),
         Command::Info { file, json } => info::run(&file, json),
+        Command::Create {
+            file,
+            size,
+            slots,
+            mode,
+        } => create::run(&file, size, slots, mode),
+        Command::Lock {
+            file,
+            range,
+            shared,
+            timeout,
+            command,
+        } => match lock::run(&file, range, shared, timeout, &command) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Demo => demo::run(),
         Command::DemoChild { scene, args } => demo::child(&scene, &args),
     };

@@ -43,7 +43,6 @@ pub fn size(s: &str) -> Result<u64, String> {
 
 /// Parses a duration: a number with `ns`, `us`, `ms`, `s` or `m`
 /// (default seconds), e.g. `500ms`, `2s`.
-#[allow(dead_code)]
 pub fn duration(s: &str) -> Result<std::time::Duration, String> {
     use std::time::Duration;
     let t = s.trim();

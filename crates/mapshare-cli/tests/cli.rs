@@ -268,7 +268,7 @@ fn info_agrees_with_fincore() {
 }
 
 #[test]
-fn demo_runs_both_scenes() {
+fn demo_runs_every_scene() {
     let o = mapshare(&["demo"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
@@ -279,5 +279,176 @@ fn demo_runs_both_scenes() {
     assert!(
         out.contains("the region says \"Hello from shared memory!\""),
         "{out}"
+    );
+    assert!(out.contains("lock says OwnerDied"), "{out}");
+    assert!(out.contains("final count 1500 = 500"), "{out}");
+    assert!(out.contains(": correct"), "{out}");
+}
+
+#[test]
+fn create_then_info_decodes_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("m");
+    let o = mapshare(&["create", s(&f), "--size", "64KiB", "--slots", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mapshare(&["create", s(&f), "--size", "64KiB"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+
+    // A process attached to the file shows up in `info`.
+    let attached = mapshare::SharedFile::open_any(&f, std::time::Duration::from_secs(1)).unwrap();
+    let o = mapshare(&["info", "--json", s(&f)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["mapshare_file"], true);
+    assert_eq!(v["kind"], "raw");
+    assert_eq!(v["header"]["lease_slots"], 8);
+    assert_eq!(v["header"]["object_len"], 65536);
+    assert!(v["header"]["initialized_by_pid"].as_u64().is_some());
+    let list = v["attached"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["pid"], std::process::id());
+    assert_eq!(list[0]["alive"], true);
+    drop(attached);
+    let v: serde_json::Value =
+        serde_json::from_slice(&mapshare(&["info", "--json", s(&f)]).stdout).unwrap();
+    assert_eq!(v["attached"].as_array().unwrap().len(), 0);
+
+    // Damage the header: info says so instead of failing.
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&f, &bytes).unwrap();
+    let o = mapshare(&["info", s(&f)]);
+    assert!(o.status.success());
+    assert!(
+        stdout(&o).contains("damaged mapshare file: ") && stdout(&o).contains("checksum"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn info_shows_the_mutex_of_a_value_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("v");
+    let value = mapshare::Shared::<u64>::open_or_create(&f, &7).unwrap();
+    let guard = value.lock().unwrap();
+    let o = mapshare(&["info", s(&f)]);
+    assert!(
+        stdout(&o).contains(&format!("mutex:     held by pid {}", std::process::id())),
+        "{}",
+        stdout(&o)
+    );
+    drop(guard);
+    let o = mapshare(&["info", s(&f)]);
+    assert!(stdout(&o).contains("mutex:     free"), "{}", stdout(&o));
+}
+
+#[test]
+fn lock_runs_the_command_under_the_lock_and_honours_python_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file_with(dir.path(), "f", &[0u8; 100]);
+    let o = mapshare(&[
+        "lock",
+        s(&f),
+        "--range",
+        "0..10",
+        "--",
+        "sh",
+        "-c",
+        "echo inside; exit 5",
+    ]);
+    assert_eq!(o.status.code(), Some(5));
+    assert_eq!(stdout(&o), "inside\n");
+
+    // While `mapshare lock` runs its command, Python cannot take the range.
+    let probe = format!(
+        "import fcntl,os; fd=os.open('{}', os.O_RDWR)\ntry:\n  fcntl.lockf(fd, fcntl.LOCK_EX|fcntl.LOCK_NB, 5, 2); print('free')\nexcept OSError: print('held')",
+        f.display()
+    );
+    let o = mapshare(&[
+        "lock",
+        s(&f),
+        "--range",
+        "0..10",
+        "--",
+        "python3",
+        "-c",
+        &probe,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "held\n");
+    let o = mapshare(&[
+        "lock",
+        s(&f),
+        "--range",
+        "50..60",
+        "--shared",
+        "--",
+        "python3",
+        "-c",
+        &probe,
+    ]);
+    assert_eq!(stdout(&o), "free\n");
+
+    // Python holds bytes 0..10: we time out and do not run the command.
+    let hold = format!(
+        "import fcntl,os,sys; fd=os.open('{}', os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0); print('locked', flush=True); sys.stdin.readline()",
+        f.display()
+    );
+    use std::io::{BufRead, BufReader, Write};
+    let mut py = Command::new("python3")
+        .args(["-c", &hold])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(py.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let marker = dir.path().join("ran");
+    let o = mapshare(&[
+        "lock",
+        s(&f),
+        "--range",
+        "5..6",
+        "--timeout",
+        "100ms",
+        "--",
+        "touch",
+        s(&marker),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("could not lock bytes 5..6"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!marker.exists(), "the command must not run");
+    py.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    py.wait().unwrap();
+    let o = mapshare(&[
+        "lock",
+        s(&f),
+        "--range",
+        "5..6",
+        "--timeout",
+        "5s",
+        "--",
+        "touch",
+        s(&marker),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(marker.exists());
+
+    // Usage errors.
+    assert_eq!(mapshare(&["lock", s(&f)]).status.code(), Some(2));
+    assert_eq!(
+        mapshare(&["lock", s(&f), "--range", "9..3", "--", "true"])
+            .status
+            .code(),
+        Some(2)
     );
 }
