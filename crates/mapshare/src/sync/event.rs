@@ -13,8 +13,12 @@
 //! changes the sequence, so the wait returns at once instead of sleeping
 //! through it. Notifiers bump the sequence, then wake only if `sleepers` is
 //! non-zero; waiters count themselves in `sleepers`, then re-read the
-//! sequence; both sequentially consistent (the Dekker pattern), so a
-//! notifier that skips the wake call is one that no waiter missed. This is
+//! sequence. A `SeqCst` fence between the write and the read on each side
+//! (the store-buffering / Dekker pattern) guarantees at least one side sees
+//! the other, so a notifier that skips the wake call is one that no waiter
+//! missed. (`SeqCst` on the accesses alone would do under the C++ model,
+//! but the fences are what loom can check; on x86 the fence after a locked
+//! instruction costs a few cycles.) This is
 //! the eventcount of Reed and Kanodia (1979), as in Dmitry Vyukov's and
 //! folly's versions.
 //!
@@ -54,6 +58,7 @@ impl<W: Word> RawEvent<'_, W> {
     #[inline]
     pub fn notify(&self, count: u32, park: &impl Park<W>) {
         self.seq.fetch_add(1, SeqCst);
+        W::fence_seq_cst();
         if self.sleepers.load(SeqCst) != 0 {
             park.wake(self.seq, count);
         }
@@ -73,6 +78,7 @@ impl<W: Word> RawEvent<'_, W> {
             return true;
         }
         self.sleepers.fetch_add(1, SeqCst);
+        W::fence_seq_cst();
         let notified = loop {
             if changed() {
                 break true;

@@ -9,8 +9,9 @@
 //!
 //! `post` adds to `count`, then wakes one sleeper if `sleepers` is non-zero;
 //! a waiter adds itself to `sleepers`, then re-reads `count` before parking
-//! on it. Both sides use sequentially consistent operations, so at least one
-//! of them sees the other (the Dekker pattern): no wake-up is lost. The
+//! on it. A `SeqCst` fence between the write and the read on each side
+//! (the Dekker pattern) makes at least one of them see the other: no
+//! wake-up is lost. The
 //! futex wait itself re-checks `count == 0` atomically with going to sleep.
 //! A waiter that dies while counted in `sleepers` costs later posts a
 //! needless wake call, nothing more. A semaphore has no owner, so a dead
@@ -61,6 +62,7 @@ impl<W: Word> RawSemaphore<'_, W> {
                 Err(now) => c = now,
             }
         }
+        W::fence_seq_cst();
         if self.sleepers.load(SeqCst) != 0 {
             park.wake(self.count, n);
         }
@@ -73,6 +75,7 @@ impl<W: Word> RawSemaphore<'_, W> {
             return true;
         }
         self.sleepers.fetch_add(1, SeqCst);
+        W::fence_seq_cst();
         let got = loop {
             if self.try_wait() {
                 break true;

@@ -29,10 +29,12 @@ pub trait Word {
     fn fetch_add(&self, value: u32, order: Ordering) -> u32;
     /// `fetch_sub`.
     fn fetch_sub(&self, value: u32, order: Ordering) -> u32;
+    /// A sequentially consistent fence from the same atomics family.
+    fn fence_seq_cst();
 }
 
 macro_rules! impl_word {
-    ($t:ty) => {
+    ($t:ty, $fence:path) => {
         impl Word for $t {
             #[inline]
             fn load(&self, order: Ordering) -> u32 {
@@ -60,13 +62,17 @@ macro_rules! impl_word {
             fn fetch_sub(&self, value: u32, order: Ordering) -> u32 {
                 <$t>::fetch_sub(self, value, order)
             }
+            #[inline]
+            fn fence_seq_cst() {
+                $fence(Ordering::SeqCst)
+            }
         }
     };
 }
 
-impl_word!(std::sync::atomic::AtomicU32);
+impl_word!(std::sync::atomic::AtomicU32, std::sync::atomic::fence);
 #[cfg(loom)]
-impl_word!(loom::sync::atomic::AtomicU32);
+impl_word!(loom::sync::atomic::AtomicU32, loom::sync::atomic::fence);
 
 /// Sleep on a word until woken, and wake sleepers: futex semantics. `wait`
 /// must check `word == expected` and go to sleep atomically with respect to

@@ -1,0 +1,182 @@
+//! loom models of the lock word, the event and the semaphore: every
+//! interleaving of two threads (bounded), with a futex model whose
+//! "check the word, then sleep" is atomic with respect to wake, as the
+//! kernel's is. A lost wake-up shows up as a deadlock loom reports.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test -p mapshare --test loom --release`
+//! (`.ci/run` does, with its own target directory).
+
+#![cfg(loom)]
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use loom::sync::atomic::AtomicU32;
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+use mapshare::sync::raw_mutex::{Acquired, Owner, RawMutex};
+use mapshare::sync::{Park, RawEvent, RawSemaphore, Spin, Wake};
+
+/// A futex model: one lock makes check-and-sleep atomic with wake.
+#[derive(Default)]
+struct LoomFutex {
+    lock: Mutex<()>,
+    cv: Condvar,
+}
+
+impl Park<AtomicU32> for LoomFutex {
+    fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> Wake {
+        // Timeouts are not modelled: a waiter that is never woken is a
+        // deadlock, which is exactly what these models look for.
+        let guard = self.lock.lock().unwrap();
+        if word.load(SeqCst) != expected {
+            return Wake::Changed;
+        }
+        drop(self.cv.wait(guard).unwrap());
+        Wake::Woken
+    }
+
+    fn wake(&self, _word: &AtomicU32, _count: u32) {
+        let _guard = self.lock.lock().unwrap();
+        self.cv.notify_all();
+    }
+}
+
+fn alive(_: u32) -> Owner {
+    Owner::Alive
+}
+
+#[test]
+fn mutex_excludes_and_never_loses_a_wakeup() {
+    loom::model(|| {
+        let shared = Arc::new((
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            LoomFutex::default(),
+        ));
+        let threads: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|me| {
+                let s = shared.clone();
+                thread::spawn(move || {
+                    let m = RawMutex {
+                        word: &s.0,
+                        state: &s.1,
+                    };
+                    assert_eq!(
+                        m.lock(me, None, Spin::NONE, alive, &s.3),
+                        Ok(Acquired::Clean)
+                    );
+                    // Not atomic as a whole: only the lock makes it safe.
+                    let v = s.2.load(SeqCst);
+                    s.2.store(v + 1, SeqCst);
+                    assert!(m.unlock(me, &s.3));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(shared.2.load(SeqCst), 2);
+        assert_eq!(
+            shared.0.load(SeqCst),
+            0,
+            "the lock ends free, waiters bit clear"
+        );
+    });
+}
+
+#[test]
+fn mutex_takeover_from_a_dead_owner_is_exclusive() {
+    // Owner 9 died holding the lock; two threads race to take it over.
+    loom::model(|| {
+        let shared = Arc::new((
+            AtomicU32::new(9),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            LoomFutex::default(),
+        ));
+        let threads: Vec<_> = [1u32, 2]
+            .into_iter()
+            .map(|me| {
+                let s = shared.clone();
+                thread::spawn(move || {
+                    let m = RawMutex {
+                        word: &s.0,
+                        state: &s.1,
+                    };
+                    let owner = |t: u32| if t == 9 { Owner::Dead } else { Owner::Alive };
+                    let got = m.lock(me, None, Spin::NONE, owner, &s.3).unwrap();
+                    if got == Acquired::OwnerDied {
+                        s.2.fetch_add(1, SeqCst);
+                        s.1.store(0, SeqCst); // mark consistent
+                    }
+                    assert!(m.unlock(me, &s.3));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(shared.2.load(SeqCst), 1, "exactly one taker sees OwnerDied");
+    });
+}
+
+#[test]
+fn event_never_loses_a_notify() {
+    loom::model(|| {
+        let shared = Arc::new((
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            LoomFutex::default(),
+        ));
+        let s = shared.clone();
+        let notifier = thread::spawn(move || {
+            s.2.store(1, SeqCst);
+            RawEvent {
+                seq: &s.0,
+                sleepers: &s.1,
+            }
+            .notify(1, &s.3);
+        });
+        let ev = RawEvent {
+            seq: &shared.0,
+            sleepers: &shared.1,
+        };
+        loop {
+            let ticket = ev.listen();
+            if shared.2.load(SeqCst) == 1 {
+                break;
+            }
+            ev.wait(ticket, None, Spin::NONE, &shared.3);
+        }
+        notifier.join().unwrap();
+    });
+}
+
+#[test]
+fn semaphore_hands_over_every_permit() {
+    loom::model(|| {
+        let shared = Arc::new((AtomicU32::new(0), AtomicU32::new(0), LoomFutex::default()));
+        let s = shared.clone();
+        let poster = thread::spawn(move || {
+            let sem = RawSemaphore {
+                count: &s.0,
+                sleepers: &s.1,
+            };
+            sem.post(1, &s.2).unwrap();
+            sem.post(1, &s.2).unwrap();
+        });
+        let sem = RawSemaphore {
+            count: &shared.0,
+            sleepers: &shared.1,
+        };
+        assert!(sem.wait(None, Spin::NONE, &shared.2));
+        assert!(sem.wait(None, Spin::NONE, &shared.2));
+        poster.join().unwrap();
+        assert_eq!(shared.0.load(SeqCst), 0);
+        assert_eq!(shared.1.load(SeqCst), 0);
+    });
+}
