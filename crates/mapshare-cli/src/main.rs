@@ -4,6 +4,7 @@
 //! success, 1 on a runtime error (one line on stderr naming the path), 2 on
 //! a usage error.
 
+mod bench;
 mod byte;
 mod create;
 mod demo;
@@ -104,6 +105,23 @@ enum Command {
     },
     /// A narrated tour of the classic mmap examples, done right.
     Demo,
+    /// Measure a suite against same-run baselines: lock, wake.
+    Bench {
+        /// Which suite.
+        suite: String,
+        /// Print one JSON array of figures.
+        #[arg(long)]
+        json: bool,
+        /// Fewer rounds (a smoke run, not for reporting).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Internal: the other side of a benchmark.
+    #[command(hide = true)]
+    BenchChild {
+        /// Benchmark arguments.
+        args: Vec<String>,
+    },
     /// Internal: the child side of a demo scene.
     #[command(hide = true)]
     DemoChild {
@@ -170,6 +188,8 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Demo => demo::run(),
+        Command::Bench { suite, json, quick } => bench::run(&suite, json, quick),
+        Command::BenchChild { args } => bench::child(&args),
         Command::DemoChild { scene, args } => demo::child(&scene, &args),
     };
     match result {

@@ -94,6 +94,8 @@ impl Token {
 pub struct Lease {
     token: Token,
     pid: u32,
+    /// `sys::fork_generation()` when attached: a cheap fork check.
+    forks: u64,
 }
 
 impl Lease {
@@ -109,7 +111,11 @@ impl Lease {
 
     /// Fails with [`Error::ForkedChild`] in a forked child of the process
     /// that attached.
+    #[inline]
     pub fn check_owner(&self, region: &Region) -> Result<()> {
+        if sys::fork_generation() == self.forks {
+            return Ok(());
+        }
         let pid = sys::pid();
         if pid != self.pid {
             return Err(Error::ForkedChild {
@@ -212,6 +218,7 @@ impl<'r> LeaseTable<'r> {
         if generation == 0 {
             generation = 1;
         }
+        let forks = sys::fork_generation();
         let pid = sys::pid();
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -224,6 +231,7 @@ impl<'r> LeaseTable<'r> {
         Ok(Some(Lease {
             token: Token::new(i, generation),
             pid,
+            forks,
         }))
     }
 

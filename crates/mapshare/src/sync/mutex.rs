@@ -127,6 +127,8 @@ pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<
 pub struct Mutex<'f, T> {
     file: &'f SharedFile,
     offset: u64,
+    word: &'f AtomicU32,
+    state: &'f AtomicU32,
     spin: Spin,
     _t: PhantomData<fn() -> T>,
 }
@@ -151,8 +153,8 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     /// region, aligned for `T` and to 4).
     pub fn at(file: &'f SharedFile, offset: u64) -> Result<Mutex<'f, T>> {
         let region = file.region();
-        region.atomic_u32(offset)?;
-        region.atomic_u32(offset + 4)?;
+        let word = region.atomic_u32(offset)?;
+        let state = region.atomic_u32(offset + 4)?;
         let data = offset + Self::data_offset();
         let len = std::mem::size_of::<T>();
         let end = data.checked_add(len as u64);
@@ -176,6 +178,8 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         Ok(Mutex {
             file,
             offset,
+            word,
+            state,
             spin: Spin::default(),
             _t: PhantomData,
         })
@@ -185,14 +189,6 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     pub fn with_spin(mut self, spin: Spin) -> Self {
         self.spin = spin;
         self
-    }
-
-    fn words(&self) -> (&'f AtomicU32, &'f AtomicU32) {
-        let r = self.file.region();
-        (
-            r.atomic_u32(self.offset).expect("checked in Mutex::at"),
-            r.atomic_u32(self.offset + 4).expect("checked in Mutex::at"),
-        )
     }
 
     fn lease(&self) -> &'f Lease {
@@ -207,8 +203,10 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         let file = self.file;
         let lease = self.lease();
         lease.check_owner(file.region())?;
-        let (word, state) = self.words();
-        let raw = RawMutex { word, state };
+        let raw = RawMutex {
+            word: self.word,
+            state: self.state,
+        };
         let leases = file.leases();
         let owner = |holder: u32| match Token::from_raw(holder) {
             None => Owner::Invalid,
@@ -220,7 +218,7 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
             },
         };
         let me = lease.token().raw();
-        let start = Instant::now();
+        let start = deadline.map(|_| Instant::now());
         let outcome = if try_only {
             raw.try_lock(me, owner, &Futex)
         } else {
@@ -229,16 +227,33 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         let guard = |recovering| MutexGuard {
             file,
             offset: self.offset,
+            word: self.word,
+            state: self.state,
             me,
             recovering,
             _t: PhantomData,
         };
+        if outcome == Ok(Acquired::Clean) {
+            return Ok(guard(false));
+        }
+        Self::unusual(file, outcome, start, guard)
+    }
+
+    #[cold]
+    fn unusual(
+        file: &'f SharedFile,
+        outcome: std::result::Result<Acquired, Refused>,
+        start: Option<Instant>,
+        guard: impl Fn(bool) -> MutexGuard<'f, T>,
+    ) -> super::LockResult<MutexGuard<'f, T>> {
         match outcome {
             Ok(Acquired::Clean) => Ok(guard(false)),
             Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(guard(true))),
             Ok(Acquired::Poisoned) => Err(LockError::Poisoned(guard(false))),
             Err(Refused::WouldBlock) => Err(LockError::WouldBlock),
-            Err(Refused::Timeout) => Err(LockError::Timeout(start.elapsed())),
+            Err(Refused::Timeout) => Err(LockError::Timeout(
+                start.map(|s| s.elapsed()).unwrap_or_default(),
+            )),
             Err(Refused::NotRecoverable) => Err(LockError::NotRecoverable),
             Err(Refused::Deadlock) => Err(LockError::Failed(Error::Busy {
                 origin: file.region().origin().clone(),
@@ -254,6 +269,7 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
 
     /// Locks, waiting as long as it takes. A dead holder is detected and
     /// taken over ([`LockError::OwnerDied`]).
+    #[inline]
     pub fn lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
         self.run(None, false)
     }
@@ -278,6 +294,8 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
 pub struct MutexGuard<'f, T: FromBytes + IntoBytes> {
     file: &'f SharedFile,
     offset: u64,
+    word: &'f AtomicU32,
+    state: &'f AtomicU32,
     me: u32,
     /// Given out with `OwnerDied` and not yet marked consistent.
     recovering: bool,
@@ -285,19 +303,12 @@ pub struct MutexGuard<'f, T: FromBytes + IntoBytes> {
 }
 
 impl<T: FromBytes + IntoBytes> MutexGuard<'_, T> {
-    fn state(&self) -> &AtomicU32 {
-        self.file
-            .region()
-            .atomic_u32(self.offset + 4)
-            .expect("checked in Mutex::at")
-    }
-
     /// Declares the protected data repaired after [`LockError::OwnerDied`]
     /// or [`LockError::Poisoned`]: the mutex is normal again. If a guard
     /// given out with `OwnerDied` is dropped without this, the mutex
     /// becomes not recoverable.
     pub fn mark_consistent(&mut self) {
-        self.state().store(raw_mutex::CONSISTENT, Release);
+        self.state.store(raw_mutex::CONSISTENT, Release);
         self.recovering = false;
     }
 
@@ -336,18 +347,13 @@ impl<T: FromBytes + IntoBytes> DerefMut for MutexGuard<'_, T> {
 impl<T: FromBytes + IntoBytes> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         if self.recovering {
-            self.state().store(raw_mutex::NOT_RECOVERABLE, Release);
+            self.state.store(raw_mutex::NOT_RECOVERABLE, Release);
         } else if std::thread::panicking() {
-            self.state().store(raw_mutex::POISONED, Release);
+            self.state.store(raw_mutex::POISONED, Release);
         }
-        let word = self
-            .file
-            .region()
-            .atomic_u32(self.offset)
-            .expect("checked in Mutex::at");
         RawMutex {
-            word,
-            state: self.state(),
+            word: self.word,
+            state: self.state,
         }
         .unlock(self.me, &Futex);
     }

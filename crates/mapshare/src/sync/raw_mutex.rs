@@ -262,6 +262,15 @@ impl<W: Word> RawMutex<'_, W> {
     /// it, which only a misbehaving peer can cause.
     #[inline]
     pub fn unlock(&self, me: u32, park: &impl Park<W>) -> bool {
+        // Fast path: held by us, nobody parked.
+        if self.word.compare_exchange(me, 0, Release, Relaxed).is_ok() {
+            return true;
+        }
+        self.unlock_slow(me, park)
+    }
+
+    #[cold]
+    fn unlock_slow(&self, me: u32, park: &impl Park<W>) -> bool {
         let mut cur = self.word.load(Relaxed);
         loop {
             if cur & !WAITERS != me {

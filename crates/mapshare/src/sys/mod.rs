@@ -101,3 +101,42 @@ pub fn process_exists(pid: u32) -> bool {
         None => false,
     }
 }
+
+/// Pins the calling thread to CPU `cpu` (`sched_setaffinity(2)`), for
+/// benchmarks that put the two sides of a hand-off on different cores.
+pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
+}
+
+/// CPUs this process may run on (`sched_getaffinity(2)`).
+pub fn cpus_available() -> usize {
+    rustix::thread::sched_getaffinity(None)
+        .map(|s| s.count() as usize)
+        .unwrap_or(1)
+}
+
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static WATCH_FORKS: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn count_fork() {
+    // Runs in the child right after fork(): an atomic add is
+    // async-signal-safe.
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many times this process's ancestry forked since it started watching
+/// (`pthread_atfork(3)` child handler). A value that differs from one read
+/// earlier means "this is a forked child of whoever read it", at the cost
+/// of one relaxed load instead of a `getpid` system call.
+pub fn fork_generation() -> u64 {
+    WATCH_FORKS.call_once(|| {
+        // SAFETY: the handler is a plain `extern "C" fn` that only does an
+        // atomic add; registering it has no other precondition.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(count_fork));
+        }
+    });
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}

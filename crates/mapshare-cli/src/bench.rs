@@ -1,0 +1,552 @@
+//! `mapshare bench SUITE [--json]`: figures measured against a baseline in
+//! the same run, because absolute times on a shared VM drift.
+//!
+//! Suites:
+//! - `lock`: uncontended lock+unlock of the robust `Mutex` against std's
+//!   `Mutex` and an OFD `fcntl` lock; lock throughput with two processes
+//!   contending against std's `Mutex` with two threads.
+//! - `wake`: one-way wake-up latency between two processes (ping-pong ÷ 2)
+//!   of `Event` with and without its spin phase, against a raw futex
+//!   ping-pong, a pipe ping-pong and the cache-line floor (two words
+//!   bounced by spinning).
+//!
+//! The two sides of every hand-off are pinned to different CPUs. Each
+//! latency case warms up, then records every round in an HDR histogram;
+//! the JSON reports medians and 99th percentiles.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mapshare::sync::{Event, FileLock, LockKind, Mutex, Spin};
+use mapshare::sys::futex;
+use mapshare::{Fingerprint, Kind, SharedFile, Spec};
+use serde_json::{json, Value};
+
+use crate::Failure;
+
+/// Offsets in the bench file's object: each word on its own cache line.
+const EV_A: u64 = 0;
+const EV_B: u64 = 64;
+const VAL_A: u64 = 128;
+const VAL_B: u64 = 192;
+const GO: u64 = 256;
+const READY: u64 = 320;
+const MUTEX: u64 = 384;
+
+const PARENT_CPU: usize = 0;
+const CHILD_CPU: usize = 1;
+
+fn spec() -> Spec {
+    Spec::new(Kind::Raw, Fingerprint::new("mapshare-bench", 0, 1), 4096)
+}
+
+/// A latency distribution in nanoseconds.
+struct Dist {
+    median: f64,
+    p99: f64,
+}
+
+impl Dist {
+    /// From a histogram of picoseconds.
+    fn from_ps(h: &Histogram<u64>) -> Dist {
+        Dist {
+            median: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+        }
+    }
+}
+
+fn latency(suite: &str, case: &str, subject: &str, d: &Dist, baseline: &str, b: &Dist) -> Value {
+    json!({
+        "suite": suite, "case": case, "subject": subject, "baseline": baseline,
+        "median_ns": round(d.median), "p99_ns": round(d.p99),
+        "baseline_median_ns": round(b.median), "baseline_p99_ns": round(b.p99),
+        "ratio": round(d.median / b.median),
+    })
+}
+
+fn throughput(
+    suite: &str,
+    case: &str,
+    subject: &str,
+    ops: f64,
+    baseline: &str,
+    base: f64,
+) -> Value {
+    json!({
+        "suite": suite, "case": case, "subject": subject, "baseline": baseline,
+        "ops_per_s": round(ops), "baseline_ops_per_s": round(base),
+        "ratio": round(ops / base),
+    })
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Pins to `cpu` where the machine has it; a one-CPU machine runs both
+/// sides on one core (the figures then say so: see `docs/benchmarks.md`).
+fn pin(cpu: usize) {
+    let _ = mapshare::sys::pin_to_cpu(cpu);
+}
+
+/// Per-operation cost of `op`, measured over batches.
+fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Dist {
+    let mut h = histogram();
+    for _ in 0..batches / 10 {
+        for _ in 0..per_batch {
+            op();
+        }
+    }
+    for _ in 0..batches {
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            op();
+        }
+        let ps = t.elapsed().as_nanos() as u64 * 1000 / u64::from(per_batch);
+        let _ = h.record(ps.max(1));
+    }
+    Dist::from_ps(&h)
+}
+
+/// Runs `round` (one ping-pong) `rounds` times after a warm-up and returns
+/// the one-way latency distribution (round trip ÷ 2).
+fn ping_pong(warmup: u32, rounds: u32, mut round: impl FnMut(u32)) -> Dist {
+    let mut h = histogram();
+    for i in 0..warmup {
+        round(i);
+    }
+    for i in warmup..warmup + rounds {
+        let t = Instant::now();
+        round(i);
+        let _ = h.record((t.elapsed().as_nanos() as u64 * 1000 / 2).max(1));
+    }
+    Dist::from_ps(&h)
+}
+
+struct BenchFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl BenchFile {
+    fn new() -> Result<BenchFile, Failure> {
+        // tmpfs: no write-back traffic in the measurements.
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("mapshare-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(BenchFile {
+            path: dir.join("bench"),
+            dir,
+        })
+    }
+
+    fn open(&self) -> Result<SharedFile, Failure> {
+        Ok(SharedFile::open_or_create(&self.path, &spec(), |_, _| {
+            Ok(())
+        })?)
+    }
+}
+
+impl Drop for BenchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn(args: &[&str]) -> Result<Child, Failure> {
+    Command::new(std::env::current_exe()?)
+        .arg("bench-child")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure(format!("cannot start the benchmark child: {e}")))
+}
+
+fn finish(mut child: Child) -> Result<(), Failure> {
+    drop(child.stdin.take());
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(Failure(format!("benchmark child failed: {status}")));
+    }
+    Ok(())
+}
+
+fn word(file: &SharedFile, at: u64) -> Result<&AtomicU32, Failure> {
+    Ok(file.region().atomic_u32(file.object_offset() + at)?)
+}
+
+/// Waits until `w` holds `want`, spinning (the cache-line floor).
+#[inline]
+fn spin_for(w: &AtomicU32, want: u32) {
+    while w.load(Ordering::Acquire) != want {
+        std::hint::spin_loop();
+    }
+}
+
+/// Waits until `w` holds `want`, parking on the futex.
+fn futex_for(w: &AtomicU32, want: u32) {
+    loop {
+        let v = w.load(Ordering::Acquire);
+        if v == want {
+            return;
+        }
+        let _ = futex::wait(w, v, Some(Duration::from_secs(5)));
+    }
+}
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn event_for(ev: &Event, w: &AtomicU32, want: u32) -> Result<(), Failure> {
+    Ok(ev.wait_while(|| w.load(Ordering::Acquire) != want, PATIENCE)?)
+}
+
+pub fn run(suite: &str, json_out: bool, quick: bool) -> Result<(), Failure> {
+    pin(PARENT_CPU);
+    let figures = match suite {
+        "lock" => lock_suite(quick)?,
+        "wake" => wake_suite(quick)?,
+        other => return Err(Failure(format!("unknown suite {other:?} (lock, wake)"))),
+    };
+    if json_out {
+        println!("{}", Value::Array(figures));
+    } else {
+        for f in &figures {
+            print_figure(f);
+        }
+    }
+    Ok(())
+}
+
+fn print_figure(f: &Value) {
+    let s = |k: &str| f[k].as_str().unwrap_or("").to_owned();
+    if f.get("median_ns").is_some() {
+        println!(
+            "{:<8} {:<26} {:<34} median {:>10.1} ns  p99 {:>10.1} ns | {:<28} median {:>10.1} ns | ratio {:.3}",
+            s("suite"),
+            s("case"),
+            s("subject"),
+            f["median_ns"].as_f64().unwrap_or(0.0),
+            f["p99_ns"].as_f64().unwrap_or(0.0),
+            s("baseline"),
+            f["baseline_median_ns"].as_f64().unwrap_or(0.0),
+            f["ratio"].as_f64().unwrap_or(0.0)
+        );
+    } else {
+        println!(
+            "{:<8} {:<26} {:<34} {:>12.0} ops/s | {:<28} {:>12.0} ops/s | ratio {:.3}",
+            s("suite"),
+            s("case"),
+            s("subject"),
+            f["ops_per_s"].as_f64().unwrap_or(0.0),
+            s("baseline"),
+            f["baseline_ops_per_s"].as_f64().unwrap_or(0.0),
+            f["ratio"].as_f64().unwrap_or(0.0)
+        );
+    }
+}
+
+fn lock_suite(quick: bool) -> Result<Vec<Value>, Failure> {
+    let bf = BenchFile::new()?;
+    let file = bf.open()?;
+    let mutex = Mutex::<u64>::at(&file, file.object_offset() + MUTEX)?;
+    let batches = if quick { 200 } else { 2000 };
+
+    let ours = batched(batches, 1000, || {
+        if let Ok(mut g) = mutex.lock() {
+            *g += 1;
+        }
+    });
+    let std_mutex = std::sync::Mutex::new(0u64);
+    let theirs = batched(batches, 1000, || {
+        if let Ok(mut g) = std_mutex.lock() {
+            *g += 1;
+        }
+        black_box(&std_mutex);
+    });
+    let lock_path = bf.dir.join("fcntl");
+    std::fs::write(&lock_path, [0u8; 64])?;
+    let ofd = FileLock::open(&lock_path)?;
+    let fcntl = batched(batches / 10, 100, || {
+        black_box(ofd.try_lock(0..1, LockKind::Exclusive).ok().flatten());
+    });
+
+    // Two processes contending against two threads contending.
+    let n: u32 = if quick { 50_000 } else { 500_000 };
+    let go = word(&file, GO)?;
+    let ready = word(&file, READY)?;
+    go.store(0, Ordering::SeqCst);
+    ready.store(0, Ordering::SeqCst);
+    let path = bf.path.to_string_lossy().into_owned();
+    let child = spawn(&["lock", &path, &n.to_string()])?;
+    spin_for(ready, 1);
+    let t = Instant::now();
+    go.store(1, Ordering::Release);
+    for _ in 0..n {
+        if let Ok(mut g) = mutex.lock() {
+            *g += 1;
+        }
+    }
+    finish(child)?;
+    let ours_rate = 2.0 * f64::from(n) / t.elapsed().as_secs_f64();
+
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(0u64));
+    let started = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let other = {
+        let (shared, started) = (shared.clone(), started.clone());
+        std::thread::spawn(move || {
+            pin(CHILD_CPU);
+            started.wait();
+            for _ in 0..n {
+                if let Ok(mut g) = shared.lock() {
+                    *g += 1;
+                }
+            }
+        })
+    };
+    started.wait();
+    let t = Instant::now();
+    for _ in 0..n {
+        if let Ok(mut g) = shared.lock() {
+            *g += 1;
+        }
+    }
+    let _ = other.join();
+    let std_rate = 2.0 * f64::from(n) / t.elapsed().as_secs_f64();
+
+    Ok(vec![
+        latency(
+            "lock",
+            "uncontended",
+            "mapshare Mutex",
+            &ours,
+            "std::sync::Mutex",
+            &theirs,
+        ),
+        latency(
+            "lock",
+            "uncontended_vs_fcntl",
+            "mapshare Mutex",
+            &ours,
+            "OFD fcntl lock+unlock",
+            &fcntl,
+        ),
+        throughput(
+            "lock",
+            "contended_2",
+            "mapshare Mutex, 2 processes",
+            ours_rate,
+            "std Mutex, 2 threads",
+            std_rate,
+        ),
+    ])
+}
+
+fn wake_suite(quick: bool) -> Result<Vec<Value>, Failure> {
+    let bf = BenchFile::new()?;
+    let file = bf.open()?;
+    let path = bf.path.to_string_lossy().into_owned();
+    let (spin_rounds, park_rounds) = if quick { (2_000, 300) } else { (50_000, 5_000) };
+    let a = word(&file, VAL_A)?;
+    let b = word(&file, VAL_B)?;
+    let ev_a = Event::at(file.region(), file.object_offset() + EV_A)?;
+    let ev_b = Event::at(file.region(), file.object_offset() + EV_B)?;
+
+    let run_case =
+        |case: &str, rounds: u32, mut side: Box<dyn FnMut(u32) -> Result<(), Failure> + '_>| {
+            a.store(0, Ordering::SeqCst);
+            b.store(0, Ordering::SeqCst);
+            let total = rounds + rounds / 10;
+            let child = spawn(&["wake", case, &path, &total.to_string()])?;
+            let mut err = None;
+            let dist = ping_pong(rounds / 10, rounds, |i| {
+                if err.is_none() {
+                    if let Err(e) = side(i + 1) {
+                        err = Some(e);
+                    }
+                }
+            });
+            finish(child)?;
+            match err {
+                Some(e) => Err(e),
+                None => Ok(dist),
+            }
+        };
+
+    let floor = run_case(
+        "spin",
+        spin_rounds,
+        Box::new(|i| {
+            a.store(i, Ordering::Release);
+            spin_for(b, i);
+            Ok(())
+        }),
+    )?;
+    let raw_futex = run_case(
+        "futex",
+        park_rounds,
+        Box::new(|i| {
+            a.store(i, Ordering::Release);
+            let _ = futex::wake(a, 1);
+            futex_for(b, i);
+            Ok(())
+        }),
+    )?;
+    let ev_spin = {
+        let (ea, eb) = (&ev_a, &ev_b);
+        run_case(
+            "event-spin",
+            spin_rounds,
+            Box::new(move |i| {
+                a.store(i, Ordering::Release);
+                ea.notify_one();
+                event_for(eb, b, i)
+            }),
+        )?
+    };
+    let (ea_park, eb_park) = (
+        Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(Spin::NONE),
+        Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(Spin::NONE),
+    );
+    let ev_park = {
+        let (ea, eb) = (&ea_park, &eb_park);
+        run_case(
+            "event-park",
+            park_rounds,
+            Box::new(move |i| {
+                a.store(i, Ordering::Release);
+                ea.notify_one();
+                event_for(eb, b, i)
+            }),
+        )?
+    };
+    // Pipe ping-pong: one byte each way.
+    let pipe = {
+        let total = park_rounds + park_rounds / 10;
+        let mut child = spawn(&["wake", "pipe", &path, &total.to_string()])?;
+        let mut to = child.stdin.take().ok_or(Failure("no child stdin".into()))?;
+        let mut from = child
+            .stdout
+            .take()
+            .ok_or(Failure("no child stdout".into()))?;
+        let mut byte = [0u8; 1];
+        let dist = ping_pong(park_rounds / 10, park_rounds, |_| {
+            let _ = to.write_all(&[1]);
+            let _ = from.read_exact(&mut byte);
+        });
+        drop(to);
+        finish(child)?;
+        dist
+    };
+    Ok(vec![
+        latency(
+            "wake",
+            "wakeup_parked",
+            "mapshare Event (no spin)",
+            &ev_park,
+            "raw futex ping-pong",
+            &raw_futex,
+        ),
+        latency(
+            "wake",
+            "wakeup_parked_vs_pipe",
+            "mapshare Event (no spin)",
+            &ev_park,
+            "pipe ping-pong",
+            &pipe,
+        ),
+        latency(
+            "wake",
+            "wakeup_spinning",
+            "mapshare Event (spin 20us)",
+            &ev_spin,
+            "cache-line floor",
+            &floor,
+        ),
+        latency(
+            "wake",
+            "raw_futex_vs_floor",
+            "raw futex ping-pong",
+            &raw_futex,
+            "cache-line floor",
+            &floor,
+        ),
+    ])
+}
+
+/// The other side of a benchmark (`mapshare bench-child ...`).
+pub fn child(args: &[String]) -> Result<(), Failure> {
+    pin(CHILD_CPU);
+    match args {
+        [suite, path, n] if suite == "lock" => {
+            let n: u32 = n.parse().map_err(|_| Failure("bad count".into()))?;
+            let file = SharedFile::open_or_create(path, &spec(), |_, _| Ok(()))?;
+            let mutex = Mutex::<u64>::at(&file, file.object_offset() + MUTEX)?;
+            word(&file, READY)?.store(1, Ordering::Release);
+            spin_for(word(&file, GO)?, 1);
+            for _ in 0..n {
+                if let Ok(mut g) = mutex.lock() {
+                    *g += 1;
+                }
+            }
+            Ok(())
+        }
+        [suite, case, path, n] if suite == "wake" => {
+            let n: u32 = n.parse().map_err(|_| Failure("bad count".into()))?;
+            if case == "pipe" {
+                let (mut inp, mut out) = (std::io::stdin().lock(), std::io::stdout().lock());
+                let mut byte = [0u8; 1];
+                for _ in 0..n {
+                    inp.read_exact(&mut byte)?;
+                    out.write_all(&byte)?;
+                    out.flush()?;
+                }
+                return Ok(());
+            }
+            let file = SharedFile::open_or_create(path, &spec(), |_, _| Ok(()))?;
+            let (a, b) = (word(&file, VAL_A)?, word(&file, VAL_B)?);
+            let spin = if case == "event-park" {
+                Spin::NONE
+            } else {
+                Spin::default()
+            };
+            let ev_a = Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(spin);
+            let ev_b = Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(spin);
+            for i in 1..=n {
+                match case.as_str() {
+                    "spin" => {
+                        spin_for(a, i);
+                        b.store(i, Ordering::Release);
+                    }
+                    "futex" => {
+                        futex_for(a, i);
+                        b.store(i, Ordering::Release);
+                        let _ = futex::wake(b, 1);
+                    }
+                    "event-spin" | "event-park" => {
+                        event_for(&ev_a, a, i)?;
+                        b.store(i, Ordering::Release);
+                        ev_b.notify_one();
+                    }
+                    other => return Err(Failure(format!("unknown case {other}"))),
+                }
+            }
+            Ok(())
+        }
+        _ => Err(Failure("bad bench-child arguments".into())),
+    }
+}
