@@ -320,6 +320,38 @@ pub enum Error {
         pid: u32,
     },
 
+    /// A queue role (producer or consumer) is held by a live process.
+    #[error("{origin}: the {role} role is taken by live process {pid}")]
+    RoleTaken {
+        /// The queue file.
+        origin: Origin,
+        /// `producer` or `consumer`.
+        role: &'static str,
+        /// The process that holds it.
+        pid: u32,
+    },
+
+    /// The other side of a queue is gone (and, for a consumer, every
+    /// committed record has been received).
+    #[error("{origin}: disconnected: the {peer} is gone")]
+    Disconnected {
+        /// The queue file.
+        origin: Origin,
+        /// `producer` or `consumer`.
+        peer: &'static str,
+    },
+
+    /// A record is larger than the queue can ever hold.
+    #[error("{origin}: a record of {len} bytes exceeds the largest this queue holds ({max})")]
+    TooLarge {
+        /// The queue file.
+        origin: Origin,
+        /// Requested length.
+        len: u64,
+        /// Largest record.
+        max: u64,
+    },
+
     /// Any other operating-system error.
     #[error("{origin}: {op}: {source}")]
     Io {

@@ -19,6 +19,9 @@
 //!   [`sync::Semaphore`], an [`sync::Event`], and byte-range
 //!   [`sync::FileLock`]s.
 //! - [`shared`]: [`Shared<T>`], a typed value persisted in a file.
+//! - [`queue`]: a zero-copy single-producer single-consumer queue of
+//!   variable-length records, crash-safe and hardened against a hostile
+//!   peer.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,6 +55,7 @@ pub mod error;
 pub mod file;
 pub mod format;
 pub mod lease;
+pub mod queue;
 pub mod region;
 pub mod shared;
 pub mod shm;

@@ -25,7 +25,8 @@ pub use event::{Event, RawEvent, Ticket, EVENT_LEN};
 pub use file_lock::{FileLock, Holder, LockKind, RangeGuard};
 pub use mutex::{observe as observe_mutex, Mutex, MutexGuard, MutexState};
 pub use semaphore::{RawSemaphore, Semaphore, SEMAPHORE_LEN};
-pub use word::{Futex, Park, Spin, Wake, Word};
+pub(crate) use word::spin_until;
+pub use word::{Futex, Park, Spin, Wake, Word, Word64};
 
 use crate::error::Error;
 

@@ -74,6 +74,33 @@ impl_word!(std::sync::atomic::AtomicU32, std::sync::atomic::fence);
 #[cfg(loom)]
 impl_word!(loom::sync::atomic::AtomicU32, loom::sync::atomic::fence);
 
+/// A 64-bit atomic position word (queue positions).
+pub trait Word64 {
+    /// `load`.
+    fn load(&self, order: Ordering) -> u64;
+    /// `store`.
+    fn store(&self, value: u64, order: Ordering);
+}
+
+macro_rules! impl_word64 {
+    ($t:ty) => {
+        impl Word64 for $t {
+            #[inline]
+            fn load(&self, order: Ordering) -> u64 {
+                <$t>::load(self, order)
+            }
+            #[inline]
+            fn store(&self, value: u64, order: Ordering) {
+                <$t>::store(self, value, order)
+            }
+        }
+    };
+}
+
+impl_word64!(std::sync::atomic::AtomicU64);
+#[cfg(loom)]
+impl_word64!(loom::sync::atomic::AtomicU64);
+
 /// Sleep on a word until woken, and wake sleepers: futex semantics. `wait`
 /// must check `word == expected` and go to sleep atomically with respect to
 /// `wake`, or wake-ups are lost.

@@ -41,6 +41,33 @@ pub const SEM: u64 = 0;
 pub const EVENT: u64 = 64;
 pub const VALUE: u64 = 128;
 
+/// A test record: sequence number, filler, FNV-1a checksum of the rest.
+pub fn test_record(seq: u64) -> Vec<u8> {
+    let fill = (seq * 37 % 300) as usize;
+    let mut v = Vec::with_capacity(16 + fill);
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((0..fill).map(|i| (seq as usize + i) as u8));
+    let sum = mapshare::format::fnv1a(&v);
+    v.extend_from_slice(&sum.to_le_bytes());
+    v
+}
+
+/// Checks a test record; returns its sequence number.
+pub fn check_record(r: &[u8]) -> Result<u64, String> {
+    if r.len() < 16 {
+        return Err(format!("record of {} bytes is too short", r.len()));
+    }
+    let (body, sum) = r.split_at(r.len() - 8);
+    if mapshare::format::fnv1a(body).to_le_bytes() != sum {
+        return Err("bad checksum".into());
+    }
+    let seq = u64::from_le_bytes(body[..8].try_into().unwrap());
+    if test_record(seq) != r {
+        return Err(format!("record {seq} has the wrong contents"));
+    }
+    Ok(seq)
+}
+
 /// One increment under the lock; repairs a half-done increment left by a
 /// dead holder. Returns whether a repair happened.
 pub fn increment(pair: &Shared<Pair>, spin_inside: u32) -> bool {
@@ -71,7 +98,7 @@ pub const ENV: &str = "MAPSHARE_PEER";
 /// The parent's handle on a peer process.
 pub struct Peer {
     child: Child,
-    stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
 }
 
@@ -92,7 +119,7 @@ impl Peer {
         .stdout(Stdio::piped());
         setup(&mut cmd);
         let mut child = cmd.spawn().expect("spawn peer");
-        let stdin = child.stdin.take().unwrap();
+        let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Peer {
             child,
@@ -130,8 +157,9 @@ impl Peer {
 
     /// Sends a command without waiting for its answer.
     pub fn send(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").expect("write to peer");
-        self.stdin.flush().unwrap();
+        let stdin = self.stdin.as_mut().expect("peer stdin open");
+        writeln!(stdin, "{line}").expect("write to peer");
+        stdin.flush().unwrap();
     }
 
     /// Waits for the process to exit on its own.
@@ -164,8 +192,11 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "quit");
-        let _ = self.stdin.flush();
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin, "quit");
+            let _ = stdin.flush();
+            // Closing stdin also ends commands that hold until EOF.
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -329,6 +360,106 @@ pub fn serve() {
                         ev.notify_all();
                     }
                     String::new()
+                }
+                ["qsend", path, start] => {
+                    // Send test records from `start` on, forever.
+                    let mut tx = mapshare::queue::Producer::open(path)?;
+                    println!("@@ ok sending");
+                    std::io::stdout().flush().unwrap();
+                    let mut seq: u64 = start.parse().unwrap();
+                    loop {
+                        let rec = test_record(seq);
+                        let mut g = tx.reserve(rec.len())?;
+                        // Write in two halves so a kill can land mid-record.
+                        let half = rec.len() / 2;
+                        g[..half].copy_from_slice(&rec[..half]);
+                        std::hint::black_box(&mut g);
+                        g[half..].copy_from_slice(&rec[half..]);
+                        g.commit();
+                        seq += 1;
+                    }
+                }
+                ["qsendn", path, start, n] => {
+                    let mut tx = mapshare::queue::Producer::open(path)?;
+                    let start: u64 = start.parse().unwrap();
+                    for seq in start..start + n.parse::<u64>().unwrap() {
+                        let rec = test_record(seq);
+                        match tx.send(&rec) {
+                            Ok(()) => {}
+                            Err(mapshare::queue::SendError::Disconnected(_)) => {
+                                return Ok("disconnected".into())
+                            }
+                            Err(e) => panic!("send: {e}"),
+                        }
+                    }
+                    "sent".into()
+                }
+                ["qholdproducer", path] => {
+                    let tx = mapshare::queue::Producer::open(path)?;
+                    println!("@@ ok holding");
+                    std::io::stdout().flush().unwrap();
+                    let mut sink = String::new();
+                    while std::io::stdin()
+                        .read_line(&mut sink)
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+                    {}
+                    drop(tx);
+                    std::process::exit(0);
+                }
+                ["qrecv", path, n] => {
+                    let mut rx = mapshare::queue::Consumer::open(path)?;
+                    let mut last = None;
+                    for _ in 0..n.parse::<u64>().unwrap() {
+                        let r = rx.recv_timeout(Duration::from_secs(30))?;
+                        last = Some(check_record(&r).unwrap());
+                    }
+                    format!("{last:?}")
+                }
+                ["qrecv-inherited", var, n] => {
+                    let mut rx = mapshare::queue::Consumer::from_inherited(var)?;
+                    let mut last = None;
+                    for _ in 0..n.parse::<u64>().unwrap() {
+                        let r = rx.recv_timeout(Duration::from_secs(30))?;
+                        last = Some(check_record(&r).unwrap());
+                    }
+                    format!("{last:?}")
+                }
+                ["qholdconsumer", path] => {
+                    let rx = mapshare::queue::Consumer::open(path)?;
+                    println!("@@ ok holding");
+                    std::io::stdout().flush().unwrap();
+                    let mut sink = String::new();
+                    while std::io::stdin()
+                        .read_line(&mut sink)
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+                    {}
+                    drop(rx);
+                    std::process::exit(0);
+                }
+                ["scribble", path, ms] => {
+                    // A hostile peer: random bytes over the queue's control
+                    // block and ring, through its own mapping.
+                    let mut region = Region::open(path)?;
+                    let insp = mapshare::Inspection::open(path)?;
+                    let (start, len) = (insp.header.object_offset, insp.header.object_len);
+                    let deadline = Instant::now() + Duration::from_millis(ms.parse().unwrap());
+                    let mut x = 0x2545_f491_4f6c_dd1du64 ^ std::process::id() as u64;
+                    let mut writes = 0u64;
+                    while Instant::now() < deadline {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Half the time hit the control block (positions,
+                        // events, roles), else anywhere in the object.
+                        let off = if x & 1 == 0 { x % 512 } else { x % len };
+                        let n = (1 + (x >> 40) % 16).min(len - off);
+                        let bytes: Vec<u8> = (0..n).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+                        region.write_at(start + off, &bytes)?;
+                        writes += 1;
+                    }
+                    writes.to_string()
                 }
                 ["init", path] => {
                     let spec = Spec::new(Kind::Raw, Fingerprint::new("tests::race", 0, 1), 4096);
