@@ -9,7 +9,15 @@ use mapshare::{Error, Fingerprint, Kind, Origin, SharedFile, Spec};
 
 use crate::Failure;
 
-pub fn run(file: &Path, size: u64, slots: u32, mode: u32) -> Result<(), Failure> {
+/// What the new file holds.
+pub enum What {
+    /// A raw area of this many bytes.
+    Raw(u64),
+    /// A queue with a ring of this many bytes.
+    Queue(u64),
+}
+
+pub fn run(file: &Path, what: What, slots: u32, mode: u32) -> Result<(), Failure> {
     // Exclusive: never initialize over somebody's file.
     OpenOptions::new()
         .write(true)
@@ -23,10 +31,19 @@ pub fn run(file: &Path, size: u64, slots: u32, mode: u32) -> Result<(), Failure>
             .into(),
             _ => Failure(format!("{}: {e}", file.display())),
         })?;
-    let mut spec = Spec::new(Kind::Raw, Fingerprint::untyped(), size);
-    spec.lease_slots = slots;
-    spec.mode = mode;
-    let opened = SharedFile::open_or_create(file, &spec, |_, _| Ok(()));
+    let opened = match what {
+        What::Raw(size) => {
+            let mut spec = Spec::new(Kind::Raw, Fingerprint::untyped(), size);
+            spec.lease_slots = slots;
+            spec.mode = mode;
+            SharedFile::open_or_create(file, &spec, |_, _| Ok(()))
+        }
+        What::Queue(capacity) => mapshare::queue::spec(capacity).and_then(|mut spec| {
+            spec.lease_slots = slots;
+            spec.mode = mode;
+            SharedFile::open_or_create(file, &spec, |_, _| Ok(()))
+        }),
+    };
     let shared = match opened {
         Ok(f) => f,
         Err(e) => {

@@ -12,6 +12,9 @@
 //!    process-shared mutex; one is killed while holding it; the other gets
 //!    `OwnerDied`, repairs the half-done update and finishes.
 //!
+//! 4. A zero-copy queue: a child process streams records to its parent
+//!    through an anonymous shared queue; the parent checks every one.
+//!
 //! Each scene's second process is this same executable, run as the hidden
 //! `demo-child` subcommand.
 
@@ -47,7 +50,8 @@ pub fn run() -> Result<(), Failure> {
     let dir = tempdir()?;
     let result = scene_file(&dir)
         .and_then(|()| scene_anonymous())
-        .and_then(|()| scene_robust_lock(&dir));
+        .and_then(|()| scene_robust_lock(&dir))
+        .and_then(|()| scene_queue());
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     println!("\ndemo finished in {:.0?}", started.elapsed());
@@ -168,6 +172,7 @@ pub fn child(scene: &str, args: &[String]) -> Result<(), Failure> {
         ("watch", [file, offset]) => child_watch(Path::new(file), offset),
         ("anon", []) => child_anonymous(),
         ("count", [file, n]) => child_count(Path::new(file), n, None),
+        ("stream", [n]) => child_stream(n),
         ("count-then-hold", [file, n]) => child_count(Path::new(file), n, Some(())),
         _ => Err(Failure(format!("unknown demo scene {scene:?}"))),
     }
@@ -341,6 +346,81 @@ fn child_count(path: &Path, n: &str, then_hold: Option<()>) -> Result<(), Failur
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;
         return Err(Failure("the parent was supposed to kill me".into()));
+    }
+    Ok(())
+}
+
+const QUEUE_VAR: &str = "MAPSHARE_DEMO_QUEUE";
+const STREAM_RECORDS: u64 = 200_000;
+
+fn scene_queue() -> Result<(), Failure> {
+    println!("\n== 4. A zero-copy queue: a child streams records to its parent ==");
+    let queue = mapshare::queue::Anonymous::new(256 * 1024)?;
+    let mut rx = queue.consumer()?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["demo-child", "stream", &STREAM_RECORDS.to_string()]);
+    queue.share_with(&mut cmd, QUEUE_VAR);
+    let started = Instant::now();
+    let child = cmd
+        .spawn()
+        .map_err(|e| Failure(format!("cannot start the demo child: {e}")))?;
+    println!(
+        "  parent: made a 256 KiB anonymous queue; child pid {} is producing {STREAM_RECORDS} records",
+        child.id()
+    );
+    let mut expected = 0u64;
+    let mut bytes = 0u64;
+    loop {
+        match rx.recv_timeout(PATIENCE) {
+            Ok(r) => {
+                let text =
+                    std::str::from_utf8(&r).map_err(|_| Failure("a record is not UTF-8".into()))?;
+                let n: u64 = text
+                    .strip_prefix("record ")
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| Failure(format!("unexpected record {text:?}")))?;
+                if n != expected {
+                    return Err(Failure(format!(
+                        "record {n} arrived where {expected} was due"
+                    )));
+                }
+                if n == 0 || n + 1 == STREAM_RECORDS {
+                    println!("  parent: received {text:?} in place, no copy");
+                }
+                bytes += r.len() as u64;
+                expected += 1;
+            }
+            Err(mapshare::Error::Disconnected { .. }) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let elapsed = started.elapsed();
+    let mut child = child;
+    child.wait()?;
+    println!(
+        "  parent: the child finished; got all {expected} records ({bytes} bytes) in order, then Disconnected, in {elapsed:.0?}"
+    );
+    if expected != STREAM_RECORDS {
+        return Err(Failure(format!(
+            "got {expected} of {STREAM_RECORDS} records"
+        )));
+    }
+    Ok(())
+}
+
+fn child_stream(n: &str) -> Result<(), Failure> {
+    let n = crate::units::number(n).map_err(Failure)?;
+    let mut tx = mapshare::queue::Producer::from_inherited(QUEUE_VAR)?;
+    let mut text = String::new();
+    for i in 0..n {
+        use std::fmt::Write as _;
+        text.clear();
+        let _ = write!(text, "record {i}");
+        // Write the record straight into shared memory.
+        let mut grant = tx.reserve(text.len())?;
+        grant.copy_from_slice(text.as_bytes());
+        grant.commit();
     }
     Ok(())
 }

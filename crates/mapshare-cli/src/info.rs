@@ -100,6 +100,24 @@ fn describe(insp: &Inspection, v: &mut Value) -> Result<(), Failure> {
         })
         .collect();
     v["attached"] = json!(attached);
+    if h.kind == Kind::Queue {
+        v["queue"] = match mapshare::queue::observe(insp) {
+            Ok(q) => {
+                let side = |s: Option<(u32, bool)>| match s {
+                    Some((pid, alive)) => json!({"pid": pid, "alive": alive}),
+                    None => Value::Null,
+                };
+                json!({
+                    "capacity": q.capacity,
+                    "used_bytes": q.used,
+                    "records_pending": q.records,
+                    "producer": side(q.producer),
+                    "consumer": side(q.consumer),
+                })
+            }
+            Err(e) => json!({"error": e.to_string()}),
+        };
+    }
     if h.kind == Kind::Value {
         let state = observe_mutex(&insp.region, &leases, h.object_offset);
         v["mutex"] = match state {
@@ -166,6 +184,33 @@ fn print_text(v: &Value) {
                         "dead"
                     }
                 );
+            }
+            let q = &v["queue"];
+            if !q.is_null() {
+                if let Some(e) = q["error"].as_str() {
+                    println!("queue:     unreadable: {e}");
+                } else {
+                    println!(
+                        "queue:     capacity {} bytes, {} bytes used, {} records pending",
+                        q["capacity"], q["used_bytes"], q["records_pending"]
+                    );
+                    for role in ["producer", "consumer"] {
+                        let s = &q[role];
+                        if s.is_null() {
+                            println!("{role}:  none");
+                        } else {
+                            println!(
+                                "{role}:  pid {} ({})",
+                                s["pid"],
+                                if s["alive"] == json!(true) {
+                                    "alive"
+                                } else {
+                                    "dead"
+                                }
+                            );
+                        }
+                    }
+                }
             }
             if let Some(m) = v["mutex"].as_str() {
                 println!("mutex:     {m}");

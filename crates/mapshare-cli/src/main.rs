@@ -12,6 +12,7 @@ mod dump;
 mod hexdump;
 mod info;
 mod lock;
+mod stream;
 mod units;
 mod write;
 
@@ -67,9 +68,15 @@ enum Command {
     Create {
         /// The file to create (must not exist).
         file: PathBuf,
-        /// Bytes of the object.
+        /// Bytes of the object (a raw area).
+        #[arg(long, value_parser = units::size, required_unless_present = "queue", conflicts_with = "queue")]
+        size: Option<u64>,
+        /// Make a queue instead of a raw area.
+        #[arg(long, requires = "capacity")]
+        queue: bool,
+        /// Bytes of the queue's ring.
         #[arg(long, value_parser = units::size)]
-        size: u64,
+        capacity: Option<u64>,
         /// Lease slots: how many processes may be attached at once.
         #[arg(long, default_value_t = mapshare::format::DEFAULT_LEASE_SLOTS)]
         slots: u32,
@@ -94,6 +101,35 @@ enum Command {
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Send standard input into queue Q, one record per line (or frame).
+    Send {
+        /// The queue file (created if missing).
+        queue: PathBuf,
+        /// Records are 4-byte little-endian lengths plus bytes, not lines.
+        #[arg(long)]
+        frames: bool,
+        /// Ring size if the queue is created here.
+        #[arg(long, default_value = "1MiB", value_parser = units::size)]
+        capacity: u64,
+    },
+    /// Print records from queue Q, one per line (or frame), until the
+    /// producer is gone.
+    Recv {
+        /// The queue file (created if missing).
+        queue: PathBuf,
+        /// Stop after N records.
+        #[arg(long, value_parser = units::number)]
+        count: Option<u64>,
+        /// Give up (exit 1) after waiting this long for a record.
+        #[arg(long, value_parser = units::duration)]
+        timeout: Option<std::time::Duration>,
+        /// Write 4-byte little-endian lengths plus bytes, not lines.
+        #[arg(long)]
+        frames: bool,
+        /// Ring size if the queue is created here.
+        #[arg(long, default_value = "1MiB", value_parser = units::size)]
+        capacity: u64,
     },
     /// Size, pages resident in memory, and what kind of file FILE is.
     Info {
@@ -174,9 +210,32 @@ fn main() -> ExitCode {
         Command::Create {
             file,
             size,
+            queue,
+            capacity,
             slots,
             mode,
-        } => create::run(&file, size, slots, mode),
+        } => create::run(
+            &file,
+            if queue {
+                create::What::Queue(capacity.unwrap_or(0))
+            } else {
+                create::What::Raw(size.unwrap_or(0))
+            },
+            slots,
+            mode,
+        ),
+        Command::Send {
+            queue,
+            frames,
+            capacity,
+        } => stream::send(&queue, capacity, frames),
+        Command::Recv {
+            queue,
+            count,
+            timeout,
+            frames,
+            capacity,
+        } => stream::recv(&queue, capacity, count, timeout, frames),
         Command::Lock {
             file,
             range,

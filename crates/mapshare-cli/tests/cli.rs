@@ -283,6 +283,7 @@ fn demo_runs_every_scene() {
     assert!(out.contains("lock says OwnerDied"), "{out}");
     assert!(out.contains("final count 1500 = 500"), "{out}");
     assert!(out.contains(": correct"), "{out}");
+    assert!(out.contains("got all 200000 records"), "{out}");
 }
 
 #[test]
@@ -451,4 +452,96 @@ fn lock_runs_the_command_under_the_lock_and_honours_python_locks() {
             .code(),
         Some(2)
     );
+}
+
+#[test]
+fn send_and_recv_work_in_either_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_mapshare");
+    for consumer_first in [true, false] {
+        let q = dir.path().join(format!("q-{consumer_first}"));
+        let q = q.to_str().unwrap();
+        // The consumer writes to a file: a pipe nobody reads yet would fill
+        // up and stall it (and then the producer, on a full queue).
+        let out_path = dir.path().join(format!("out-{consumer_first}"));
+        let recv = || {
+            Command::new(bin)
+                .args(["recv", q, "--capacity", "64KiB"])
+                .stdout(std::fs::File::create(&out_path).unwrap())
+                .spawn()
+                .unwrap()
+        };
+        let mut consumer = consumer_first.then(recv);
+        // 200,000 lines do not fit in 64 KiB: the producer blocks until
+        // the consumer drains, whichever started first.
+        let mut send = Command::new("sh")
+            .arg("-c")
+            .arg(format!("seq 200000 | {bin} send {q} --capacity 64KiB"))
+            .spawn()
+            .unwrap();
+        if consumer.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let status = consumer.take().unwrap_or_else(recv).wait().unwrap();
+        assert!(status.success());
+        assert!(send.wait().unwrap().success());
+        let text = std::fs::read_to_string(&out_path).unwrap();
+        let expected: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+        assert!(
+            text == expected,
+            "consumer_first={consumer_first}: {} bytes",
+            text.len()
+        );
+    }
+}
+
+#[test]
+fn recv_count_timeout_frames_and_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let o = mapshare(&["create", s(&q), "--queue", "--capacity", "64KiB"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Frames carry any bytes, newlines and NULs included.
+    let mut framed = Vec::new();
+    for rec in [&b"a\nb"[..], b"\0\0\0", b"x"] {
+        framed.extend_from_slice(&(rec.len() as u32).to_le_bytes());
+        framed.extend_from_slice(rec);
+    }
+    use std::io::Write;
+    let mut send = Command::new(env!("CARGO_BIN_EXE_mapshare"))
+        .args(["send", s(&q), "--frames"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin.take().unwrap().write_all(&framed).unwrap();
+    assert!(send.wait().unwrap().success());
+
+    let o = mapshare(&["info", "--json", s(&q)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "queue");
+    assert_eq!(v["queue"]["records_pending"], 3);
+    assert_eq!(v["queue"]["capacity"], 65536);
+    assert!(v["queue"]["producer"].is_null(), "the sender has left");
+
+    let o = mapshare(&["recv", s(&q), "--frames", "--count", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout[..4], 3u32.to_le_bytes());
+    assert_eq!(&o.stdout[4..7], b"a\nb");
+    let o = mapshare(&["recv", s(&q), "--count", "1"]);
+    assert_eq!(stdout(&o), "x\n");
+    // Drained and the producer gone: recv ends cleanly at once.
+    let o = mapshare(&["recv", s(&q)]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout.len(), 0);
+
+    // A queue nobody ever produced into: --timeout ends the wait.
+    let fresh = dir.path().join("fresh");
+    let o = mapshare(&["recv", s(&fresh), "--timeout", "100ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
+    // Sending to something that is not a queue is refused.
+    let plain = file_with(dir.path(), "plain", b"hello");
+    let o = mapshare(&["recv", s(&plain), "--timeout", "100ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a mapshare file"), "{}", stderr(&o));
 }

@@ -92,7 +92,10 @@ fn fingerprint() -> Fingerprint {
     Fingerprint::new("mapshare::queue/v1", HEADER, 8)
 }
 
-fn spec(capacity: u64) -> Result<Spec> {
+/// The spec of a queue file with `capacity` bytes of ring (adjust lease
+/// slots or mode, then pass it to [`SharedFile::open_or_create`]).
+pub fn spec(capacity: u64) -> Result<Spec> {
+    check_capacity(&Origin::anonymous("queue"), capacity)?;
     Ok(Spec::new(
         Kind::Queue,
         fingerprint(),
