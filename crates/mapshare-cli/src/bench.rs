@@ -10,6 +10,12 @@
 //!   ping-pong, a pipe ping-pong and the cache-line floor (two words
 //!   bounced by spinning).
 //!
+//! - `queue`: one-way latency (ping-pong ÷ 2) of 64 B and 64 KiB records
+//!   between two processes through two queues, busy (spinning) and
+//!   blocking (parking at once), against the cache-line floor, a pipe and a
+//!   Unix socket; throughput for 8 B, 64 B, 4 KiB and 64 KiB records
+//!   against a pipe and single-core `memcpy`.
+//!
 //! The two sides of every hand-off are pinned to different CPUs. Each
 //! latency case warms up, then records every round in an HDR histogram;
 //! the JSON reports medians and 99th percentiles.
@@ -32,23 +38,23 @@ use crate::Failure;
 /// Offsets in the bench file's object: each word on its own cache line.
 const EV_A: u64 = 0;
 const EV_B: u64 = 64;
-const VAL_A: u64 = 128;
-const VAL_B: u64 = 192;
+pub(crate) const VAL_A: u64 = 128;
+pub(crate) const VAL_B: u64 = 192;
 const GO: u64 = 256;
 const READY: u64 = 320;
 const MUTEX: u64 = 384;
 
-const PARENT_CPU: usize = 0;
-const CHILD_CPU: usize = 1;
+pub(crate) const PARENT_CPU: usize = 0;
+pub(crate) const CHILD_CPU: usize = 1;
 
 fn spec() -> Spec {
     Spec::new(Kind::Raw, Fingerprint::new("mapshare-bench", 0, 1), 4096)
 }
 
 /// A latency distribution in nanoseconds.
-struct Dist {
-    median: f64,
-    p99: f64,
+pub(crate) struct Dist {
+    pub(crate) median: f64,
+    pub(crate) p99: f64,
 }
 
 impl Dist {
@@ -61,7 +67,14 @@ impl Dist {
     }
 }
 
-fn latency(suite: &str, case: &str, subject: &str, d: &Dist, baseline: &str, b: &Dist) -> Value {
+pub(crate) fn latency(
+    suite: &str,
+    case: &str,
+    subject: &str,
+    d: &Dist,
+    baseline: &str,
+    b: &Dist,
+) -> Value {
     json!({
         "suite": suite, "case": case, "subject": subject, "baseline": baseline,
         "median_ns": round(d.median), "p99_ns": round(d.p99),
@@ -85,6 +98,24 @@ fn throughput(
     })
 }
 
+/// A throughput figure in messages and megabytes per second; `ratio` is
+/// the MB/s ratio. Arguments are (messages/s, bytes/s).
+pub(crate) fn throughput_bytes(
+    suite: &str,
+    case: &str,
+    subject: &str,
+    ours: (f64, f64),
+    baseline: &str,
+    base: (f64, f64),
+) -> Value {
+    json!({
+        "suite": suite, "case": case, "subject": subject, "baseline": baseline,
+        "msgs_per_s": round(ours.0), "mb_per_s": round(ours.1 / 1e6),
+        "baseline_msgs_per_s": round(base.0), "baseline_mb_per_s": round(base.1 / 1e6),
+        "ratio": round(ours.1 / base.1),
+    })
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -95,7 +126,7 @@ fn histogram() -> Histogram<u64> {
 
 /// Pins to `cpu` where the machine has it; a one-CPU machine runs both
 /// sides on one core (the figures then say so: see `docs/benchmarks.md`).
-fn pin(cpu: usize) {
+pub(crate) fn pin(cpu: usize) {
     let _ = mapshare::sys::pin_to_cpu(cpu);
 }
 
@@ -120,7 +151,7 @@ fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Dist {
 
 /// Runs `round` (one ping-pong) `rounds` times after a warm-up and returns
 /// the one-way latency distribution (round trip ÷ 2).
-fn ping_pong(warmup: u32, rounds: u32, mut round: impl FnMut(u32)) -> Dist {
+pub(crate) fn ping_pong(warmup: u32, rounds: u32, mut round: impl FnMut(u32)) -> Dist {
     let mut h = histogram();
     for i in 0..warmup {
         round(i);
@@ -133,13 +164,13 @@ fn ping_pong(warmup: u32, rounds: u32, mut round: impl FnMut(u32)) -> Dist {
     Dist::from_ps(&h)
 }
 
-struct BenchFile {
+pub(crate) struct BenchFile {
     dir: PathBuf,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl BenchFile {
-    fn new() -> Result<BenchFile, Failure> {
+    pub(crate) fn new() -> Result<BenchFile, Failure> {
         // tmpfs: no write-back traffic in the measurements.
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -154,7 +185,7 @@ impl BenchFile {
         })
     }
 
-    fn open(&self) -> Result<SharedFile, Failure> {
+    pub(crate) fn open(&self) -> Result<SharedFile, Failure> {
         Ok(SharedFile::open_or_create(&self.path, &spec(), |_, _| {
             Ok(())
         })?)
@@ -177,7 +208,7 @@ fn spawn(args: &[&str]) -> Result<Child, Failure> {
         .map_err(|e| Failure(format!("cannot start the benchmark child: {e}")))
 }
 
-fn finish(mut child: Child) -> Result<(), Failure> {
+pub(crate) fn finish(mut child: Child) -> Result<(), Failure> {
     drop(child.stdin.take());
     let status = child.wait()?;
     if !status.success() {
@@ -186,13 +217,13 @@ fn finish(mut child: Child) -> Result<(), Failure> {
     Ok(())
 }
 
-fn word(file: &SharedFile, at: u64) -> Result<&AtomicU32, Failure> {
+pub(crate) fn word(file: &SharedFile, at: u64) -> Result<&AtomicU32, Failure> {
     Ok(file.region().atomic_u32(file.object_offset() + at)?)
 }
 
 /// Waits until `w` holds `want`, spinning (the cache-line floor).
 #[inline]
-fn spin_for(w: &AtomicU32, want: u32) {
+pub(crate) fn spin_for(w: &AtomicU32, want: u32) {
     while w.load(Ordering::Acquire) != want {
         std::hint::spin_loop();
     }
@@ -215,13 +246,22 @@ fn event_for(ev: &Event, w: &AtomicU32, want: u32) -> Result<(), Failure> {
     Ok(ev.wait_while(|| w.load(Ordering::Acquire) != want, PATIENCE)?)
 }
 
-pub fn run(suite: &str, json_out: bool, quick: bool) -> Result<(), Failure> {
+pub fn run(suite: &str, json_out: bool, quick: bool, plot: Option<&Path>) -> Result<(), Failure> {
     pin(PARENT_CPU);
     let figures = match suite {
         "lock" => lock_suite(quick)?,
         "wake" => wake_suite(quick)?,
-        other => return Err(Failure(format!("unknown suite {other:?} (lock, wake)"))),
+        "queue" => crate::bench_queue::suite(quick)?,
+        other => {
+            return Err(Failure(format!(
+                "unknown suite {other:?} (lock, wake, queue)"
+            )))
+        }
     };
+    if let Some(path) = plot {
+        std::fs::write(path, crate::bench_queue::plot(&figures))
+            .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+    }
     if json_out {
         println!("{}", Value::Array(figures));
     } else {
@@ -234,7 +274,19 @@ pub fn run(suite: &str, json_out: bool, quick: bool) -> Result<(), Failure> {
 
 fn print_figure(f: &Value) {
     let s = |k: &str| f[k].as_str().unwrap_or("").to_owned();
-    if f.get("median_ns").is_some() {
+    if f.get("mb_per_s").is_some() {
+        println!(
+            "{:<8} {:<26} {:<34} {:>10.0} MB/s {:>12.0} msgs/s | {:<28} {:>10.0} MB/s | ratio {:.3}",
+            s("suite"),
+            s("case"),
+            s("subject"),
+            f["mb_per_s"].as_f64().unwrap_or(0.0),
+            f["msgs_per_s"].as_f64().unwrap_or(0.0),
+            s("baseline"),
+            f["baseline_mb_per_s"].as_f64().unwrap_or(0.0),
+            f["ratio"].as_f64().unwrap_or(0.0)
+        );
+    } else if f.get("median_ns").is_some() {
         println!(
             "{:<8} {:<26} {:<34} median {:>10.1} ns  p99 {:>10.1} ns | {:<28} median {:>10.1} ns | ratio {:.3}",
             s("suite"),
@@ -547,6 +599,7 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
             }
             Ok(())
         }
+        [suite, rest @ ..] if suite == "queue" => crate::bench_queue::child(rest),
         _ => Err(Failure("bad bench-child arguments".into())),
     }
 }

@@ -5,6 +5,7 @@
 //! a usage error.
 
 mod bench;
+mod bench_queue;
 mod byte;
 mod create;
 mod demo;
@@ -141,13 +142,16 @@ enum Command {
     },
     /// A narrated tour of the classic mmap examples, done right.
     Demo,
-    /// Measure a suite against same-run baselines: lock, wake.
+    /// Measure a suite against same-run baselines: lock, wake, queue.
     Bench {
         /// Which suite.
         suite: String,
         /// Print one JSON array of figures.
         #[arg(long)]
         json: bool,
+        /// Also draw the latency percentiles per transport as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
         /// Fewer rounds (a smoke run, not for reporting).
         #[arg(long)]
         quick: bool,
@@ -247,7 +251,12 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Demo => demo::run(),
-        Command::Bench { suite, json, quick } => bench::run(&suite, json, quick),
+        Command::Bench {
+            suite,
+            json,
+            plot,
+            quick,
+        } => bench::run(&suite, json, quick, plot.as_deref()),
         Command::BenchChild { args } => bench::child(&args),
         Command::DemoChild { scene, args } => demo::child(&scene, &args),
     };

@@ -70,7 +70,7 @@ macro_rules! impl_word {
     };
 }
 
-impl_word!(std::sync::atomic::AtomicU32, std::sync::atomic::fence);
+impl_word!(std::sync::atomic::AtomicU32, full_fence);
 #[cfg(loom)]
 impl_word!(loom::sync::atomic::AtomicU32, loom::sync::atomic::fence);
 
@@ -100,6 +100,25 @@ macro_rules! impl_word64 {
 impl_word64!(std::sync::atomic::AtomicU64);
 #[cfg(loom)]
 impl_word64!(loom::sync::atomic::AtomicU64);
+
+/// A sequentially consistent fence, cheaper than `mfence` on x86-64.
+///
+/// On x86-64 any `lock`-prefixed instruction is a full barrier, and a
+/// `lock cmpxchg` on a local is several times cheaper than `mfence` on
+/// many CPUs (notably AMD's). crossbeam-epoch's `full_fence` does the same
+/// for the same reason; Linux's `smp_mb()` uses `lock; addl` on x86. Other
+/// targets use `fence(SeqCst)`.
+#[inline]
+pub(crate) fn full_fence(order: Ordering) {
+    debug_assert_eq!(order, Ordering::SeqCst);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let local = std::sync::atomic::AtomicUsize::new(0);
+        let _ = local.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    std::sync::atomic::fence(order);
+}
 
 /// Sleep on a word until woken, and wake sleepers: futex semantics. `wait`
 /// must check `word == expected` and go to sleep atomically with respect to

@@ -1,0 +1,288 @@
+//! mapshare's queue against peers from crates.io, measured in one run:
+//!
+//! - one-way latency of 64-byte messages between two processes, busy
+//!   polling on both sides: mapshare (two queues, ping-pong ÷ 2) against
+//!   iceoryx2 publish-subscribe (two services, ping-pong ÷ 2);
+//! - throughput of 64-byte items: mapshare between two processes against
+//!   rtrb between two threads (the in-process ceiling for an SPSC ring).
+//!
+//! `cargo run --release -p mapshare-benchmarks -- [--json] [--quick]`
+//! Not a default workspace member: `cargo test` never builds it.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use iceoryx2::prelude::*;
+use mapshare::queue::{Anonymous, Consumer, Producer};
+use mapshare::sync::Spin;
+use serde_json::{json, Value};
+
+const PARENT_CPU: usize = 0;
+const CHILD_CPU: usize = 1;
+const Q1: &str = "MAPSHARE_PEERS_Q1";
+const Q2: &str = "MAPSHARE_PEERS_Q2";
+const BUSY: Spin = Spin {
+    limit: Duration::from_secs(1),
+};
+type Payload = [u64; 8];
+type Topic =
+    iceoryx2::service::port_factory::publish_subscribe::PortFactory<ipc::Service, Payload, ()>;
+
+type Error = Box<dyn std::error::Error>;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
+}
+
+/// Median and p99 in ns of one-way latency from round trips in ps.
+fn one_way(h: &Histogram<u64>) -> (f64, f64) {
+    (
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+    )
+}
+
+fn ping_pong(
+    rounds: u32,
+    mut round: impl FnMut(u64) -> Result<(), Error>,
+) -> Result<(f64, f64), Error> {
+    let mut h = histogram();
+    for i in 0..rounds / 10 {
+        round(u64::from(i))?;
+    }
+    for i in rounds / 10..rounds + rounds / 10 {
+        let t = Instant::now();
+        round(u64::from(i))?;
+        let _ = h.record((t.elapsed().as_nanos() as u64 * 1000 / 2).max(1));
+    }
+    Ok(one_way(&h))
+}
+
+fn child_cmd(args: &[&str]) -> Result<Command, Error> {
+    let mut c = Command::new(std::env::current_exe()?);
+    c.arg("child").args(args).stdin(Stdio::piped());
+    Ok(c)
+}
+
+fn mapshare_latency(rounds: u32) -> Result<(f64, f64), Error> {
+    let (q1, q2) = (Anonymous::new(1 << 20)?, Anonymous::new(1 << 20)?);
+    let (mut tx, mut rx) = (q1.producer()?, q2.consumer()?);
+    tx.set_spin(BUSY);
+    rx.set_spin(BUSY);
+    let total = rounds + rounds / 10;
+    let mut cmd = child_cmd(&["mapshare-echo", &total.to_string()])?;
+    q1.share_with(&mut cmd, Q1);
+    q2.share_with(&mut cmd, Q2);
+    let mut child = cmd.spawn()?;
+    let r = ping_pong(rounds, |i| {
+        let mut g = tx.reserve(64)?;
+        g[..8].copy_from_slice(&i.to_le_bytes());
+        g.commit();
+        let back = rx.recv()?;
+        if back[..8] != i.to_le_bytes() {
+            return Err("echo out of order".into());
+        }
+        Ok(())
+    })?;
+    drop(tx);
+    child.wait()?;
+    Ok(r)
+}
+
+fn ice_services(node: &Node<ipc::Service>, tag: &str) -> Result<(Topic, Topic), Error> {
+    let ping = node
+        .service_builder(&format!("mapshare-bench/{tag}/ping").as_str().try_into()?)
+        .publish_subscribe::<Payload>()
+        .open_or_create()?;
+    let pong = node
+        .service_builder(&format!("mapshare-bench/{tag}/pong").as_str().try_into()?)
+        .publish_subscribe::<Payload>()
+        .open_or_create()?;
+    Ok((ping, pong))
+}
+
+fn iceoryx2_latency(rounds: u32) -> Result<(f64, f64), Error> {
+    let tag = format!("{}", std::process::id());
+    let node = NodeBuilder::new().create::<ipc::Service>()?;
+    let (ping, pong) = ice_services(&node, &tag)?;
+    let publisher = ping.publisher_builder().create()?;
+    let subscriber = pong.subscriber_builder().create()?;
+    let total = rounds + rounds / 10;
+    let mut child = child_cmd(&["ice-echo", &tag, &total.to_string()])?
+        .stdout(Stdio::piped())
+        .spawn()?;
+    // Wait until the child's ports exist.
+    let mut ready = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .ok_or("no stdout")?
+        .read_exact(&mut ready)?;
+    let r = ping_pong(rounds, |i| {
+        let sample = publisher.loan_uninit()?;
+        let sample = sample.write_payload([i, 0, 0, 0, 0, 0, 0, 0]);
+        sample.send()?;
+        loop {
+            if let Some(s) = subscriber.receive()? {
+                if s.payload()[0] != i {
+                    return Err("echo out of order".into());
+                }
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+    })?;
+    drop(child.stdin.take());
+    child.wait()?;
+    Ok(r)
+}
+
+fn mapshare_throughput(n: u64) -> Result<f64, Error> {
+    let q = Anonymous::new(1 << 20)?;
+    let mut rx = q.consumer()?;
+    rx.set_spin(BUSY);
+    let mut cmd = child_cmd(&["mapshare-produce", &n.to_string()])?;
+    q.share_with(&mut cmd, Q1);
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+    let mut ready = [0u8; 1];
+    child
+        .stdout
+        .as_mut()
+        .ok_or("no stdout")?
+        .read_exact(&mut ready)?;
+    let t = Instant::now();
+    child.stdin.take().ok_or("no stdin")?.write_all(b"g")?;
+    let mut acc = 0u64;
+    for _ in 0..n {
+        let r = rx.recv()?;
+        acc = acc.wrapping_add(u64::from(r[0]));
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+    child.wait()?;
+    Ok(rate)
+}
+
+fn rtrb_throughput(n: u64) -> f64 {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; 64]>::new((1 << 20) / 64);
+    let item = [0x5au8; 64];
+    let producer = std::thread::spawn(move || {
+        let _ = mapshare::sys::pin_to_cpu(CHILD_CPU);
+        for _ in 0..n {
+            while tx.push(item).is_err() {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    let t = Instant::now();
+    let mut acc = 0u64;
+    let mut got = 0;
+    while got < n {
+        match rx.pop() {
+            Ok(v) => {
+                acc = acc.wrapping_add(u64::from(v[0]));
+                got += 1;
+            }
+            Err(_) => std::hint::spin_loop(),
+        }
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+    let _ = producer.join();
+    rate
+}
+
+fn child(args: &[String]) -> Result<(), Error> {
+    let _ = mapshare::sys::pin_to_cpu(CHILD_CPU);
+    match args {
+        [what, n] if what == "mapshare-echo" => {
+            let (mut rx, mut tx) = (Consumer::from_inherited(Q1)?, Producer::from_inherited(Q2)?);
+            rx.set_spin(BUSY);
+            tx.set_spin(BUSY);
+            for _ in 0..n.parse::<u64>()? {
+                let r = rx.recv()?;
+                let mut g = tx.reserve(64)?;
+                g[..8].copy_from_slice(&r[..8]);
+                drop(r);
+                g.commit();
+            }
+            Ok(())
+        }
+        [what, tag, n] if what == "ice-echo" => {
+            let node = NodeBuilder::new().create::<ipc::Service>()?;
+            let (ping, pong) = ice_services(&node, tag)?;
+            let subscriber = ping.subscriber_builder().create()?;
+            let publisher = pong.publisher_builder().create()?;
+            std::io::stdout().write_all(b"r")?;
+            std::io::stdout().flush()?;
+            let mut left = n.parse::<u64>()?;
+            while left > 0 {
+                if let Some(s) = subscriber.receive()? {
+                    let v = s.payload()[0];
+                    drop(s);
+                    let out = publisher
+                        .loan_uninit()?
+                        .write_payload([v, 0, 0, 0, 0, 0, 0, 0]);
+                    out.send()?;
+                    left -= 1;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            Ok(())
+        }
+        [what, n] if what == "mapshare-produce" => {
+            let mut tx = Producer::from_inherited(Q1)?;
+            tx.set_spin(BUSY);
+            std::io::stdout().write_all(b"r")?;
+            std::io::stdout().flush()?;
+            let mut go = [0u8; 1];
+            std::io::stdin().read_exact(&mut go)?;
+            let item = [0x5au8; 64];
+            for _ in 0..n.parse::<u64>()? {
+                let mut g = tx.reserve(64)?;
+                g.copy_from_slice(&item);
+                g.commit();
+            }
+            Ok(())
+        }
+        _ => Err("bad child arguments".into()),
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("child") {
+        return child(&args[1..]);
+    }
+    let json_out = args.iter().any(|a| a == "--json");
+    let quick = args.iter().any(|a| a == "--quick");
+    let _ = mapshare::sys::pin_to_cpu(PARENT_CPU);
+    let rounds = if quick { 5_000 } else { 100_000 };
+    let items = if quick { 1_000_000 } else { 20_000_000 };
+
+    let ours = mapshare_latency(rounds)?;
+    let ice = iceoryx2_latency(rounds)?;
+    let ours_rate = mapshare_throughput(items)?;
+    let rtrb_rate = rtrb_throughput(items);
+    let figures = vec![
+        json!({"suite": "queue-peers", "case": "latency_64B", "subject": "mapshare-busy (2 processes)",
+               "baseline": "iceoryx2 publish-subscribe, busy (2 processes)",
+               "median_ns": ours.0, "p99_ns": ours.1, "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1,
+               "ratio": ours.0 / ice.0}),
+        json!({"suite": "queue-peers", "case": "throughput_64B", "subject": "mapshare (2 processes)",
+               "baseline": "rtrb (2 threads)", "msgs_per_s": ours_rate, "baseline_msgs_per_s": rtrb_rate,
+               "mb_per_s": ours_rate * 64.0 / 1e6, "baseline_mb_per_s": rtrb_rate * 64.0 / 1e6,
+               "ratio": ours_rate / rtrb_rate}),
+    ];
+    if json_out {
+        println!("{}", Value::Array(figures));
+    } else {
+        for f in figures {
+            println!("{f}");
+        }
+    }
+    Ok(())
+}
