@@ -139,11 +139,18 @@ fn iceoryx2_latency(rounds: u32) -> Result<(f64, f64), Error> {
     Ok(r)
 }
 
-fn mapshare_throughput(n: u64) -> Result<f64, Error> {
+fn mapshare_throughput(n: u64, batch: bool) -> Result<f64, Error> {
     let q = Anonymous::new(1 << 20)?;
     let mut rx = q.consumer()?;
     rx.set_spin(BUSY);
-    let mut cmd = child_cmd(&["mapshare-produce", &n.to_string()])?;
+    let mut cmd = child_cmd(&[
+        if batch {
+            "mapshare-produce-batch"
+        } else {
+            "mapshare-produce"
+        },
+        &n.to_string(),
+    ])?;
     q.share_with(&mut cmd, Q1);
     let mut child = cmd.stdout(Stdio::piped()).spawn()?;
     let mut ready = [0u8; 1];
@@ -155,9 +162,19 @@ fn mapshare_throughput(n: u64) -> Result<f64, Error> {
     let t = Instant::now();
     child.stdin.take().ok_or("no stdin")?.write_all(b"g")?;
     let mut acc = 0u64;
-    for _ in 0..n {
-        let r = rx.recv()?;
-        acc = acc.wrapping_add(u64::from(r[0]));
+    let mut got = 0;
+    while got < n {
+        if batch {
+            let b = rx.recv_batch(256, Duration::from_secs(10))?;
+            for r in b.iter() {
+                acc = acc.wrapping_add(u64::from(r[0]));
+            }
+            got += b.len() as u64;
+        } else {
+            let r = rx.recv()?;
+            acc = acc.wrapping_add(u64::from(r[0]));
+            got += 1;
+        }
     }
     let rate = n as f64 / t.elapsed().as_secs_f64();
     std::hint::black_box(acc);
@@ -248,6 +265,24 @@ fn child(args: &[String]) -> Result<(), Error> {
             }
             Ok(())
         }
+        [what, n] if what == "mapshare-produce-batch" => {
+            let mut tx = Producer::from_inherited(Q1)?;
+            tx.set_spin(BUSY);
+            std::io::stdout().write_all(b"r")?;
+            std::io::stdout().flush()?;
+            let mut go = [0u8; 1];
+            std::io::stdin().read_exact(&mut go)?;
+            let item = [0x5au8; 64];
+            let batch: Vec<&[u8]> = vec![&item[..]; 64];
+            let n = n.parse::<u64>()?;
+            for _ in 0..n / 64 {
+                tx.send_batch(&batch).map_err(|(_, e)| e)?;
+            }
+            for _ in 0..n % 64 {
+                tx.send(&item).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }
         _ => Err("bad child arguments".into()),
     }
 }
@@ -265,7 +300,8 @@ fn main() -> Result<(), Error> {
 
     let ours = mapshare_latency(rounds)?;
     let ice = iceoryx2_latency(rounds)?;
-    let ours_rate = mapshare_throughput(items)?;
+    let ours_rate = mapshare_throughput(items, false)?;
+    let ours_batch = mapshare_throughput(items, true)?;
     let rtrb_rate = rtrb_throughput(items);
     let figures = vec![
         json!({"suite": "queue-peers", "case": "latency_64B", "subject": "mapshare-busy (2 processes)",
@@ -276,6 +312,10 @@ fn main() -> Result<(), Error> {
                "baseline": "rtrb (2 threads)", "msgs_per_s": ours_rate, "baseline_msgs_per_s": rtrb_rate,
                "mb_per_s": ours_rate * 64.0 / 1e6, "baseline_mb_per_s": rtrb_rate * 64.0 / 1e6,
                "ratio": ours_rate / rtrb_rate}),
+        json!({"suite": "queue-peers", "case": "throughput_64B_batched", "subject": "mapshare, batches of 64 (2 processes)",
+               "baseline": "rtrb (2 threads)", "msgs_per_s": ours_batch, "baseline_msgs_per_s": rtrb_rate,
+               "mb_per_s": ours_batch * 64.0 / 1e6, "baseline_mb_per_s": rtrb_rate * 64.0 / 1e6,
+               "ratio": ours_batch / rtrb_rate}),
     ];
     if json_out {
         println!("{}", Value::Array(figures));

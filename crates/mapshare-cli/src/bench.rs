@@ -230,7 +230,7 @@ pub(crate) fn spin_for(w: &AtomicU32, want: u32) {
 }
 
 /// Waits until `w` holds `want`, parking on the futex.
-fn futex_for(w: &AtomicU32, want: u32) {
+pub(crate) fn futex_for(w: &AtomicU32, want: u32) {
     loop {
         let v = w.load(Ordering::Acquire);
         if v == want {

@@ -25,14 +25,15 @@ use mapshare::sync::Spin;
 use serde_json::Value;
 
 use crate::bench::{
-    finish, latency, pin, ping_pong, spin_for, throughput_bytes, word, BenchFile, Dist, CHILD_CPU,
+    finish, futex_for, latency, pin, ping_pong, spin_for, throughput_bytes, word, BenchFile, Dist,
+    CHILD_CPU,
 };
 use crate::Failure;
 
 const TO_CHILD: &str = "MAPSHARE_BENCH_Q1";
 const TO_PARENT: &str = "MAPSHARE_BENCH_Q2";
 const SOCKET: &str = "MAPSHARE_BENCH_SOCK";
-const RING: u64 = 4 << 20;
+const RING: u64 = 1 << 20;
 /// "Busy mode": spin up to a second before parking.
 const BUSY: Spin = Spin {
     limit: Duration::from_secs(1),
@@ -156,7 +157,9 @@ fn stream_latency(kind: &str, size: usize, rounds: u32) -> Result<Dist, Failure>
     err.map_or(Ok(dist), Err)
 }
 
-fn floor(rounds: u32) -> Result<Dist, Failure> {
+/// A ping-pong between two processes on bare words: `case` "spin" is the
+/// cache-line floor, "futex" a raw futex wait/wake ping-pong.
+fn words_ping_pong(case: &str, rounds: u32) -> Result<Dist, Failure> {
     let bf = BenchFile::new()?;
     let file = bf.open()?;
     let path = bf.path.to_string_lossy().into_owned();
@@ -168,14 +171,20 @@ fn floor(rounds: u32) -> Result<Dist, Failure> {
     b.store(0, std::sync::atomic::Ordering::SeqCst);
     let total = rounds + rounds / 10;
     let mut c = Command::new(std::env::current_exe()?);
-    c.args(["bench-child", "wake", "spin", &path, &total.to_string()]);
+    c.args(["bench-child", "wake", case, &path, &total.to_string()]);
     let child = c
         .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| Failure(format!("cannot start the benchmark child: {e}")))?;
+    let spinning = case == "spin";
     let dist = ping_pong(rounds / 10, rounds, |i| {
         a.store(i + 1, std::sync::atomic::Ordering::Release);
-        spin_for(b, i + 1);
+        if spinning {
+            spin_for(b, i + 1);
+        } else {
+            let _ = mapshare::sys::futex::wake(a, 1);
+            futex_for(b, i + 1);
+        }
     });
     finish(child)?;
     Ok(dist)
@@ -270,7 +279,8 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
         (50_000, 5_000)
     };
     let mut figures = Vec::new();
-    let fl = floor(spin_rounds)?;
+    let fl = words_ping_pong("spin", spin_rounds)?;
+    let raw_futex = words_ping_pong("futex", park_rounds)?;
     for size in [64usize, 65536] {
         let big = size > 64;
         let rounds = if big { spin_rounds / 10 } else { spin_rounds };
@@ -319,6 +329,16 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
             "unix socket",
             &sock,
         ));
+        if !big {
+            figures.push(latency(
+                "queue",
+                &case,
+                "mapshare-blocking",
+                &blocking,
+                "raw futex ping-pong",
+                &raw_futex,
+            ));
+        }
     }
     for size in [8usize, 64, 4096, 65536] {
         let bytes = if quick { 16u64 << 20 } else { 512u64 << 20 };
