@@ -224,30 +224,42 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
 mod tests {
     use super::*;
     use crate::sync::testing::HeapPark;
-    use std::cell::UnsafeCell;
     use std::sync::atomic::{AtomicU32, AtomicU64};
 
-    /// Heap bytes shared by two threads; accesses are ordered by the
-    /// protocol under test (Miri checks that they are).
-    struct Heap(UnsafeCell<Vec<u8>>);
+    /// Heap bytes shared by two threads, accessed through raw pointers so
+    /// that only the bytes touched count as accesses; the protocol under
+    /// test must order them (Miri checks that it does).
+    struct Heap {
+        base: *mut u8,
+        len: usize,
+    }
     // SAFETY: the ring protocol orders every access (that is the test).
     unsafe impl Sync for Heap {}
 
+    impl Heap {
+        fn new(len: usize) -> Heap {
+            let base = Box::into_raw(vec![0u8; len].into_boxed_slice()).cast::<u8>();
+            Heap { base, len }
+        }
+    }
+
+    impl Drop for Heap {
+        fn drop(&mut self) {
+            // SAFETY: `base` came from a boxed slice of `len` bytes.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.base, self.len)) });
+        }
+    }
+
     impl Bytes for Heap {
         fn read(&self, at: u64, buf: &mut [u8]) {
-            // SAFETY: in bounds by the caller's contract; no overlapping
-            // write happens concurrently if the protocol is right.
-            unsafe {
-                let v = &*self.0.get();
-                buf.copy_from_slice(&v[at as usize..at as usize + buf.len()]);
-            }
+            assert!(at as usize + buf.len() <= self.len);
+            // SAFETY: in bounds (checked); ordered by the protocol.
+            unsafe { std::ptr::copy_nonoverlapping(self.base.add(at as usize), buf.as_mut_ptr(), buf.len()) }
         }
         fn write(&self, at: u64, data: &[u8]) {
+            assert!(at as usize + data.len() <= self.len);
             // SAFETY: as in `read`.
-            unsafe {
-                let v = &mut *self.0.get();
-                v[at as usize..at as usize + data.len()].copy_from_slice(data);
-            }
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(at as usize), data.len()) }
         }
     }
 
@@ -292,7 +304,7 @@ mod tests {
     fn stream_through_a_small_ring() {
         const CAP: u64 = 64;
         let w = words();
-        let heap = Heap(UnsafeCell::new(vec![0; CAP as usize]));
+        let heap = Heap::new(CAP as usize);
         let park = HeapPark::default();
         let n: u32 = if cfg!(miri) { 40 } else { 20_000 };
         std::thread::scope(|s| {
@@ -359,7 +371,7 @@ mod tests {
     fn violations_are_reported() {
         const CAP: u64 = 64;
         let w = words();
-        let heap = Heap(UnsafeCell::new(vec![0; CAP as usize]));
+        let heap = Heap::new(CAP as usize);
         let r = ring(&w, &heap, CAP);
         assert!(r.check(0, 72).is_err(), "more than a ring ahead");
         assert!(r.check(8, 0).is_err(), "write behind read");
