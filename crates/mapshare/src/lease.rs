@@ -116,6 +116,11 @@ impl Lease {
         if sys::fork_generation() == self.forks {
             return Ok(());
         }
+        self.check_pid(region)
+    }
+
+    #[cold]
+    fn check_pid(&self, region: &Region) -> Result<()> {
         let pid = sys::pid();
         if pid != self.pid {
             return Err(Error::ForkedChild {
@@ -218,6 +223,7 @@ impl<'r> LeaseTable<'r> {
         if generation == 0 {
             generation = 1;
         }
+        sys::watch_forks();
         let forks = sys::fork_generation();
         let pid = sys::pid();
         let since = SystemTime::now()

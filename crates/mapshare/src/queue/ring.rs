@@ -254,12 +254,20 @@ mod tests {
         fn read(&self, at: u64, buf: &mut [u8]) {
             assert!(at as usize + buf.len() <= self.len);
             // SAFETY: in bounds (checked); ordered by the protocol.
-            unsafe { std::ptr::copy_nonoverlapping(self.base.add(at as usize), buf.as_mut_ptr(), buf.len()) }
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    self.base.add(at as usize),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            }
         }
         fn write(&self, at: u64, data: &[u8]) {
             assert!(at as usize + data.len() <= self.len);
             // SAFETY: as in `read`.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(at as usize), data.len()) }
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(at as usize), data.len())
+            }
         }
     }
 

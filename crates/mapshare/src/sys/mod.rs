@@ -126,11 +126,10 @@ extern "C" fn count_fork() {
     FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// How many times this process's ancestry forked since it started watching
-/// (`pthread_atfork(3)` child handler). A value that differs from one read
-/// earlier means "this is a forked child of whoever read it", at the cost
-/// of one relaxed load instead of a `getpid` system call.
-pub fn fork_generation() -> u64 {
+/// Starts counting forks of this process (`pthread_atfork(3)` with a child
+/// handler that bumps [`fork_generation`]). Idempotent; call it before
+/// the first [`fork_generation`] whose answer matters.
+pub fn watch_forks() {
     WATCH_FORKS.call_once(|| {
         // SAFETY: the handler is a plain `extern "C" fn` that only does an
         // atomic add; registering it has no other precondition.
@@ -138,5 +137,13 @@ pub fn fork_generation() -> u64 {
             libc::pthread_atfork(None, None, Some(count_fork));
         }
     });
+}
+
+/// How many times this process's ancestry forked since [`watch_forks`]
+/// was first called. A value that differs from one read earlier means
+/// "this is a forked child of whoever read it", at the cost of one relaxed
+/// load instead of a `getpid` system call.
+#[inline]
+pub fn fork_generation() -> u64 {
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
