@@ -357,11 +357,13 @@ impl SharedFile {
     }
 
     /// This process's lease.
+    #[inline]
     pub fn lease(&self) -> &Lease {
         &self.lease
     }
 
     /// The file's lease table.
+    #[inline]
     pub fn leases(&self) -> LeaseTable<'_> {
         LeaseTable::new(
             &self.region,
@@ -371,6 +373,7 @@ impl SharedFile {
     }
 
     /// The whole file's mapping.
+    #[inline]
     pub fn region(&self) -> &Region {
         &self.region
     }
@@ -381,6 +384,7 @@ impl SharedFile {
     }
 
     /// The object's first byte, as an offset into [`SharedFile::region`].
+    #[inline]
     pub fn object_offset(&self) -> u64 {
         self.header.object_offset
     }

@@ -68,12 +68,14 @@ impl Token {
     }
 
     /// Unpacks a token read from shared memory; `None` if it cannot be one.
+    #[inline]
     pub fn from_raw(raw: u32) -> Option<Token> {
         let t = Token(raw);
         (raw & (1 << 31) == 0 && t.generation() != 0).then_some(t)
     }
 
     /// The raw value stored in lock words.
+    #[inline]
     pub fn raw(self) -> u32 {
         self.0
     }
@@ -100,6 +102,7 @@ pub struct Lease {
 
 impl Lease {
     /// The identity this process stores in lock words.
+    #[inline]
     pub fn token(&self) -> Token {
         self.token
     }
@@ -183,6 +186,7 @@ struct Slot<'r> {
 impl<'r> LeaseTable<'r> {
     /// The table of `slots` slots at `offset` of `region` (from a validated
     /// header).
+    #[inline]
     pub fn new(region: &'r Region, offset: u64, slots: u32) -> LeaseTable<'r> {
         LeaseTable {
             region,

@@ -207,10 +207,10 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
             word: self.word,
             state: self.state,
         };
-        let leases = file.leases();
+        // Only the slow path asks about owners: build the table view there.
         let owner = |holder: u32| match Token::from_raw(holder) {
             None => Owner::Invalid,
-            Some(t) => match leases.liveness(t, Some(lease)) {
+            Some(t) => match file.leases().liveness(t, Some(lease)) {
                 Ok(Liveness::Me) => Owner::Me,
                 Ok(Liveness::Alive { .. }) => Owner::Alive,
                 Ok(Liveness::Dead { .. }) => Owner::Dead,
@@ -269,7 +269,7 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
 
     /// Locks, waiting as long as it takes. A dead holder is detected and
     /// taken over ([`LockError::OwnerDied`]).
-    #[inline]
+    #[inline(always)]
     pub fn lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
         self.run(None, false)
     }
