@@ -250,8 +250,9 @@ impl Shared {
         }
     }
 
-    /// Claims role word `i` (0 or 1) for this process's lease.
-    fn claim(&self, i: usize, name: &'static str) -> Result<()> {
+    /// Claims `role` for this process's lease.
+    fn claim(&self, role: Role) -> Result<()> {
+        let (i, name) = (role as usize, role.name());
         let me = self.file.lease().token().raw();
         let word = self.role(i);
         loop {
@@ -281,9 +282,11 @@ impl Shared {
         Ok(())
     }
 
-    fn unclaim(&self, i: usize) {
+    fn unclaim(&self, role: Role) {
         let me = self.file.lease().token().raw();
-        let _ = self.role(i).compare_exchange(me, 0, SeqCst, Relaxed);
+        let _ = self
+            .role(role as usize)
+            .compare_exchange(me, 0, SeqCst, Relaxed);
     }
 
     /// `Some(pid)` if `token` names a live process (this one included).
@@ -316,6 +319,77 @@ impl Shared {
     /// Whether the other role has ever been held.
     fn peer_ever(&self, i: usize) -> bool {
         self.role(i + 2).load(Acquire) != 0
+    }
+
+    /// Waits per `wait` until `ready()`: checks once, spins, then parks on
+    /// `event` in slices of [`PEER_CHECK`], checking between slices that
+    /// `peer` is alive. `Ok(false)` when `wait` ran out; `Disconnected`
+    /// when the peer was attached once, is gone, and `ready()` still fails;
+    /// `Corrupted` when `ready()` met a violated invariant.
+    fn wait_for(
+        &self,
+        event: &RawEvent<'_, AtomicU32>,
+        spin: Spin,
+        wait: Wait,
+        peer: Role,
+        ready: impl Fn() -> std::result::Result<bool, ring::Violation>,
+    ) -> Result<bool> {
+        // A violation ends every wait at once; it is reported below.
+        let bad: Cell<Option<ring::Violation>> = Cell::new(None);
+        let check = || match ready() {
+            Ok(r) => r,
+            Err(v) => {
+                bad.set(Some(v));
+                true
+            }
+        };
+        let mut ok = check();
+        if !ok && !matches!(wait, Wait::No) {
+            ok = spin_until(spin, check);
+        }
+        loop {
+            if let Some(v) = bad.take() {
+                return Err(self.corrupted(v));
+            }
+            if ok {
+                return Ok(true);
+            }
+            let i = peer as usize;
+            if !self.peer_alive(i)? && self.peer_ever(i) {
+                // It may have made progress just before it left.
+                if check() {
+                    ok = true;
+                    continue;
+                }
+                return Err(Error::Disconnected {
+                    origin: self.origin().clone(),
+                    peer: peer.name(),
+                });
+            }
+            let slice = match wait {
+                Wait::No => return Ok(false),
+                Wait::Until(d) if Instant::now() >= d => return Ok(false),
+                Wait::Until(d) => d.min(Instant::now() + PEER_CHECK),
+                Wait::Forever => Instant::now() + PEER_CHECK,
+            };
+            ok = event.wait_until(check, Some(slice), &Futex);
+        }
+    }
+}
+
+/// The two roles, by their index among the role words.
+#[derive(Clone, Copy)]
+enum Role {
+    Producer = 0,
+    Consumer = 1,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
     }
 }
 
@@ -404,11 +478,11 @@ pub struct Grant<'p> {
 impl Producer {
     fn from_file(file: SharedFile) -> Result<Producer> {
         let q = Shared::open(file)?;
-        q.claim(0, "producer")?;
+        q.claim(Role::Producer)?;
         let write = q.ring().write.load(Acquire);
         let read = q.ring().read.load(Acquire);
         if let Err(v) = q.ring().check(read, write) {
-            q.unclaim(0);
+            q.unclaim(Role::Producer);
             return Err(q.corrupted(v));
         }
         Ok(Producer {
@@ -468,53 +542,15 @@ impl Producer {
         }
         let q = &self.q;
         let ring = q.ring();
-        let write = self.write;
-        let cap = q.capacity;
-        let bad: Cell<Option<ring::Violation>> = Cell::new(None);
+        let (write, cap) = (self.write, q.capacity);
         let read_seen = Cell::new(self.read_cache);
-        let fits = || match ring.load_read(write) {
-            Ok(r) => {
-                read_seen.set(r);
-                cap - (write - r) >= bytes
-            }
-            Err(v) => {
-                bad.set(Some(v));
-                true
-            }
-        };
-        let mut ok = fits();
-        if !ok && !matches!(wait, Wait::No) {
-            ok = spin_until(self.spin, fits);
-        }
-        loop {
-            if let Some(v) = bad.take() {
-                return Err(q.corrupted(v));
-            }
-            if ok {
-                break;
-            }
-            if !q.peer_alive(1)? && q.peer_ever(1) {
-                // Re-check: the consumer may have released just before it left.
-                if fits() {
-                    ok = true;
-                    continue;
-                }
-                self.read_cache = read_seen.get();
-                return Err(Error::Disconnected {
-                    origin: q.origin().clone(),
-                    peer: "consumer",
-                });
-            }
-            let slice = match wait {
-                Wait::No => break,
-                Wait::Until(d) if Instant::now() >= d => break,
-                Wait::Until(d) => d.min(Instant::now() + PEER_CHECK),
-                Wait::Forever => Instant::now() + PEER_CHECK,
-            };
-            ok = ring.space_event.wait_until(fits, Some(slice), &Futex);
-        }
+        let ok = q.wait_for(&ring.space_event, self.spin, wait, Role::Consumer, || {
+            let r = ring.load_read(write)?;
+            read_seen.set(r);
+            Ok(cap - (write - r) >= bytes)
+        });
         self.read_cache = read_seen.get();
-        Ok(ok)
+        ok
     }
 
     fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<Grant<'_>>> {
@@ -661,7 +697,7 @@ fn unreachable_wait() -> ! {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        self.q.unclaim(0);
+        self.q.unclaim(Role::Producer);
         // Wake a parked consumer so it notices at once.
         self.q.ring().data_event.notify(1, &Futex);
     }
@@ -744,11 +780,11 @@ pub struct Batch<'c> {
 impl Consumer {
     fn from_file(file: SharedFile) -> Result<Consumer> {
         let q = Shared::open(file)?;
-        q.claim(1, "consumer")?;
+        q.claim(Role::Consumer)?;
         let read = q.ring().read.load(Acquire);
         let write = q.ring().write.load(Acquire);
         if let Err(v) = q.ring().check(read, write) {
-            q.unclaim(1);
+            q.unclaim(Role::Consumer);
             return Err(q.corrupted(v));
         }
         Ok(Consumer {
@@ -827,48 +863,14 @@ impl Consumer {
         let q = &self.q;
         let ring = q.ring();
         let read = self.read;
-        let bad: Cell<Option<ring::Violation>> = Cell::new(None);
         let write_seen = Cell::new(self.write_cache);
-        let arrived = || match ring.load_write(read) {
-            Ok(w) => {
-                write_seen.set(w);
-                w != read
-            }
-            Err(v) => {
-                bad.set(Some(v));
-                true
-            }
-        };
-        let mut ok = arrived();
-        if !ok && !matches!(wait, Wait::No) {
-            ok = spin_until(self.spin, arrived);
-        }
-        loop {
-            if let Some(v) = bad.take() {
-                return Err(q.corrupted(v));
-            }
-            if ok {
-                break;
-            }
-            if !q.peer_alive(0)? && q.peer_ever(0) {
-                if arrived() {
-                    ok = true;
-                    continue;
-                }
-                return Err(Error::Disconnected {
-                    origin: q.origin().clone(),
-                    peer: "producer",
-                });
-            }
-            let slice = match wait {
-                Wait::No => break,
-                Wait::Until(d) if Instant::now() >= d => break,
-                Wait::Until(d) => d.min(Instant::now() + PEER_CHECK),
-                Wait::Forever => Instant::now() + PEER_CHECK,
-            };
-            ok = ring.data_event.wait_until(arrived, Some(slice), &Futex);
-        }
+        let arrived = q.wait_for(&ring.data_event, self.spin, wait, Role::Producer, || {
+            let w = ring.load_write(read)?;
+            write_seen.set(w);
+            Ok(w != read)
+        });
         self.write_cache = write_seen.get();
+        arrived?;
         Ok(self.write_cache - self.read)
     }
 
@@ -950,7 +952,7 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        self.q.unclaim(1);
+        self.q.unclaim(Role::Consumer);
         self.q.ring().space_event.notify(1, &Futex);
     }
 }
