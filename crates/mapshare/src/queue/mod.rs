@@ -168,9 +168,7 @@ unsafe impl Send for Shared {}
 impl Shared {
     fn open(file: SharedFile) -> Result<Shared> {
         let origin = file.region().origin().clone();
-        if file.header().kind != Kind::Queue || file.header().fingerprint != fingerprint() {
-            file.header().expect(&origin, Kind::Queue, &fingerprint())?;
-        }
+        file.header().expect(&origin, Kind::Queue, &fingerprint())?;
         let obj = file.object_offset();
         let capacity = file.object_len().saturating_sub(CONTROL_LEN);
         check_capacity(&origin, capacity)?;
