@@ -294,3 +294,31 @@ fn an_anonymous_queue_streams_to_a_child() {
     }
     assert_eq!(child.answer().unwrap(), "Some(999)");
 }
+
+/// A batch that spans the end of the ring (records, a pad, more records)
+/// must keep every borrowed record's bytes until the batch is dropped,
+/// even though the pad in its middle is skipped.
+#[test]
+fn a_batch_across_the_ring_end_keeps_its_records() {
+    let (_dir, path) = new_queue(256);
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    // Move both positions near the end of the ring.
+    for _ in 0..3 {
+        tx.send(&[1u8; 56]).unwrap();
+        drop(rx.recv().unwrap());
+    }
+    // 192 of 256 used so far: one 56-byte record fits (64), then the next
+    // needs a pad at the end... (the ring is empty now at position 192).
+    tx.send(&[2u8; 40]).unwrap(); // 48 bytes at 192..240
+    tx.send(&[3u8; 40]).unwrap(); // pad 240..256, record at 0..48
+    let batch = rx.recv_batch(10, Duration::from_secs(1)).unwrap();
+    assert_eq!(batch.len(), 2);
+    // While the batch is borrowed, the producer must not get the space of
+    // the first record back (only 256 - 48 - 16 - 48 = 144 bytes are free).
+    assert!(matches!(tx.try_send(&[9u8; 200]), Err(SendError::Full(_))));
+    let contents: Vec<Vec<u8>> = batch.iter().map(|r| r.to_vec()).collect();
+    assert_eq!(contents, vec![vec![2u8; 40], vec![3u8; 40]]);
+    drop(batch);
+    tx.try_send(&[9u8; 200]).unwrap();
+}

@@ -831,7 +831,12 @@ impl Consumer {
 
     /// Finds the next record at our position, skipping pads; waits per
     /// `wait`. `Ok(None)`: nothing arrived in time.
-    fn next_record(&mut self, wait: Wait) -> Result<Option<(u64, usize, u64)>> {
+    ///
+    /// A skipped pad is released at once (the producer may be waiting for
+    /// that space) unless `borrowed`: then records before it are still
+    /// borrowed in place, and releasing past them would hand their bytes
+    /// back to the producer; the caller releases everything later.
+    fn next_record(&mut self, wait: Wait, borrowed: bool) -> Result<Option<(u64, usize, u64)>> {
         loop {
             let avail = self.available(wait)?;
             if avail == 0 {
@@ -844,7 +849,9 @@ impl Consumer {
             {
                 Next::Pad { size } => {
                     self.read += size;
-                    ring.release(self.read, &Futex);
+                    if !borrowed {
+                        ring.release(self.read, &Futex);
+                    }
                 }
                 Next::Record { at, len, size } => {
                     return Ok(Some((at, len as usize, self.read + size)))
@@ -885,21 +892,21 @@ impl Consumer {
     /// [`Error::Disconnected`] once the queue is drained and its producer is
     /// gone.
     pub fn recv(&mut self) -> Result<Record<'_>> {
-        let found = self.next_record(Wait::Forever)?;
+        let found = self.next_record(Wait::Forever, false)?;
         self.record(found).ok_or_else(|| unreachable_wait())
     }
 
     /// Receives a record if one is there; `Ok(None)` if the queue is empty
     /// (and its producer alive or not yet seen).
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
-        let found = self.next_record(Wait::No)?;
+        let found = self.next_record(Wait::No, false)?;
         Ok(self.record(found))
     }
 
     /// Receives, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
         let start = Instant::now();
-        let found = self.next_record(Wait::Until(start + timeout))?;
+        let found = self.next_record(Wait::Until(start + timeout), false)?;
         let origin = self.q.origin().clone();
         self.record(found).ok_or_else(|| Error::Timeout {
             origin,
@@ -915,7 +922,7 @@ impl Consumer {
         let start = self.read;
         let mut wait = Wait::Until(Instant::now() + timeout);
         while records.len() < max {
-            match self.next_record(wait) {
+            match self.next_record(wait, !records.is_empty()) {
                 Ok(Some((at, len, next))) => {
                     records.push((at, len));
                     // Look past this record without releasing it yet.
