@@ -562,3 +562,32 @@ else:
     drop(guard);
     probe("got it");
 }
+
+#[test]
+fn a_full_lease_table_reclaims_slots_of_dead_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("two-slots");
+    let mut spec = sync_spec();
+    spec.lease_slots = 2;
+    let mine = SharedFile::open_or_create(&path, &spec, |_, _| Ok(())).unwrap();
+    let mut peer = Peer::spawn();
+    peer.ok(&format!("attach2 {}", path.display()));
+    // Both slots are held by live processes.
+    assert!(matches!(
+        SharedFile::open_or_create(&path, &spec, |_, _| Ok(())),
+        Err(Error::LeaseTableFull { slots: 2, .. })
+    ));
+    // The peer dies without releasing its slot: it is reclaimed.
+    peer.kill();
+    let again = SharedFile::open_or_create(&path, &spec, |_, _| Ok(())).unwrap();
+    assert_ne!(again.lease().token(), mine.lease().token());
+    let alive: Vec<_> = mine
+        .leases()
+        .list(Some(mine.lease()))
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.alive)
+        .collect();
+    assert_eq!(alive.len(), 2);
+    assert!(alive.iter().all(|a| a.pid == std::process::id()));
+}
