@@ -250,9 +250,10 @@ fn a_hostile_peer_cannot_crash_or_hang_the_consumer() {
     let (_dir, path) = new_queue(4096);
     let mut producer = Peer::spawn();
     producer.ok(&format!("qsend {} 0", path.display()));
+    // Attach before the scribbling starts (opening validates the state).
+    let mut rx = Consumer::open(&path).unwrap();
     let mut scribbler = Peer::spawn();
     scribbler.send(&format!("scribble {} 3000", path.display()));
-    let mut rx = Consumer::open(&path).unwrap();
     let start = Instant::now();
     let (mut records, mut corrupted, mut other) = (0u64, 0u64, 0u64);
     while start.elapsed() < Duration::from_millis(3000) {
