@@ -152,8 +152,16 @@ impl SharedFile {
             .write(true)
             .create(true)
             .mode(spec.mode)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| Error::io(&origin, "open read-write", e))?;
+        if !file
+            .metadata()
+            .map_err(|e| Error::io(&origin, "fstat", e))?
+            .is_file()
+        {
+            return Err(Error::NotAFile { origin });
+        }
         Self::attach_or_init(file, origin, Some((spec, init)), spec.timeout)
             .and_then(|f| f.expecting(spec.kind, &spec.fingerprint))
     }
@@ -176,6 +184,7 @@ impl SharedFile {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(path)
             .map_err(|e| Error::io(&origin, "open read-write", e))?;
         let meta = file
@@ -183,6 +192,9 @@ impl SharedFile {
             .map_err(|e| Error::io(&origin, "fstat", e))?;
         if meta.is_dir() {
             return Err(Error::IsDirectory { origin });
+        }
+        if !meta.is_file() {
+            return Err(Error::NotAFile { origin });
         }
         if meta.len() == 0 {
             return Err(Error::NotMapshare { origin });

@@ -234,7 +234,9 @@ impl RegionOptions {
         let path = path.as_ref();
         let origin = Origin::path(path);
         let mut oo = OpenOptions::new();
-        oo.read(true);
+        // O_NONBLOCK: opening a FIFO must not wait for a writer (it is
+        // then refused as not a regular file); no effect on regular files.
+        oo.read(true).custom_flags(libc::O_NONBLOCK);
         let writable = self.access == Access::ReadWrite || self.create.is_some();
         if writable {
             oo.write(true);
@@ -490,6 +492,7 @@ impl Region {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
+            .custom_flags(libc::O_NONBLOCK)
             .open(format!("/proc/self/fd/{fd}"))
             .map_err(|e| Error::io(&origin, "reopen inherited descriptor", e))?;
         Region::from_fd(OwnedFd::from(file))

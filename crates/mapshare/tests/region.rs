@@ -142,6 +142,26 @@ fn bad_input_gets_typed_errors() {
         Region::open_read_only("/dev/null"),
         Err(Error::NotAFile { .. })
     ));
+    // A FIFO is refused at once; opening it must not wait for a writer.
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    assert!(matches!(
+        Region::open_read_only(&fifo),
+        Err(Error::NotAFile { .. })
+    ));
+    assert!(matches!(Region::open(&fifo), Err(Error::NotAFile { .. })));
+    assert!(matches!(
+        mapshare::SharedFile::open_any(&fifo, std::time::Duration::from_secs(1)),
+        Err(Error::NotAFile { .. })
+    ));
+    assert!(matches!(
+        mapshare::queue::Consumer::open_or_create(&fifo, 4096),
+        Err(Error::NotAFile { .. })
+    ));
 
     let opts = |offset, len| RegionOptions::new().window(offset, len).open(&path);
     match opts(990, 20) {

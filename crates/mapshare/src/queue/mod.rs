@@ -584,10 +584,9 @@ impl Producer {
 
     /// Reserves space for a `len`-byte record, waiting as long as it takes.
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
-        match self.reserve_inner(len, Wait::Forever)? {
-            Some(g) => Ok(g),
-            None => unreachable_wait(),
-        }
+        let origin = self.q.origin().clone();
+        self.reserve_inner(len, Wait::Forever)?
+            .ok_or_else(|| wait_ended(&origin))
     }
 
     /// Reserves space if there is some now; `Ok(None)` if the queue is full.
@@ -674,7 +673,7 @@ impl Producer {
             }
             let mut g = match self.reserve_inner(r.len(), Wait::Forever) {
                 Ok(Some(g)) => g,
-                Ok(None) => unreachable_wait(),
+                Ok(None) => return Err((sent, wait_ended(self.q.origin()))),
                 Err(e) => return Err((sent, e)),
             };
             g.copy_from_slice(r);
@@ -688,9 +687,15 @@ impl Producer {
     }
 }
 
-fn unreachable_wait() -> ! {
-    // `Wait::Forever` returns only with room or an error.
-    panic!("a wait without a deadline returned without room")
+/// What an unbounded wait that returned empty-handed is reported as.
+/// `Wait::Forever` returns only with room or data, or an error, so this
+/// is not expected; it is an error rather than a panic all the same.
+fn wait_ended(origin: &Origin) -> Error {
+    Error::Corrupted {
+        origin: origin.clone(),
+        what: "queue wait",
+        why: "an unbounded wait returned with neither data nor an error".into(),
+    }
 }
 
 impl Drop for Producer {
@@ -893,7 +898,8 @@ impl Consumer {
     /// gone.
     pub fn recv(&mut self) -> Result<Record<'_>> {
         let found = self.next_record(Wait::Forever, false)?;
-        self.record(found).ok_or_else(|| unreachable_wait())
+        let origin = self.q.origin().clone();
+        self.record(found).ok_or_else(|| wait_ended(&origin))
     }
 
     /// Receives a record if one is there; `Ok(None)` if the queue is empty
