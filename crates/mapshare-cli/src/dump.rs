@@ -10,9 +10,18 @@ use crate::hexdump;
 use crate::Failure;
 
 pub fn run(file: &Path, offset: u64, length: Option<u64>) -> Result<(), Failure> {
-    let size = std::fs::metadata(file)
-        .map_err(|e| Failure(format!("{}: {}", file.display(), io_reason(&e))))?
-        .len();
+    let meta = std::fs::metadata(file)
+        .map_err(|e| Failure(format!("{}: {}", file.display(), io_reason(&e))))?;
+    if meta.is_dir() {
+        return Err(Failure(format!(
+            "{}: is a directory, not a file",
+            file.display()
+        )));
+    }
+    if !meta.is_file() {
+        return Err(Failure(format!("{}: not a regular file", file.display())));
+    }
+    let size = meta.len();
     if offset > size {
         return Err(Failure(format!(
             "offset {offset} is past the end of {} (size {size})",

@@ -86,6 +86,30 @@ fn byte_explains_bad_input() {
     let o = mapshare(&["byte", s(dir.path()), "0"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+    let o = mapshare(&["dump", s(dir.path())]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is a directory"), "{}", stderr(&o));
+
+    // A FIFO: refused at once, never waiting for a writer.
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for cmd in ["byte", "dump", "info"] {
+        let mut args = vec![cmd, s(&fifo)];
+        if cmd == "byte" {
+            args.push("0");
+        }
+        let o = mapshare(&args);
+        assert_eq!(o.status.code(), Some(1), "{cmd}");
+        assert!(
+            stderr(&o).contains("not a regular file"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
 
     let missing = dir.path().join("missing");
     let o = mapshare(&["byte", s(&missing), "0"]);
