@@ -323,3 +323,25 @@ fn a_batch_across_the_ring_end_keeps_its_records() {
     drop(batch);
     tx.try_send(&[9u8; 200]).unwrap();
 }
+
+#[test]
+fn a_forked_child_cannot_use_its_parents_producer() {
+    let (_dir, path) = new_queue(4096);
+    let mut rx = Consumer::open(&path).unwrap();
+    let mut peer = Peer::spawn();
+    peer.send(&format!("qforkcheck {}", path.display()));
+    let answers = [peer.answer().unwrap(), peer.answer().unwrap()];
+    assert!(
+        answers.contains(&"child:refused".to_string()),
+        "{answers:?}"
+    );
+    assert!(answers.contains(&"parent-sent".to_string()), "{answers:?}");
+    assert_eq!(
+        &*rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        b"from the parent"
+    );
+    assert!(matches!(
+        rx.try_recv(),
+        Ok(None) | Err(Error::Disconnected { .. })
+    ));
+}

@@ -552,6 +552,8 @@ impl Producer {
     }
 
     fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<Grant<'_>>> {
+        // A forked child must not write as its parent's producer.
+        self.q.file.lease().check_owner(self.q.file.region())?;
         let max = self.max_record();
         if len == 0 || len as u64 > max {
             return Err(Error::TooLarge {
@@ -842,6 +844,7 @@ impl Consumer {
     /// borrowed in place, and releasing past them would hand their bytes
     /// back to the producer; the caller releases everything later.
     fn next_record(&mut self, wait: Wait, borrowed: bool) -> Result<Option<(u64, usize, u64)>> {
+        self.q.file.lease().check_owner(self.q.file.region())?;
         loop {
             let avail = self.available(wait)?;
             if avail == 0 {

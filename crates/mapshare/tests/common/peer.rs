@@ -400,6 +400,37 @@ pub fn serve() {
                     }
                     "sent".into()
                 }
+                ["qforkcheck", path] => {
+                    // Fork with a producer open; the child must be refused.
+                    let mut tx = mapshare::queue::Producer::open(path)?;
+                    // SAFETY: the child only tries one send (no allocation
+                    // on the refusal path beyond the error), prints and
+                    // _exits.
+                    let child = unsafe { libc::fork() };
+                    if child == 0 {
+                        let refused = matches!(
+                            tx.try_send(b"from the child"),
+                            Err(mapshare::queue::SendError::Failed(
+                                mapshare::Error::ForkedChild { .. },
+                                _
+                            ))
+                        );
+                        println!("@@ ok child:{}", if refused { "refused" } else { "SENT" });
+                        std::io::stdout().flush().ok();
+                        // SAFETY: exit without running the parent's destructors.
+                        unsafe { libc::_exit(0) }
+                    }
+                    let mut status = 0;
+                    // SAFETY: waiting for our own forked child.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    tx.send(b"from the parent")
+                        .map_err(|e| mapshare::Error::Corrupted {
+                            origin: mapshare::Origin::anonymous("test"),
+                            what: "send",
+                            why: e.to_string(),
+                        })?;
+                    "parent-sent".into()
+                }
                 ["qholdproducer", path] => {
                     let tx = mapshare::queue::Producer::open(path)?;
                     println!("@@ ok holding");
