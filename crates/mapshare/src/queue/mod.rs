@@ -129,6 +129,18 @@ struct Mapped {
     base: *mut u8,
 }
 
+impl Mapped {
+    /// The header slot at ring offset `at` as an atomic word.
+    #[inline]
+    fn header_word(&self, at: u64) -> &AtomicU64 {
+        // SAFETY: `Ring` passes 8-aligned offsets inside `0..capacity` for
+        // headers, and `base` is 8-aligned (page-aligned mapping plus the
+        // 512-byte control block); the mapping outlives `&self`. Header
+        // slots are only ever accessed through this atomic view.
+        unsafe { AtomicU64::from_ptr(self.base.add(at as usize).cast()) }
+    }
+}
+
 impl Bytes for Mapped {
     #[inline]
     fn read(&self, at: u64, buf: &mut [u8]) {
@@ -137,6 +149,26 @@ impl Bytes for Mapped {
         unsafe {
             std::ptr::copy_nonoverlapping(self.base.add(at as usize), buf.as_mut_ptr(), buf.len())
         }
+    }
+    #[inline]
+    fn write_header_word(&self, at: u64, header: [u8; 8]) {
+        self.header_word(at).store(
+            u64::from_ne_bytes(header),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    #[inline]
+    fn read_header_word(&self, at: u64) -> [u8; 8] {
+        self.header_word(at)
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .to_ne_bytes()
+    }
+    #[inline]
+    fn touch(&self, at: u64) {
+        std::hint::black_box(
+            self.header_word(at)
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
     }
     #[inline]
     fn write(&self, at: u64, data: &[u8]) {
@@ -878,6 +910,7 @@ impl Consumer {
         let read = self.read;
         let write_seen = Cell::new(self.write_cache);
         let arrived = q.wait_for(&ring.data_event, self.spin, wait, Role::Producer, || {
+            ring.touch_next(read);
             let w = ring.load_write(read)?;
             write_seen.set(w);
             Ok(w != read)

@@ -53,6 +53,23 @@ pub trait Bytes {
     fn read(&self, at: u64, buf: &mut [u8]);
     /// Copies `data` to ring offset `at`.
     fn write(&self, at: u64, data: &[u8]);
+    /// Writes the 8-byte record header at `at` (8-aligned). Implementations
+    /// over shared memory store it as one atomic word, so that
+    /// [`Bytes::touch`] may read the slot while it is being written.
+    fn write_header_word(&self, at: u64, header: [u8; 8]) {
+        self.write(at, &header);
+    }
+    /// Reads the 8-byte record header at `at` (8-aligned).
+    fn read_header_word(&self, at: u64) -> [u8; 8] {
+        let mut h = [0u8; 8];
+        self.read(at, &mut h);
+        h
+    }
+    /// A hint: load the header slot at `at` and discard it, so that a
+    /// waiting consumer pulls the record's cache line in parallel with the
+    /// write position's. Only for implementations whose header accesses
+    /// are atomic; the default does nothing.
+    fn touch(&self, _at: u64) {}
 }
 
 /// What the consumer found at its position.
@@ -152,7 +169,7 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
         let mut h = [0u8; 8];
         h[..4].copy_from_slice(&((pad - HEADER) as u32).to_ne_bytes());
         h[4..].copy_from_slice(&PAD.to_ne_bytes());
-        self.bytes.write(write % self.capacity, &h);
+        self.bytes.write_header_word(write % self.capacity, h);
     }
 
     /// Producer: writes the header of a `len`-byte record at `write`.
@@ -161,7 +178,7 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
         let mut h = [0u8; 8];
         h[..4].copy_from_slice(&len.to_ne_bytes());
         h[4..].copy_from_slice(&DATA.to_ne_bytes());
-        self.bytes.write(write % self.capacity, &h);
+        self.bytes.write_header_word(write % self.capacity, h);
     }
 
     /// Producer: makes everything before `write` visible and wakes the
@@ -177,8 +194,7 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
     /// is validated before use.
     pub fn next(&self, read: u64, available: u64) -> Result<Next, Violation> {
         let at = read % self.capacity;
-        let mut h = [0u8; 8];
-        self.bytes.read(at, &mut h);
+        let h = self.bytes.read_header_word(at);
         let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
         let kind = u32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
         match kind {
@@ -209,6 +225,13 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
                 "record at {read} has kind {other:#010x}, neither data nor pad"
             ))),
         }
+    }
+
+    /// Consumer, while waiting at `read`: a hint that pulls the next
+    /// record's line along with the write position's (see [`Bytes::touch`]).
+    #[inline]
+    pub fn touch_next(&self, read: u64) {
+        self.bytes.touch(read % self.capacity);
     }
 
     /// Consumer: gives everything before `read` back to the producer and
