@@ -11,7 +11,7 @@
 //!   prefault, and bounds-checked access that never hands out `&[u8]` over
 //!   bytes another process may be writing.
 //! - [`shm`]: named regions under `/dev/shm`.
-//! - [`format`]: the self-describing header of mapshare files; [`file`]:
+//! - [`format`](mod@format): the self-describing header of mapshare files; [`file`](mod@file):
 //!   the create-or-open protocol ([`SharedFile`]).
 //! - [`lease`]: which processes are attached to a file, and whether they
 //!   are alive.
