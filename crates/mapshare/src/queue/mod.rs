@@ -124,6 +124,11 @@ pub fn open_or_create(path: impl AsRef<Path>, capacity: u64) -> Result<SharedFil
     SharedFile::open_or_create(path, &spec(capacity)?, |_, _| Ok(()))
 }
 
+/// Opens an existing queue file, waiting up to 5 s for its initializer.
+fn open_existing(path: impl AsRef<Path>) -> Result<SharedFile> {
+    SharedFile::open(path, Kind::Queue, &fingerprint(), Duration::from_secs(5))
+}
+
 /// The ring's bytes in the mapping.
 struct Mapped {
     base: *mut u8,
@@ -230,6 +235,20 @@ impl Shared {
             bytes: Mapped { base },
             capacity,
         })
+    }
+
+    /// Opens the queue in `file` as `role`: claims the role, then loads and
+    /// validates both positions (read, write) as persisted in the file.
+    fn attach(file: SharedFile, role: Role) -> Result<(Shared, u64, u64)> {
+        let q = Shared::open(file)?;
+        q.claim(role)?;
+        let read = q.ring().read.load(Acquire);
+        let write = q.ring().write.load(Acquire);
+        if let Err(v) = q.ring().check(read, write) {
+            q.unclaim(role);
+            return Err(q.corrupted(v));
+        }
+        Ok((q, read, write))
     }
 
     fn origin(&self) -> &Origin {
@@ -507,14 +526,7 @@ pub struct Grant<'p> {
 
 impl Producer {
     fn from_file(file: SharedFile) -> Result<Producer> {
-        let q = Shared::open(file)?;
-        q.claim(Role::Producer)?;
-        let write = q.ring().write.load(Acquire);
-        let read = q.ring().read.load(Acquire);
-        if let Err(v) = q.ring().check(read, write) {
-            q.unclaim(Role::Producer);
-            return Err(q.corrupted(v));
-        }
+        let (q, read, write) = Shared::attach(file, Role::Producer)?;
         Ok(Producer {
             q,
             write,
@@ -531,12 +543,7 @@ impl Producer {
 
     /// Opens an existing queue as its producer.
     pub fn open(path: impl AsRef<Path>) -> Result<Producer> {
-        Producer::from_file(SharedFile::open(
-            path,
-            Kind::Queue,
-            &fingerprint(),
-            Duration::from_secs(5),
-        )?)
+        Producer::from_file(open_existing(path)?)
     }
 
     /// Sets how long a blocked send spins before parking ([`Spin::NONE`]:
@@ -816,14 +823,7 @@ pub struct Batch<'c> {
 
 impl Consumer {
     fn from_file(file: SharedFile) -> Result<Consumer> {
-        let q = Shared::open(file)?;
-        q.claim(Role::Consumer)?;
-        let read = q.ring().read.load(Acquire);
-        let write = q.ring().write.load(Acquire);
-        if let Err(v) = q.ring().check(read, write) {
-            q.unclaim(Role::Consumer);
-            return Err(q.corrupted(v));
-        }
+        let (q, read, write) = Shared::attach(file, Role::Consumer)?;
         Ok(Consumer {
             q,
             read,
@@ -840,12 +840,7 @@ impl Consumer {
 
     /// Opens an existing queue as its consumer.
     pub fn open(path: impl AsRef<Path>) -> Result<Consumer> {
-        Consumer::from_file(SharedFile::open(
-            path,
-            Kind::Queue,
-            &fingerprint(),
-            Duration::from_secs(5),
-        )?)
+        Consumer::from_file(open_existing(path)?)
     }
 
     /// Sets how long a blocked receive spins before parking.
