@@ -15,7 +15,7 @@
 //! buffer.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,16 +123,8 @@ fn stream_latency(kind: &str, size: usize, rounds: u32) -> Result<Dist, Failure>
         child = c;
     } else {
         let (mine, theirs) = UnixStream::pair()?;
-        let raw = theirs.as_raw_fd();
-        cmd.env(SOCKET, raw.to_string());
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the hook only clears close-on-exec on a descriptor that
-        // is open in the child (fcntl, async-signal-safe).
-        unsafe {
-            cmd.pre_exec(move || {
-                mapshare::sys::inheritable(std::os::fd::BorrowedFd::borrow_raw(raw), true)
-            });
-        }
+        // `theirs` stays open until the child is spawned.
+        mapshare::region::share_fd(theirs.as_fd(), &mut cmd, SOCKET);
         child = cmd
             .stdin(Stdio::piped())
             .spawn()

@@ -54,6 +54,50 @@ use crate::sys::mem::Advice;
 /// cover it: lock a finite range instead while regions are mapped.
 pub const GUARD_BYTE: u64 = i64::MAX as u64 - 1;
 
+/// Lets `cmd`'s child inherit `fd` and tells it the descriptor's number in
+/// the environment variable `var`: close-on-exec is cleared for the child
+/// only, in a `pre_exec` hook. `fd` must stay open until `cmd` is spawned.
+/// The child finds it again with [`Region::from_inherited`] (or the
+/// queue's `from_inherited`), which reopen `/proc/self/fd/N`.
+pub fn share_fd(fd: BorrowedFd<'_>, cmd: &mut Command, var: &str) {
+    use std::os::unix::process::CommandExt;
+    let raw = fd.as_raw_fd();
+    cmd.env(var, raw.to_string());
+    let pre_exec = move || {
+        // SAFETY: the caller keeps `raw` open until `spawn` returns, and in
+        // the forked child it is the same descriptor; clearing close-on-exec
+        // affects only the child's copy of the table.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        sys::inheritable(fd, true)
+    };
+    // SAFETY: the hook only calls fcntl(F_SETFD), which is
+    // async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(pre_exec);
+    }
+}
+
+/// The `/proc/self/fd/N` path of the descriptor a parent named in `var`
+/// (see [`share_fd`]). Reopening that path makes a new open file
+/// description of the same object without taking ownership of `N`.
+pub(crate) fn inherited_fd_path(var: &str) -> Result<String> {
+    let origin = Origin::anonymous(var);
+    let bad = |kind, why: String| Error::Io {
+        origin: origin.clone(),
+        op: "read environment",
+        source: io::Error::new(kind, why),
+    };
+    let raw = std::env::var(var)
+        .map_err(|_| bad(io::ErrorKind::NotFound, format!("{var} is not set")))?;
+    let fd: u32 = raw.trim().parse().map_err(|_| {
+        bad(
+            io::ErrorKind::InvalidData,
+            format!("{var}={raw:?} is not a descriptor number"),
+        )
+    })?;
+    Ok(format!("/proc/self/fd/{fd}"))
+}
+
 /// How a region may be accessed and whether writes reach the backing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -452,22 +496,7 @@ impl Region {
     /// # Ok(()) }
     /// ```
     pub fn share_with(&self, cmd: &mut Command, var: &str) {
-        use std::os::unix::process::CommandExt;
-        let raw = self.file.as_raw_fd();
-        cmd.env(var, raw.to_string());
-        let pre_exec = move || {
-            // SAFETY: `raw` stays open in the parent until `spawn` returns
-            // (the region is borrowed by `cmd`'s caller for that long), and in
-            // the forked child it is the same descriptor; clearing
-            // close-on-exec affects only the child's copy of the table.
-            let fd = unsafe { BorrowedFd::borrow_raw(raw) };
-            sys::inheritable(fd, true)
-        };
-        // SAFETY: the hook only calls fcntl(F_SETFD), which is
-        // async-signal-safe, and allocates nothing.
-        unsafe {
-            cmd.pre_exec(pre_exec);
-        }
+        share_fd(self.file.as_fd(), cmd, var);
     }
 
     /// Maps the region a parent passed with [`Region::share_with`]: reads the
@@ -476,24 +505,12 @@ impl Region {
     /// and leaves the inherited descriptor alone.
     pub fn from_inherited(var: &str) -> Result<Region> {
         let origin = Origin::anonymous(var);
-        let raw = std::env::var(var).map_err(|_| Error::Io {
-            origin: origin.clone(),
-            op: "read environment",
-            source: io::Error::new(io::ErrorKind::NotFound, format!("{var} is not set")),
-        })?;
-        let fd: u32 = raw.trim().parse().map_err(|_| Error::Io {
-            origin: origin.clone(),
-            op: "read environment",
-            source: io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{var}={raw:?} is not a descriptor number"),
-            ),
-        })?;
+        let path = inherited_fd_path(var)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK)
-            .open(format!("/proc/self/fd/{fd}"))
+            .open(path)
             .map_err(|e| Error::io(&origin, "reopen inherited descriptor", e))?;
         Region::from_fd(OwnedFd::from(file))
     }

@@ -57,7 +57,7 @@ use std::cell::Cell;
 use std::fs::File;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 use std::process::Command;
 use std::ptr::NonNull;
@@ -1184,45 +1184,20 @@ impl Anonymous {
 
     /// Lets `cmd`'s child inherit the queue, naming its descriptor in `var`.
     pub fn share_with(&self, cmd: &mut Command, var: &str) {
-        use std::os::unix::process::CommandExt;
-        let raw = self.memfd.as_raw_fd();
-        cmd.env(var, raw.to_string());
-        // SAFETY: the hook only calls fcntl(F_SETFD) on a descriptor that is
-        // open in the forked child; async-signal-safe, no allocation.
-        unsafe {
-            cmd.pre_exec(move || sys::inheritable(std::os::fd::BorrowedFd::borrow_raw(raw), true));
-        }
+        crate::region::share_fd(self.memfd.as_fd(), cmd, var);
     }
-}
-
-fn inherited_path(var: &str) -> Result<String> {
-    let origin = Origin::anonymous(var);
-    let raw = std::env::var(var).map_err(|_| Error::Io {
-        origin: origin.clone(),
-        op: "read environment",
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{var} is not set")),
-    })?;
-    let fd: u32 = raw.trim().parse().map_err(|_| Error::Io {
-        origin,
-        op: "read environment",
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{var}={raw:?} is not a descriptor number"),
-        ),
-    })?;
-    Ok(format!("/proc/self/fd/{fd}"))
 }
 
 impl Producer {
     /// The producer end of an [`Anonymous`] queue a parent shared.
     pub fn from_inherited(var: &str) -> Result<Producer> {
-        Producer::open(inherited_path(var)?)
+        Producer::open(crate::region::inherited_fd_path(var)?)
     }
 }
 
 impl Consumer {
     /// The consumer end of an [`Anonymous`] queue a parent shared.
     pub fn from_inherited(var: &str) -> Result<Consumer> {
-        Consumer::open(inherited_path(var)?)
+        Consumer::open(crate::region::inherited_fd_path(var)?)
     }
 }

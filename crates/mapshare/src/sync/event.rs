@@ -174,18 +174,20 @@ impl<W: Word> RawEvent<'_, W> {
 /// ```
 pub struct Event<'r> {
     region: &'r Region,
-    offset: u64,
+    /// The two words, checked once in `at`.
+    raw: RawEvent<'r, std::sync::atomic::AtomicU32>,
     spin: Spin,
 }
 
 impl<'r> Event<'r> {
     /// The event whose 8 bytes start at `offset` (4-aligned) of `region`.
     pub fn at(region: &'r Region, offset: u64) -> Result<Event<'r>> {
-        region.atomic_u32(offset)?;
-        region.atomic_u32(offset + 4)?;
         Ok(Event {
             region,
-            offset,
+            raw: RawEvent {
+                seq: region.atomic_u32(offset)?,
+                sleepers: region.atomic_u32(offset + 4)?,
+            },
             spin: Spin::default(),
         })
     }
@@ -196,12 +198,8 @@ impl<'r> Event<'r> {
         self
     }
 
-    fn raw(&self) -> RawEvent<'r, std::sync::atomic::AtomicU32> {
-        let word = |o| self.region.atomic_u32(o).expect("checked in Event::at");
-        RawEvent {
-            seq: word(self.offset),
-            sleepers: word(self.offset + 4),
-        }
+    fn raw(&self) -> &RawEvent<'r, std::sync::atomic::AtomicU32> {
+        &self.raw
     }
 
     /// Takes a ticket: call before checking the condition you will wait for.

@@ -112,18 +112,20 @@ impl<W: Word> RawSemaphore<'_, W> {
 /// ```
 pub struct Semaphore<'r> {
     region: &'r Region,
-    offset: u64,
+    /// The two words, checked once in `at`.
+    raw: RawSemaphore<'r, std::sync::atomic::AtomicU32>,
     spin: Spin,
 }
 
 impl<'r> Semaphore<'r> {
     /// The semaphore whose 8 bytes start at `offset` (4-aligned) of `region`.
     pub fn at(region: &'r Region, offset: u64) -> Result<Semaphore<'r>> {
-        region.atomic_u32(offset)?;
-        region.atomic_u32(offset + 4)?;
         Ok(Semaphore {
             region,
-            offset,
+            raw: RawSemaphore {
+                count: region.atomic_u32(offset)?,
+                sleepers: region.atomic_u32(offset + 4)?,
+            },
             spin: Spin::default(),
         })
     }
@@ -134,13 +136,8 @@ impl<'r> Semaphore<'r> {
         self
     }
 
-    fn raw(&self) -> RawSemaphore<'r, std::sync::atomic::AtomicU32> {
-        // Checked in `at`; the region cannot shrink under `&'r Region`.
-        let word = |o| self.region.atomic_u32(o).expect("checked in Semaphore::at");
-        RawSemaphore {
-            count: word(self.offset),
-            sleepers: word(self.offset + 4),
-        }
+    fn raw(&self) -> &RawSemaphore<'r, std::sync::atomic::AtomicU32> {
+        &self.raw
     }
 
     /// Permits available now (a snapshot).
