@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::peer::{check_record, test_record, Peer, ENV};
+use common::peer::{check_record, rounds, test_record, Peer, ENV};
 use mapshare::queue::{self, Anonymous, Consumer, Producer, SendError};
 use mapshare::Error;
 
@@ -15,13 +15,6 @@ fn peer_entry() {
     if std::env::var_os(ENV).is_some() {
         common::peer::serve();
     }
-}
-
-fn rounds(ci: usize) -> usize {
-    std::env::var("MAPSHARE_LONG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(ci)
 }
 
 fn new_queue(capacity: u64) -> (tempfile::TempDir, std::path::PathBuf) {

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::peer::{increment, sync_spec, Pair, Peer, ENV, EVENT, SEM, VALUE};
+use common::peer::{increment, rounds, sync_spec, Pair, Peer, ENV, EVENT, SEM, VALUE};
 use mapshare::lease::Liveness;
 use mapshare::sync::{Event, FileLock, LockError, LockKind, MutexState, Semaphore};
 use mapshare::{Error, Fingerprint, Kind, Shared, SharedFile, Spec};
@@ -18,13 +18,6 @@ fn peer_entry() {
     if std::env::var_os(ENV).is_some() {
         common::peer::serve();
     }
-}
-
-fn rounds(ci: usize) -> usize {
-    std::env::var("MAPSHARE_LONG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(ci)
 }
 
 #[test]
@@ -297,7 +290,7 @@ fn a_recovery_given_up_makes_the_mutex_not_recoverable() {
     // Another process agrees.
     let mut other = Peer::spawn();
     other.ok(&format!("pair {}", path.display()));
-    assert_eq!(other.ok("token").split(' ').count(), 2);
+    assert_eq!(other.ok("trylock"), "NotRecoverable");
 }
 
 #[test]

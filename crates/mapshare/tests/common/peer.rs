@@ -32,6 +32,14 @@ impl Persistent for Pair {
     const NAME: &'static str = "tests::Pair";
 }
 
+/// Round count for a stress test: `ci` unless `MAPSHARE_LONG` says more.
+pub fn rounds(ci: usize) -> usize {
+    std::env::var("MAPSHARE_LONG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci)
+}
+
 /// The raw sync file: a semaphore at object+0, an event at +64, a value
 /// word at +128.
 pub fn sync_spec() -> Spec {
@@ -314,6 +322,19 @@ pub fn serve() {
                         x ^= x >> 17;
                         x ^= x << 5;
                         increment(p, x % 2000);
+                    }
+                }
+                ["trylock"] => {
+                    // How a try_lock of the pair's mutex ends, by name.
+                    let p = pair.as_ref().expect("no pair open");
+                    match p.mutex().try_lock() {
+                        Ok(_) => "locked".into(),
+                        Err(LockError::OwnerDied(_)) => "OwnerDied".into(),
+                        Err(LockError::Poisoned(_)) => "Poisoned".into(),
+                        Err(LockError::NotRecoverable) => "NotRecoverable".into(),
+                        Err(LockError::WouldBlock) => "WouldBlock".into(),
+                        Err(LockError::Timeout(_)) => "Timeout".into(),
+                        Err(LockError::Failed(e)) => variant(&e),
                     }
                 }
                 ["token"] => {
