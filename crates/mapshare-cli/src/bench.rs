@@ -246,17 +246,27 @@ fn event_for(ev: &Event, w: &AtomicU32, want: u32) -> Result<(), Failure> {
     Ok(ev.wait_while(|| w.load(Ordering::Acquire) != want, PATIENCE)?)
 }
 
-pub fn run(suite: &str, json_out: bool, quick: bool, plot: Option<&Path>) -> Result<(), Failure> {
+/// The suites `mapshare bench` runs (listed by `mapshare bench --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// Uncontended lock+unlock against std's Mutex and an fcntl lock;
+    /// two processes contending against two threads on std's Mutex.
+    Lock,
+    /// One-way wake-up latency between two processes: Event against a
+    /// raw futex, a pipe and the cache-line floor.
+    Wake,
+    /// Queue latency (64 B, 64 KiB; busy and blocking) against the
+    /// cache-line floor, a pipe and a Unix socket; throughput against a
+    /// pipe and memcpy.
+    Queue,
+}
+
+pub fn run(suite: Suite, json_out: bool, quick: bool, plot: Option<&Path>) -> Result<(), Failure> {
     pin(PARENT_CPU);
     let figures = match suite {
-        "lock" => lock_suite(quick)?,
-        "wake" => wake_suite(quick)?,
-        "queue" => crate::bench_queue::suite(quick)?,
-        other => {
-            return Err(Failure(format!(
-                "unknown suite {other:?} (lock, wake, queue)"
-            )))
-        }
+        Suite::Lock => lock_suite(quick)?,
+        Suite::Wake => wake_suite(quick)?,
+        Suite::Queue => crate::bench_queue::suite(quick)?,
     };
     if let Some(path) = plot {
         std::fs::write(path, crate::bench_queue::plot(&figures))

@@ -17,6 +17,11 @@
 //!
 //! Each scene's second process is this same executable, run as the hidden
 //! `demo-child` subcommand.
+//!
+//! The demo works in `$TMPDIR/mapshare-demo-PID` and cleans up after
+//! itself, also when interrupted: SIGINT, SIGTERM and SIGHUP are taken by a
+//! thread (see `cleanup`) that kills and reaps the children, removes the
+//! directory, and then lets the signal end the process as usual.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -45,23 +50,196 @@ const REGION_LEN: usize = 4096;
 /// Longest a demo child waits for its parent before giving up.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-pub fn run() -> Result<(), Failure> {
+pub fn run(step: bool) -> Result<(), Failure> {
     let started = Instant::now();
+    cleanup::install()?;
     let dir = tempdir()?;
-    let result = scene_file(&dir)
+    let result = pause(step, "start scene 1")
+        .and_then(|()| scene_file(&dir))
+        .and_then(|()| pause(step, "start scene 2"))
         .and_then(|()| scene_anonymous())
-        .and_then(|()| scene_robust_lock(&dir))
+        .and_then(|()| pause(step, "start scene 3"))
+        .and_then(|()| scene_robust_lock(&dir, step))
+        .and_then(|()| pause(step, "start scene 4"))
         .and_then(|()| scene_queue());
+    // A scene that failed may have left a child running.
+    cleanup::stop_children();
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     println!("\ndemo finished in {:.0?}", started.elapsed());
     Ok(())
 }
 
+/// In `--step` mode, waits for Enter before going on.
+fn pause(step: bool, what: &str) -> Result<(), Failure> {
+    if !step {
+        return Ok(());
+    }
+    println!("  -- press Enter to {what} --");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line)? == 0 {
+        return Err(Failure("standard input ended: demo stopped".into()));
+    }
+    Ok(())
+}
+
 fn tempdir() -> Result<std::path::PathBuf, Failure> {
     let dir = std::env::temp_dir().join(format!("mapshare-demo-{}", std::process::id()));
+    cleanup::set_dir(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| Failure(format!("{}: {e}", dir.display())))?;
     Ok(dir)
+}
+
+/// Undoing the demo when it is interrupted.
+///
+/// The signals that would end the demo are blocked in every thread and
+/// taken with `sigwait` by one thread, which does the cleanup in ordinary
+/// (not signal-handler) context: kill and reap the children, remove the
+/// directory, then restore the default action and re-raise the signal, so
+/// the demo still ends "killed by SIGINT" as a shell expects. Children start
+/// with an empty signal mask (std resets it when it spawns).
+mod cleanup {
+    use std::path::{Path, PathBuf};
+    use std::process::Child;
+    use std::sync::Mutex;
+
+    use crate::Failure;
+
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+    struct State {
+        children: Vec<libc::pid_t>,
+        dir: Option<PathBuf>,
+        stopping: bool,
+    }
+
+    static STATE: Mutex<State> = Mutex::new(State {
+        children: Vec::new(),
+        dir: None,
+        stopping: false,
+    });
+
+    fn state() -> std::sync::MutexGuard<'static, State> {
+        STATE.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn signal_set() -> libc::sigset_t {
+        // SAFETY: sigemptyset initializes the set it is given; an all-zero
+        // sigset_t is valid storage for it.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is valid for writes; the signal numbers are valid.
+        unsafe {
+            libc::sigemptyset(&mut set);
+            for sig in SIGNALS {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        set
+    }
+
+    /// Blocks the signals in this (the main) thread and starts the thread
+    /// that waits for them. Call before any other thread exists.
+    pub fn install() -> Result<(), Failure> {
+        let set = signal_set();
+        // SAFETY: `set` is initialized; a null old set is allowed.
+        let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if r != 0 {
+            return Err(Failure(format!(
+                "cannot block signals: {}",
+                std::io::Error::from_raw_os_error(r)
+            )));
+        }
+        std::thread::Builder::new()
+            .name("demo-cleanup".into())
+            .spawn(move || {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: `set` is initialized and `sig` valid for writes.
+                if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                    interrupted(sig);
+                }
+            })
+            .map(drop)
+            .map_err(|e| Failure(format!("cannot start the cleanup thread: {e}")))
+    }
+
+    fn interrupted(sig: libc::c_int) {
+        stop_children();
+        if let Some(dir) = state().dir.take() {
+            remove_dir(&dir);
+            eprintln!(
+                "\nmapshare demo: interrupted; stopped the children and removed {}",
+                dir.display()
+            );
+        }
+        let set = signal_set();
+        // SAFETY: restoring the default action of a valid signal, then
+        // unblocking it in this thread and sending it to the process: it is
+        // delivered here and ends the process the usual way.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+        // In case the signal did not end us.
+        std::process::exit(128 + sig);
+    }
+
+    /// Removes `dir`, retrying if the main thread was still adding a file.
+    fn remove_dir(dir: &Path) {
+        for _ in 0..10 {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Where the demo keeps its files.
+    pub fn set_dir(dir: &Path) {
+        state().dir = Some(dir.to_owned());
+    }
+
+    /// A child to kill if the demo is interrupted.
+    pub fn register(child: &Child) {
+        let pid = child.id() as libc::pid_t;
+        let mut st = state();
+        if st.stopping {
+            kill_and_reap(pid);
+        } else {
+            st.children.push(pid);
+        }
+    }
+
+    /// `child` was waited for: its PID may be reused, never signal it.
+    pub fn reaped(child: &Child) {
+        let pid = child.id() as libc::pid_t;
+        state().children.retain(|&p| p != pid);
+    }
+
+    /// Kills and reaps every registered child; later ones are killed as
+    /// they register.
+    pub fn stop_children() {
+        let mut st = state();
+        st.stopping = true;
+        for pid in std::mem::take(&mut st.children) {
+            kill_and_reap(pid);
+        }
+    }
+
+    fn kill_and_reap(pid: libc::pid_t) {
+        // SAFETY: `pid` is our own child, not yet reaped (reaped children
+        // are unregistered first), so it names no other process; waitpid
+        // is given a valid status pointer.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            let mut status = 0;
+            while libc::waitpid(pid, &mut status, 0) == -1
+                && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+            {
+            }
+        }
+    }
 }
 
 fn spawn_child(scene: &str, args: &[&str], region: Option<&Region>) -> Result<Child, Failure> {
@@ -72,8 +250,11 @@ fn spawn_child(scene: &str, args: &[&str], region: Option<&Region>) -> Result<Ch
     if let Some(r) = region {
         r.share_with(&mut cmd, FD_VAR);
     }
-    cmd.spawn()
-        .map_err(|e| Failure(format!("cannot start the demo child: {e}")))
+    let child = cmd
+        .spawn()
+        .map_err(|e| Failure(format!("cannot start the demo child: {e}")))?;
+    cleanup::register(&child);
+    Ok(child)
 }
 
 /// Relays one line of the child's output, prefixed; fails if it ended.
@@ -94,6 +275,7 @@ fn finish(mut child: Child, mut out: BufReader<ChildStdout>) -> Result<(), Failu
         rest.clear();
     }
     let status = child.wait()?;
+    cleanup::reaped(&child);
     if !status.success() {
         return Err(Failure(format!("the demo child failed ({status})")));
     }
@@ -247,7 +429,7 @@ impl mapshare::Persistent for Counter {
 const VICTIM_INCREMENTS: u64 = 500;
 const SURVIVOR_INCREMENTS: u64 = 1000;
 
-fn scene_robust_lock(dir: &Path) -> Result<(), Failure> {
+fn scene_robust_lock(dir: &Path, step: bool) -> Result<(), Failure> {
     println!("\n== 3. A robust lock: a process dies holding it (\"you might have to lock\") ==");
     let path = dir.join("counter");
     let counter = mapshare::Shared::<Counter>::open_or_create(
@@ -283,12 +465,17 @@ fn scene_robust_lock(dir: &Path) -> Result<(), Failure> {
         counter.mutex().state()?,
         survivor.id()
     );
+    pause(
+        step,
+        &format!("kill pid {} while it holds the lock", victim.id()),
+    )?;
     println!(
         "  parent: killing pid {} with SIGKILL while it holds the lock",
         victim.id()
     );
     victim.kill()?;
     victim.wait()?;
+    cleanup::reaped(&victim);
     let mut survivor = survivor;
     let out = BufReader::new(
         survivor
@@ -365,6 +552,7 @@ fn scene_queue() -> Result<(), Failure> {
     let child = cmd
         .spawn()
         .map_err(|e| Failure(format!("cannot start the demo child: {e}")))?;
+    cleanup::register(&child);
     println!(
         "  parent: made a 256 KiB anonymous queue; child pid {} is producing {STREAM_RECORDS} records",
         child.id()
@@ -398,6 +586,7 @@ fn scene_queue() -> Result<(), Failure> {
     let elapsed = started.elapsed();
     let mut child = child;
     child.wait()?;
+    cleanup::reaped(&child);
     println!(
         "  parent: the child finished; got all {expected} records ({bytes} bytes) in order, then Disconnected, in {elapsed:.0?}"
     );

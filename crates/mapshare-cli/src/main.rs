@@ -2,7 +2,9 @@
 //!
 //! A thin layer over the `mapshare` library's public API. Exit codes: 0 on
 //! success, 1 on a runtime error (one line on stderr naming the path), 2 on
-//! a usage error.
+//! a usage error. Usage errors are found by clap's value parsers (see
+//! `units`) before any file is touched, so no argument that could be
+//! checked up front reaches the library.
 
 mod bench;
 mod bench_queue;
@@ -19,12 +21,18 @@ mod write;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use clap::{Parser, Subcommand};
 
 /// Share data between processes through memory-mapped files.
+///
+/// Exit status: 0 on success; 1 on a runtime error (one line on stderr
+/// naming the file); 2 on a usage error (a bad argument, found before any
+/// file is touched). `lock` exits with its COMMAND's status.
 #[derive(Debug, Parser)]
-#[command(name = "mapshare", version, about, propagate_version = true)]
+#[command(name = "mapshare", version, about, long_about, propagate_version = true,
+    after_help = units::SIZE_AND_DURATION_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,30 +41,41 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the byte at OFFSET of FILE, read through a mapping.
+    ///
+    /// Never waits: the file is mapped read-only and read at once.
+    #[command(after_help = units::SIZE_HELP)]
     Byte {
         /// The file to map.
         file: PathBuf,
-        /// Offset of the byte (decimal or 0x hex).
-        #[arg(value_parser = units::number)]
+        /// Offset of the byte (decimal or 0x hex, units allowed: 4KiB).
+        #[arg(value_parser = units::size)]
         offset: u64,
     },
     /// Hex dump of FILE, byte for byte the layout of `xxd -s OFFSET -l LENGTH`.
+    ///
+    /// Never waits: the file is mapped read-only and read at once.
+    #[command(after_help = units::SIZE_HELP)]
     Dump {
         /// The file to map.
         file: PathBuf,
-        /// First byte to dump.
-        #[arg(short = 's', long, default_value = "0", value_parser = units::number)]
+        /// First byte to dump (units allowed).
+        #[arg(short = 's', long, default_value = "0", value_parser = units::size)]
         offset: u64,
         /// Bytes to dump (default: to the end); stops at the end of the file.
         #[arg(short = 'l', long, value_parser = units::size)]
         length: Option<u64>,
     },
     /// Write bytes into FILE at OFFSET through a shared mapping.
+    ///
+    /// Never waits and takes no lock: processes that map the file see the
+    /// bytes at once. Never grows the file: a write past its end is refused
+    /// and changes nothing.
+    #[command(after_help = units::SIZE_HELP)]
     Write {
         /// The file to map (must exist and be long enough).
         file: PathBuf,
-        /// Where to write (decimal or 0x hex).
-        #[arg(value_parser = units::number)]
+        /// Where to write (decimal or 0x hex, units allowed).
+        #[arg(value_parser = units::size)]
         offset: u64,
         #[command(flatten)]
         data: write::Data,
@@ -66,37 +85,49 @@ enum Command {
     },
     /// Create a mapshare file: a self-describing header, a lease table and
     /// an object of SIZE bytes.
+    ///
+    /// Never waits; refuses a path that exists and leaves nothing behind if
+    /// it fails.
+    #[command(after_help = units::SIZE_HELP)]
     Create {
         /// The file to create (must not exist).
         file: PathBuf,
-        /// Bytes of the object (a raw area).
-        #[arg(long, value_parser = units::size, required_unless_present = "queue", conflicts_with = "queue")]
+        /// Bytes of the object (a raw area), at least 1.
+        #[arg(long, value_parser = units::nonzero_size, required_unless_present = "queue", conflicts_with = "queue")]
         size: Option<u64>,
         /// Make a queue instead of a raw area.
         #[arg(long, requires = "capacity")]
         queue: bool,
-        /// Bytes of the queue's ring.
-        #[arg(long, value_parser = units::size)]
+        /// Bytes of the queue's ring: a multiple of 8 from 64 to 2GiB.
+        #[arg(long, value_parser = units::queue_capacity)]
         capacity: Option<u64>,
-        /// Lease slots: how many processes may be attached at once.
-        #[arg(long, default_value_t = mapshare::format::DEFAULT_LEASE_SLOTS)]
+        /// Lease slots: how many processes may be attached at once (1..=1024).
+        #[arg(long, default_value_t = mapshare::format::DEFAULT_LEASE_SLOTS, value_parser = units::lease_slots)]
         slots: u32,
-        /// Permission bits (octal).
-        #[arg(long, default_value = "600", value_parser = parse_mode)]
+        /// Permission bits (octal, 0..=777; setuid, setgid and sticky are refused).
+        #[arg(long, default_value = "600", value_parser = units::mode)]
         mode: u32,
     },
     /// Run COMMAND while holding a byte-range lock on FILE (interoperates
     /// with fcntl/lockf users). Exits with COMMAND's status.
+    ///
+    /// Waits for the range as long as it takes, or gives up after
+    /// --timeout (exit 1, COMMAND not run). Then runs COMMAND and holds the
+    /// lock until COMMAND exits. SIGTERM, SIGINT and SIGHUP sent to
+    /// `mapshare lock` are passed on to COMMAND, and the lock is still held
+    /// until COMMAND exits. Exit status: COMMAND's; 128+N if COMMAND died of
+    /// signal N; 126 if COMMAND cannot be run, 127 if it is not found.
+    #[command(after_help = units::SIZE_AND_DURATION_HELP)]
     Lock {
         /// The file to lock (any file).
         file: PathBuf,
-        /// Bytes to lock, START..END (default: the whole file).
+        /// Bytes to lock, START..END (units allowed; default: the whole file).
         #[arg(long, value_parser = lock::parse_range)]
         range: Option<std::ops::Range<u64>>,
         /// Take a shared (read) lock instead of an exclusive one.
         #[arg(long)]
         shared: bool,
-        /// Give up after this long (e.g. 500ms, 2s) and don't run COMMAND.
+        /// Give up after this long (e.g. 500ms, 2s, 2h) and don't run COMMAND.
         #[arg(long, value_parser = units::duration)]
         timeout: Option<std::time::Duration>,
         /// The command and its arguments.
@@ -104,23 +135,42 @@ enum Command {
         command: Vec<String>,
     },
     /// Send standard input into queue Q, one record per line (or frame).
+    ///
+    /// Either side may start first, on a new or a reused queue file: the
+    /// file is created if missing. Waits for space while the queue is full
+    /// (for a consumer, if none is attached yet); with --timeout, gives up
+    /// (exit 1) when one record waited that long. Gives up at once if the
+    /// queue is full and its consumer is gone. Ends at the end of input.
+    #[command(after_help = units::SIZE_AND_DURATION_HELP)]
     Send {
         /// The queue file (created if missing).
         queue: PathBuf,
         /// Records are 4-byte little-endian lengths plus bytes, not lines.
         #[arg(long)]
         frames: bool,
-        /// Ring size if the queue is created here.
-        #[arg(long, default_value = "1MiB", value_parser = units::size)]
+        /// Ring size if the queue is created here (a multiple of 8, 64..=2GiB).
+        #[arg(long, default_value = "1MiB", value_parser = units::queue_capacity)]
         capacity: u64,
+        /// Give up (exit 1) when a record waited this long for space.
+        #[arg(long, value_parser = units::duration)]
+        timeout: Option<std::time::Duration>,
     },
     /// Print records from queue Q, one per line (or frame), until the
     /// producer is gone.
+    ///
+    /// Either side may start first, on a new or a reused queue file: the
+    /// file is created if missing. Waits for records as long as it takes;
+    /// ends (exit 0) when the queue is drained and a producer it has seen
+    /// has left. Gives up (exit 1) after --timeout without a record, or
+    /// when --count N was asked for and fewer came ("got 2 of 5"). Exits 1
+    /// if standard output fails: a record is released from the queue only
+    /// after it was written, so nothing is lost.
+    #[command(after_help = units::SIZE_AND_DURATION_HELP)]
     Recv {
         /// The queue file (created if missing).
         queue: PathBuf,
-        /// Stop after N records.
-        #[arg(long, value_parser = units::number)]
+        /// Stop after N records (at least 1); fewer is an error.
+        #[arg(long, value_parser = units::count)]
         count: Option<u64>,
         /// Give up (exit 1) after waiting this long for a record.
         #[arg(long, value_parser = units::duration)]
@@ -128,11 +178,15 @@ enum Command {
         /// Write 4-byte little-endian lengths plus bytes, not lines.
         #[arg(long)]
         frames: bool,
-        /// Ring size if the queue is created here.
-        #[arg(long, default_value = "1MiB", value_parser = units::size)]
+        /// Ring size if the queue is created here (a multiple of 8, 64..=2GiB).
+        #[arg(long, default_value = "1MiB", value_parser = units::queue_capacity)]
         capacity: u64,
     },
     /// Size, pages resident in memory, and what kind of file FILE is.
+    ///
+    /// Never waits and never changes the file: it is mapped read-only and
+    /// no lease is taken. For a value file it shows the mutex: free, held,
+    /// owner died, poisoned or not recoverable.
     Info {
         /// The file to inspect.
         file: PathBuf,
@@ -141,11 +195,24 @@ enum Command {
         json: bool,
     },
     /// A narrated tour of the classic mmap examples, done right.
-    Demo,
-    /// Measure a suite against same-run baselines: lock, wake, queue.
+    ///
+    /// Runs four short scenes with child processes in a temporary directory
+    /// under $TMPDIR (printed as it goes); no child waits more than 5
+    /// seconds for its parent. On Ctrl-C (or SIGTERM, SIGHUP) it stops its
+    /// children and removes its directory before exiting.
+    Demo {
+        /// Pause before each scene (and before the kill in scene 3) until
+        /// Enter is pressed.
+        #[arg(long)]
+        step: bool,
+    },
+    /// Measure a suite against same-run baselines.
+    ///
+    /// Runs for seconds to minutes (use --quick for a smoke run); waits for
+    /// its child processes, which give up if the parent goes away.
     Bench {
         /// Which suite.
-        suite: String,
+        suite: bench::Suite,
         /// Print one JSON array of figures.
         #[arg(long)]
         json: bool,
@@ -172,13 +239,6 @@ enum Command {
     },
 }
 
-fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| format!("{s:?} is not an octal mode like 600"))
-}
-
 /// A runtime failure: one line for stderr, exit code 1.
 #[derive(Debug)]
 pub struct Failure(pub String);
@@ -195,8 +255,54 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// Which of the standard descriptors 0, 1 and 2 were closed when the
+/// process started (bit `n` for descriptor `n`). Rust's runtime opens
+/// `/dev/null` over closed ones before `main` runs, which would make
+/// `recv >&-` "write" records into nothing and release them; so this is
+/// recorded earlier, from `.init_array`, which the C runtime runs before
+/// the Rust runtime starts.
+static CLOSED_AT_START: AtomicU8 = AtomicU8::new(0);
+
+extern "C" fn record_closed_std_fds() {
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only reads the descriptor's flags; no memory is
+        // passed, and an unused descriptor number just fails with EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            CLOSED_AT_START.fetch_or(1 << fd, Ordering::Relaxed);
+        }
+    }
+}
+
+#[used]
+#[link_section = ".init_array"]
+static RECORD_CLOSED_STD_FDS: extern "C" fn() = record_closed_std_fds;
+
+/// Whether standard output was closed when `mapshare` started.
+pub fn stdout_was_closed() -> bool {
+    CLOSED_AT_START.load(Ordering::Relaxed) & 0b010 != 0
+}
+
+/// Fails at once if the command prints data and standard output was
+/// closed: it would otherwise write into `/dev/null` and report success.
+fn needs_stdout(command: &Command) -> Result<(), Failure> {
+    let prints = !matches!(
+        command,
+        Command::Lock { .. } | Command::Send { .. } | Command::BenchChild { .. }
+    );
+    if prints && stdout_was_closed() {
+        return Err(Failure(
+            "standard output is closed: nothing was read or changed".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(Failure(msg)) = needs_stdout(&cli.command) {
+        eprintln!("mapshare: {msg}");
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         Command::Byte { file, offset } => byte::run(&file, offset),
         Command::Dump {
@@ -232,7 +338,8 @@ fn main() -> ExitCode {
             queue,
             frames,
             capacity,
-        } => stream::send(&queue, capacity, frames),
+            timeout,
+        } => stream::send(&queue, capacity, frames, timeout),
         Command::Recv {
             queue,
             count,
@@ -250,13 +357,13 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },
-        Command::Demo => demo::run(),
+        Command::Demo { step } => demo::run(step),
         Command::Bench {
             suite,
             json,
             plot,
             quick,
-        } => bench::run(&suite, json, quick, plot.as_deref()),
+        } => bench::run(suite, json, quick, plot.as_deref()),
         Command::BenchChild { args } => bench::child(&args),
         Command::DemoChild { scene, args } => demo::child(&scene, &args),
     };

@@ -9,22 +9,28 @@
 //! Either side may start first; the queue file is created (1 MiB unless
 //! `--capacity` says otherwise) by whichever does. `recv` releases records
 //! only after they are written and flushed, so a `recv` that is killed
-//! never loses a record (the unflushed ones are delivered again).
+//! never loses a record (the unflushed ones are delivered again). If
+//! standard output fails (a full disk, a closed pipe), `recv` releases
+//! exactly the records that were written in full and exits 1; a record cut
+//! short is delivered again whole to the next consumer.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
-use mapshare::queue::{Consumer, Producer};
+use mapshare::queue::{Consumer, Producer, SendError};
 use mapshare::Error;
 
 use crate::Failure;
 
-fn broken_pipe(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::BrokenPipe
-}
-
-pub fn send(path: &Path, capacity: u64, frames: bool) -> Result<(), Failure> {
+pub fn send(
+    path: &Path,
+    capacity: u64,
+    frames: bool,
+    timeout: Option<Duration>,
+) -> Result<(), Failure> {
     let mut tx = Producer::open_or_create(path, capacity)?;
     let max = tx.max_record() as usize;
     let stdin = io::stdin();
@@ -63,11 +69,52 @@ pub fn send(path: &Path, capacity: u64, frames: bool) -> Result<(), Failure> {
                 path.display()
             )));
         }
-        tx.send(&line)
-            .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+        let result = match timeout {
+            Some(t) => tx.send_timeout(&line, t),
+            None => tx.send(&line),
+        };
+        match result {
+            Ok(()) => {}
+            Err(SendError::Timeout(_)) => {
+                return Err(Failure(format!(
+                    "{}: gave up after waiting {:?} for space for record {} ({sent} sent; is a consumer running?)",
+                    path.display(),
+                    timeout.unwrap_or_default(),
+                    sent + 1
+                )))
+            }
+            Err(e) => {
+                return Err(Failure(format!(
+                    "{}: {e} ({sent} records sent)",
+                    path.display()
+                )))
+            }
+        }
         sent += 1;
     }
     Ok(())
+}
+
+/// Writes all of `buf`, or says how many bytes got out before the error.
+fn write_counting(out: &mut File, buf: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut done = 0;
+    while done < buf.len() {
+        match out.write(&buf[done..]) {
+            Ok(0) => return Err((done, io::Error::from(io::ErrorKind::WriteZero))),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(())
+}
+
+/// "2 of 5" with `--count`, else "2".
+fn tally(received: u64, count: Option<u64>) -> String {
+    match count {
+        Some(c) => format!("{received} of {c}"),
+        None => received.to_string(),
+    }
 }
 
 pub fn recv(
@@ -77,10 +124,18 @@ pub fn recv(
     timeout: Option<Duration>,
     frames: bool,
 ) -> Result<(), Failure> {
+    // Standard output, unbuffered: each write's count is exact, so after a
+    // failed write we know which records got out. Taken before the queue
+    // is opened, so a closed descriptor 1 is never the queue file.
+    let mut out = io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .map_err(|e| Failure(format!("standard output: {e}")))?;
     let mut rx = Consumer::open_or_create(path, capacity)?;
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut received = 0u64;
+    let mut buf = Vec::with_capacity(1 << 16);
+    let mut ends = Vec::new();
     // Wait "forever" in slices, so a timeout of None still notices a
     // departed producer promptly (recv_batch reports it).
     let slice = timeout.unwrap_or(Duration::from_secs(3600));
@@ -88,40 +143,63 @@ pub fn recv(
         let want = count.map_or(1024, |c| (c - received).min(1024)) as usize;
         let batch = match rx.recv_batch(want, slice) {
             Ok(b) => b,
-            Err(Error::Disconnected { .. }) => break,
+            Err(Error::Disconnected { .. }) => match count {
+                Some(c) => {
+                    return Err(Failure(format!(
+                        "{}: got {} records; the producer left",
+                        path.display(),
+                        tally(received, Some(c))
+                    )))
+                }
+                None => break,
+            },
             Err(Error::Timeout { .. }) if timeout.is_none() => continue,
-            Err(e @ Error::Timeout { .. }) => {
-                out.flush().ok();
-                return Err(Failure(format!("{e} (received {received})")));
+            Err(Error::Timeout { waited, .. }) => {
+                return Err(Failure(format!(
+                    "{}: timed out after {waited:?} waiting for a record; got {} records",
+                    path.display(),
+                    tally(received, count)
+                )));
             }
             Err(e) => return Err(e.into()),
         };
-        let mut written = Ok(());
+        buf.clear();
+        ends.clear();
         for r in batch.iter() {
-            written = if frames {
-                out.write_all(&(r.len() as u32).to_le_bytes())
-                    .and_then(|()| out.write_all(r))
-            } else if r.last() == Some(&b'\n') {
-                out.write_all(r)
+            if frames {
+                buf.extend_from_slice(&(r.len() as u32).to_le_bytes());
+                buf.extend_from_slice(r);
             } else {
-                out.write_all(r).and_then(|()| out.write_all(b"\n"))
-            };
-            if written.is_err() {
-                break;
+                buf.extend_from_slice(r);
+                if r.last() != Some(&b'\n') {
+                    buf.push(b'\n');
+                }
             }
+            ends.push(buf.len());
         }
-        match written.and_then(|()| out.flush()) {
+        let n = batch.len() as u64;
+        match write_counting(&mut out, &buf) {
             Ok(()) => {
-                received += batch.len() as u64;
+                received += n;
                 drop(batch); // release only what reached the output
             }
-            Err(e) => {
-                // Keep the batch unreleased: it will be delivered again.
+            Err((written, e)) => {
+                // Keep the batch, then release exactly the records that
+                // were written in full; the rest stay queued.
                 std::mem::forget(batch);
-                if broken_pipe(&e) {
-                    return Ok(());
+                let whole = ends.iter().take_while(|&&end| end <= written).count();
+                for _ in 0..whole {
+                    match rx.try_recv() {
+                        Ok(Some(r)) => drop(r),
+                        _ => break,
+                    }
                 }
-                return Err(e.into());
+                received += whole as u64;
+                return Err(Failure(format!(
+                    "cannot write to standard output: {e}; wrote {} records, the rest stay in {}",
+                    tally(received, count),
+                    path.display()
+                )));
             }
         }
     }

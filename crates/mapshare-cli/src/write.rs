@@ -13,15 +13,34 @@ use crate::Failure;
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 pub struct Data {
-    /// Write this text (UTF-8).
-    #[arg(long)]
+    /// Write this text (UTF-8, not empty).
+    #[arg(long, value_parser = parse_text)]
     text: Option<String>,
     /// Write these bytes, as hex digits (spaces and colons ignored).
-    #[arg(long)]
-    hex: Option<String>,
+    #[arg(long, value_parser = parse_hex_arg)]
+    hex: Option<Hex>,
     /// Write the contents of this file (`-` for standard input).
     #[arg(long)]
     from: Option<PathBuf>,
+}
+
+/// Bytes given as hex on the command line.
+#[derive(Debug, Clone)]
+pub struct Hex(Vec<u8>);
+
+fn parse_text(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the text is empty: nothing to write".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_hex_arg(s: &str) -> Result<Hex, String> {
+    let bytes = parse_hex(s)?;
+    if bytes.is_empty() {
+        return Err("no hex digits: nothing to write".into());
+    }
+    Ok(Hex(bytes))
 }
 
 /// Decodes `de ad:BE EF` into bytes.
@@ -47,8 +66,8 @@ impl Data {
         if let Some(t) = &self.text {
             return Ok(t.as_bytes().to_vec());
         }
-        if let Some(h) = &self.hex {
-            return parse_hex(h).map_err(Failure);
+        if let Some(Hex(h)) = &self.hex {
+            return Ok(h.clone());
         }
         match self.from.as_deref() {
             Some(p) if p == Path::new("-") => {
@@ -56,7 +75,14 @@ impl Data {
                 std::io::stdin().read_to_end(&mut v)?;
                 Ok(v)
             }
-            Some(p) => std::fs::read(p).map_err(|e| Failure(format!("{}: {e}", p.display()))),
+            Some(p) => match std::fs::read(p) {
+                Ok(v) if v.is_empty() => Err(Failure(format!(
+                    "{} is empty: nothing to write",
+                    p.display()
+                ))),
+                Ok(v) => Ok(v),
+                Err(e) => Err(Failure(format!("{}: {e}", p.display()))),
+            },
             None => Err(Failure("nothing to write".into())),
         }
     }
@@ -65,7 +91,7 @@ impl Data {
 pub fn run(file: &Path, offset: u64, data: &Data, sync: bool) -> Result<(), Failure> {
     let bytes = data.bytes()?;
     if bytes.is_empty() {
-        return Err(Failure("nothing to write: the data is empty".into()));
+        return Err(Failure("nothing to write: standard input is empty".into()));
     }
     let opened = RegionOptions::new()
         .window(offset, bytes.len() as u64)

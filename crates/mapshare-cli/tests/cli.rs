@@ -254,7 +254,7 @@ fn write_refuses_to_run_past_the_end_and_changes_nothing() {
         Some(2)
     );
     let o = mapshare(&["write", s(&f), "0", "--hex", "abc"]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(2));
     assert_eq!(std::fs::read(&f).unwrap(), b"0123456789");
 }
 
@@ -571,4 +571,415 @@ fn recv_count_timeout_frames_and_info() {
     let o = mapshare(&["recv", s(&plain), "--timeout", "100ms"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not a mapshare file"), "{}", stderr(&o));
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mapshare")
+}
+
+/// Sends `sig` (a name like "TERM") to `pid` with kill(1).
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// Issue 7, E17: every argument that can be checked before touching a file
+/// is a usage error (exit 2) naming the argument, and nothing is created.
+#[test]
+fn usage_errors_exit_2_before_touching_any_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = file_with(dir.path(), "f", b"0123456789");
+    let new = dir.path().join("new");
+    let q = dir.path().join("q");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["create", s(&new), "--size", "4KiB", "--slots", "0"],
+        vec!["create", s(&new), "--size", "4KiB", "--slots", "5000"],
+        vec!["create", s(&new), "--queue", "--capacity", "100"],
+        vec!["create", s(&new), "--queue", "--capacity", "8"],
+        vec!["create", s(&new), "--size", "0"],
+        vec!["create", s(&new), "--size", "4KiB", "--mode", "9"],
+        vec!["bench", "nosuchsuite"],
+        vec!["write", s(&f), "0", "--hex", "zz"],
+        vec!["write", s(&f), "0", "--hex", ""],
+        vec!["write", s(&f), "0", "--text", ""],
+        vec!["send", s(&q), "--capacity", "100"],
+        vec!["recv", s(&q), "--capacity", "1"],
+        vec!["recv", s(&q), "--count", "0"],
+        vec!["recv", s(&q), "--timeout", "soon"],
+        vec!["lock", s(&f), "--timeout=-1s", "--", "true"],
+    ];
+    for args in &cases {
+        let o = mapshare(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("invalid value"), "{args:?}: {err}");
+        assert!(!err.contains("memfd:"), "{args:?}: {err}");
+    }
+    assert!(!new.exists(), "a refused create left a file");
+    assert!(!q.exists(), "a refused send/recv created the queue");
+    assert_eq!(std::fs::read(&f).unwrap(), b"0123456789");
+}
+
+/// Issue 7, E18: one set of rules for numbers, sizes, offsets, durations
+/// and modes, in every command.
+#[test]
+fn units_offsets_durations_and_modes_parse_the_same_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..3000usize).map(|i| (i % 251) as u8).collect();
+    let f = file_with(dir.path(), "f", &data);
+    // Offsets take units in `byte`, and k, K, KiB and kib all mean 1024.
+    for off in ["1024", "0x400", "1k", "1K", "1KiB", "1kib", "1 KiB"] {
+        let o = mapshare(&["byte", s(&f), off]);
+        assert!(o.status.success(), "{off}: {}", stderr(&o));
+        assert!(stdout(&o).starts_with("byte at offset 1024 "), "{off}");
+    }
+    // KB is decimal.
+    let o = mapshare(&["byte", s(&f), "1KB"]);
+    assert!(
+        stdout(&o).starts_with("byte at offset 1000 "),
+        "{}",
+        stdout(&o)
+    );
+    // Exbibytes parse (and are out of range for this file: a runtime error).
+    let o = mapshare(&["byte", s(&f), "1EiB"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("offset 1152921504606846976"),
+        "{}",
+        stderr(&o)
+    );
+    let o = mapshare(&["byte", s(&f), "16EiB"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("too large"), "{}", stderr(&o));
+    // Fractions are refused, with a reason.
+    for args in [
+        vec!["byte", s(&f), "1.5KiB"],
+        vec!["create", "x", "--size", "1.5KiB"],
+    ] {
+        let o = mapshare(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains("whole numbers"), "{}", stderr(&o));
+    }
+    // dump -s/-l and write take units.
+    let o = mapshare(&["dump", s(&f), "-s", "1k", "-l", "0x10"]);
+    assert!(o.stdout == xxd(&["-s", "1024", "-l", "16", s(&f)]));
+    let o = mapshare(&["write", s(&f), "2k", "--text", "units"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(&std::fs::read(&f).unwrap()[2048..2053], b"units");
+    // lock --range takes units; durations take h.
+    let o = mapshare(&[
+        "lock",
+        s(&f),
+        "--range",
+        "1k..2KiB",
+        "--timeout",
+        "2h",
+        "--",
+        "true",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for bad in ["2hours", "h", "1e3s", "inf", ".5s", "1.2.3s"] {
+        let o = mapshare(&["lock", s(&f), "--timeout", bad, "--", "true"]);
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+    }
+    // --mode: no setuid, setgid or sticky bit.
+    for mode in ["4755", "2700", "1777", "7777"] {
+        let new = dir.path().join(format!("m{mode}"));
+        let o = mapshare(&["create", s(&new), "--size", "4KiB", "--mode", mode]);
+        assert_eq!(o.status.code(), Some(2), "{mode}");
+        assert!(stderr(&o).contains("setuid"), "{}", stderr(&o));
+        assert!(!new.exists());
+    }
+    let new = dir.path().join("m640");
+    let o = mapshare(&["create", s(&new), "--size", "4k", "--mode", "0640"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&new).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    // The rules are in --help.
+    let help = stdout(&mapshare(&["--help"]));
+    for needle in ["K/KiB=1024", "KB, MB", "E/EiB", "1.5KiB is refused", "2h"] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}
+
+/// Issue 7, E20: every command's --help says when it waits and when it
+/// gives up; bench lists its suites.
+#[test]
+fn help_says_when_each_command_waits_and_gives_up() {
+    for cmd in [
+        "byte", "dump", "write", "create", "lock", "send", "recv", "info", "demo", "bench",
+    ] {
+        let o = mapshare(&[cmd, "--help"]);
+        assert!(o.status.success(), "{cmd}");
+        let help = stdout(&o).to_lowercase();
+        assert!(
+            help.contains("wait"),
+            "{cmd} --help says nothing of waiting:\n{help}"
+        );
+    }
+    for cmd in ["lock", "send", "recv"] {
+        let help = stdout(&mapshare(&[cmd, "--help"]));
+        assert!(help.contains("--timeout"), "{cmd}");
+        let lower = help.to_lowercase();
+        assert!(
+            lower.contains("gives up") || lower.contains("give up"),
+            "{cmd}:\n{help}"
+        );
+    }
+    let help = stdout(&mapshare(&["send", "--help"]));
+    assert!(help.contains("Either side may start first"), "{help}");
+    let help = stdout(&mapshare(&["bench", "--help"]));
+    for suite in ["lock", "wake", "queue"] {
+        assert!(help.contains(suite), "bench --help lacks {suite}:\n{help}");
+    }
+}
+
+/// Issue 7, D16: SIGTERM, SIGINT or SIGHUP sent to `mapshare lock` reach
+/// COMMAND, and the lock stays held until COMMAND exits.
+#[test]
+fn a_signalled_lock_is_held_until_the_command_exits() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let f = file_with(dir.path(), "f", &[0u8; 100]);
+    let probe = format!(
+        "import fcntl,os; fd=os.open('{}', os.O_RDWR)\ntry:\n  fcntl.lockf(fd, fcntl.LOCK_EX|fcntl.LOCK_NB, 1, 5); print('free')\nexcept OSError: print('held')",
+        f.display()
+    );
+    let held = || {
+        let o = Command::new("python3")
+            .args(["-c", &probe])
+            .output()
+            .unwrap();
+        stdout(&o).trim().to_owned()
+    };
+    // A command that reports the signals it gets and exits when told to.
+    // alarm(20): if the signal never comes, it ends by itself.
+    let script = "import signal,sys\n\
+def h(s,f): print('got', s, flush=True)\n\
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, h)\n\
+signal.alarm(20)\n\
+print('ready', flush=True)\n\
+sys.stdin.readline()\n\
+sys.exit(7)";
+    for (sig, num) in [("TERM", 15), ("INT", 2), ("HUP", 1)] {
+        let mut lock = Command::new(bin())
+            .args([
+                "lock",
+                s(&f),
+                "--range",
+                "0..10",
+                "--",
+                "python3",
+                "-c",
+                script,
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(lock.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        assert_eq!(held(), "held");
+        signal(lock.id(), sig);
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(
+            line.trim(),
+            format!("got {num}"),
+            "SIG{sig} was not passed on"
+        );
+        // COMMAND is still running: the lock must still be held.
+        assert_eq!(held(), "held", "SIG{sig} released the lock");
+        lock.stdin.take().unwrap().write_all(b"\n").unwrap();
+        let status = lock.wait().unwrap();
+        assert_eq!(status.code(), Some(7), "SIG{sig}: COMMAND's status");
+        assert_eq!(held(), "free");
+    }
+    // A COMMAND that dies of the signal: 128 + N, as shells report it.
+    for (sig, num) in [("TERM", 15), ("INT", 2), ("HUP", 1)] {
+        let mut lock = Command::new(bin())
+            .args(["lock", s(&f), "--", "sh", "-c", "echo ready; exec sleep 60"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(lock.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        signal(lock.id(), sig);
+        let status = lock.wait().unwrap();
+        assert_eq!(status.code(), Some(128 + num), "SIG{sig}: {status}");
+    }
+    // A COMMAND that cannot be run: 127 if not found, 126 if not runnable.
+    let o = mapshare(&["lock", s(&f), "--", "/nonexistent/mapshare-no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    let o = mapshare(&["lock", s(&f), "--", s(&f)]);
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
+}
+
+fn send_lines(q: &Path, lines: &str) {
+    use std::io::Write;
+    let mut send = Command::new(bin())
+        .args(["send", s(q), "--capacity", "64KiB"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(send.wait().unwrap().success());
+}
+
+/// Issue 7, E19: `recv` releases only what it wrote, and says so when its
+/// output fails or when it got fewer records than --count asked for.
+#[test]
+fn recv_loses_nothing_when_its_output_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    send_lines(&q, "a\nb\nc\n");
+    // A full device: nothing written, nothing released.
+    let o = Command::new(bin())
+        .args(["recv", s(&q), "--count", "3"])
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("standard output") && err.contains("0 of 3"),
+        "{err}"
+    );
+    // A closed standard output: refused before anything is read.
+    let o = Command::new("sh")
+        .args(["-c", "exec \"$0\" recv \"$1\" --count 3 >&-", bin(), s(&q)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("standard output is closed"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new("sh")
+        .args(["-c", "exec \"$0\" dump \"$1\" >&-", bin(), s(&q)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    // Everything is still there.
+    let o = mapshare(&["recv", s(&q), "--count", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "a\nb\nc\n");
+
+    // Output that fails half-way (a file size limit): exactly the records
+    // written in full are released; the next recv starts with the first
+    // record that did not get out whole.
+    let lines: String = (0..200)
+        .map(|i| format!("record number {i:04}\n"))
+        .collect();
+    send_lines(&q, &lines);
+    let out = dir.path().join("out");
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f 2; exec \"$0\" recv \"$1\" --count 200 > \"$2\"",
+            bin(),
+            s(&q),
+            s(&out),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("standard output"), "{}", stderr(&o));
+    let first = std::fs::read_to_string(&out).unwrap();
+    assert!(first.len() < lines.len(), "the limit did not apply");
+    let whole = &first[..first.rfind('\n').map_or(0, |i| i + 1)];
+    // The producer has left: a recv without --count drains and ends.
+    let o = mapshare(&["recv", s(&q), "--timeout", "5s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rest = stdout(&o);
+    assert_eq!(format!("{whole}{rest}"), lines, "records lost or repeated");
+
+    // Fewer records than --count: an error that says how many.
+    send_lines(&q, "x\ny\n");
+    let o = mapshare(&["recv", s(&q), "--count", "5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "x\ny\n");
+    assert!(stderr(&o).contains("got 2 of 5"), "{}", stderr(&o));
+}
+
+/// Issue 7, E22: Ctrl-C in the middle of the demo leaves no directory and
+/// no child process behind.
+#[test]
+fn an_interrupted_demo_cleans_up() {
+    use std::io::{BufRead, BufReader, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(bin())
+        .args(["demo", "--step"])
+        .env("TMPDIR", tmp.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = demo.stdin.take().unwrap();
+    let mut out = BufReader::new(demo.stdout.take().unwrap());
+    let mut pids = Vec::new();
+    let mut line = String::new();
+    // Step through to the moment a child holds the lock in scene 3.
+    loop {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the demo ended early"
+        );
+        if let Some(rest) = line.split("(pid ").nth(1) {
+            let pid: u32 = rest.split(')').next().unwrap().parse().unwrap();
+            pids.push(pid);
+        }
+        if line.contains("press Enter to kill pid") {
+            break;
+        }
+        if line.contains("press Enter") {
+            input.write_all(b"\n").unwrap();
+        }
+    }
+    let entries = || std::fs::read_dir(tmp.path()).unwrap().count();
+    assert_eq!(entries(), 1, "the demo works in a directory under TMPDIR");
+    let live: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(!live.is_empty(), "scene 3 has children alive: {pids:?}");
+    signal(demo.id(), "INT");
+    let status = demo.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(2), "{status}");
+    assert_eq!(entries(), 0, "the demo left its directory behind");
+    for p in live {
+        assert!(
+            !Path::new(&format!("/proc/{p}")).exists(),
+            "child {p} outlived the demo"
+        );
+    }
 }
