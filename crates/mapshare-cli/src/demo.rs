@@ -356,6 +356,7 @@ pub fn child(scene: &str, args: &[String]) -> Result<(), Failure> {
         ("count", [file, n]) => child_count(Path::new(file), n, None),
         ("stream", [n]) => child_stream(n),
         ("count-then-hold", [file, n]) => child_count(Path::new(file), n, Some(())),
+        ("hold", [file]) => child_hold(Path::new(file)),
         _ => Err(Failure(format!("unknown demo scene {scene:?}"))),
     }
 }
@@ -534,6 +535,24 @@ fn child_count(path: &Path, n: &str, then_hold: Option<()>) -> Result<(), Failur
         std::io::stdin().read_line(&mut line)?;
         return Err(Failure("the parent was supposed to kill me".into()));
     }
+    Ok(())
+}
+
+/// Holds the mutex of a `u64` value file (made if missing) until standard
+/// input ends or the process is killed: a holder to kill, for the tests of
+/// `info` and `repair`.
+fn child_hold(path: &Path) -> Result<(), Failure> {
+    let value = mapshare::Shared::<u64>::open_or_create(path, &0)?;
+    let guard = value.lock().map_err(|e| Failure(format!("lock: {e}")))?;
+    println!(
+        "(pid {}) holding the lock of {}",
+        std::process::id(),
+        path.display()
+    );
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    drop(guard);
     Ok(())
 }
 

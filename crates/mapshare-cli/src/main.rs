@@ -114,8 +114,9 @@ enum Command {
     /// Waits for the range as long as it takes, or gives up after
     /// --timeout (exit 1, COMMAND not run). Then runs COMMAND and holds the
     /// lock until COMMAND exits. SIGTERM, SIGINT and SIGHUP sent to
-    /// `mapshare lock` are passed on to COMMAND, and the lock is still held
-    /// until COMMAND exits. Exit status: COMMAND's; 128+N if COMMAND died of
+    /// `mapshare lock` are passed on to COMMAND (Ctrl-C at a terminal
+    /// reaches COMMAND directly), and the lock is still held until COMMAND
+    /// exits. Exit status: COMMAND's; 128+N if COMMAND died of
     /// signal N; 126 if COMMAND cannot be run, 127 if it is not found.
     #[command(after_help = units::SIZE_AND_DURATION_HELP)]
     Lock {
@@ -208,8 +209,9 @@ enum Command {
     },
     /// Measure a suite against same-run baselines.
     ///
-    /// Runs for seconds to minutes (use --quick for a smoke run); waits for
-    /// its child processes, which give up if the parent goes away.
+    /// Runs for seconds to minutes (use --quick for a smoke run). Each side
+    /// of a measurement waits for the other at most 30 seconds at a step,
+    /// then gives up (exit 1).
     Bench {
         /// Which suite.
         suite: bench::Suite,

@@ -926,6 +926,41 @@ fn recv_loses_nothing_when_its_output_fails() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stdout(&o), "x\ny\n");
     assert!(stderr(&o).contains("got 2 of 5"), "{}", stderr(&o));
+    let fresh = dir.path().join("fresh");
+    let o = mapshare(&["recv", s(&fresh), "--count", "5", "--timeout", "50ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("got 0 of 5"), "{}", stderr(&o));
+}
+
+/// Issue 7, C10 (CLI half): `send --timeout` gives up when no consumer
+/// makes space, says how far it got, and what it sent is all there.
+#[test]
+fn send_gives_up_after_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "seq 100000 | \"$0\" send \"$1\" --capacity 4KiB --timeout 100ms",
+            bin(),
+            s(&q),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("gave up after waiting 100ms"), "{err}");
+    let sent: u64 = err
+        .split('(')
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {err:?}"));
+    assert!(sent > 0, "{err}");
+    let o = mapshare(&["recv", s(&q), "--count", &sent.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: String = (1..=sent).map(|i| format!("{i}\n")).collect();
+    assert_eq!(stdout(&o), expected);
 }
 
 /// Issue 7, E22: Ctrl-C in the middle of the demo leaves no directory and
@@ -982,4 +1017,62 @@ fn an_interrupted_demo_cleans_up() {
             "child {p} outlived the demo"
         );
     }
+}
+
+/// Runs `mapshare demo-child hold FILE` (a process that holds the mutex of
+/// a `u64` value file) and kills it with SIGKILL while it holds the lock.
+fn kill_a_holder(f: &Path) -> u32 {
+    use std::io::{BufRead, BufReader};
+    let mut holder = Command::new(bin())
+        .args(["demo-child", "hold", s(f)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("holding the lock"), "{line}");
+    let pid = holder.id();
+    let o = mapshare(&["info", s(f)]);
+    assert!(
+        stdout(&o).contains(&format!("mutex:     held by pid {pid}\n")),
+        "{}",
+        stdout(&o)
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    pid
+}
+
+/// Issue 7, A4: `info` shows every recovery state of a value's mutex.
+#[test]
+fn info_shows_owner_died_and_not_recoverable() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("v");
+    let pid = kill_a_holder(&f);
+    let o = mapshare(&["info", s(&f)]);
+    assert!(
+        stdout(&o).contains(&format!(
+            "mutex:     held by pid {pid}, which died (owner died)"
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&mapshare(&["info", "--json", s(&f)]).stdout).unwrap();
+    assert!(v["mutex"].as_str().unwrap().contains("owner died"), "{v}");
+    // A locker takes over and gives up without repairing: not recoverable.
+    let value = mapshare::Shared::<u64>::open(&f).unwrap();
+    match value.lock() {
+        Err(mapshare::sync::LockError::OwnerDied(g)) => drop(g),
+        other => panic!("expected OwnerDied, got {:?}", other.map(|g| *g)),
+    }
+    let o = mapshare(&["info", s(&f)]);
+    assert!(
+        stdout(&o).contains("mutex:     not recoverable"),
+        "{}",
+        stdout(&o)
+    );
 }
