@@ -209,9 +209,9 @@ enum Command {
     },
     /// Measure a suite against same-run baselines.
     ///
-    /// Runs for seconds to minutes (use --quick for a smoke run). Each side
-    /// of a measurement waits for the other at most 30 seconds at a step,
-    /// then gives up (exit 1).
+    /// Runs for seconds to minutes (use --quick for a smoke run). Waits
+    /// only for its own child processes; a side whose peer is gone gives up
+    /// (exit 1) within 30 seconds.
     Bench {
         /// Which suite.
         suite: bench::Suite,
