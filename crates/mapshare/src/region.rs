@@ -40,12 +40,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Origin, Result};
 use crate::sys;
 use crate::sys::lock::LockKind;
 use crate::sys::mem::Advice;
+use crate::sys::sigbus;
 
 /// The byte every `Region` over a file holds a shared OFD lock on, and
 /// that a shrink must lock exclusively. It lies at the top of the lockable
@@ -389,6 +390,19 @@ pub struct Region {
     offset: u64,
     /// The view runs to the end of the file and follows it on refresh.
     to_end: bool,
+    /// The mapping's entry in the process-wide SIGBUS registry (file
+    /// backings only: sealed memfds cannot shrink).
+    sigbus: Option<sigbus::Registration>,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // Unregister before the mapping is unmapped (fields drop after
+        // this), so the handler never maps over reused addresses.
+        if let Some(r) = &self.sigbus {
+            r.clear();
+        }
+    }
 }
 
 // SAFETY: `Region` owns its mapping and file; the raw pointer is only an
@@ -584,7 +598,15 @@ impl Region {
                 Err(e) => return Err(Error::io(&origin, "lock size guard", e)),
             }
         }
+        let sigbus = match backing {
+            Backing::File => Some(
+                sigbus::Registration::new()
+                    .map_err(|e| Error::io(&origin, "register with the SIGBUS handler", e))?,
+            ),
+            Backing::Memfd => None,
+        };
         let mut region = Region {
+            sigbus,
             mapping: Mapping::None,
             ptr: std::ptr::null_mut(),
             len: 0,
@@ -602,6 +624,9 @@ impl Region {
 
     /// Replaces the mapping with one of `len` bytes at `self.offset`.
     fn remap(&mut self, len: usize) -> Result<()> {
+        if let Some(r) = &self.sigbus {
+            r.clear();
+        }
         self.mapping = Mapping::None;
         self.ptr = std::ptr::null_mut();
         self.len = 0;
@@ -628,6 +653,9 @@ impl Region {
         };
         self.mapping = mapped;
         self.len = len;
+        if let Some(r) = &self.sigbus {
+            r.set(self.ptr, len);
+        }
         Ok(())
     }
 
@@ -701,7 +729,11 @@ impl Region {
         // cannot overlap a mapping we own. No reference to mapped bytes is
         // created.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(start), buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        // The copy may have hit a page the SIGBUS handler replaced: report
+        // that before the caller sees the bytes. The fence keeps the
+        // compiler from moving the check above the copy.
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()
     }
 
     /// Copies `len` bytes starting at `offset` into a new vector.
@@ -726,7 +758,8 @@ impl Region {
         // this process through safe code; `data` cannot overlap the mapping
         // because no safe API hands out references into it.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(start), data.len()) };
-        Ok(())
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()
     }
 
     fn atomic_ptr(&self, offset: u64, size: usize) -> Result<*mut u8> {
@@ -777,7 +810,10 @@ impl Region {
         let p = self.aligned_ptr(offset, 4)?;
         // SAFETY: as in `atomic_u32`; only a load is performed, which is
         // valid on read-only memory, and the reference does not escape.
-        Ok(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
+        let v = unsafe { AtomicU32::from_ptr(p.cast()) }.load(order);
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()?;
+        Ok(v)
     }
 
     /// Atomically loads the `u64` at `offset` (8-aligned in memory), with
@@ -785,7 +821,10 @@ impl Region {
     pub fn load_u64(&self, offset: u64, order: Ordering) -> Result<u64> {
         let p = self.aligned_ptr(offset, 8)?;
         // SAFETY: as in `load_u32`, for 8 bytes.
-        Ok(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
+        let v = unsafe { AtomicU64::from_ptr(p.cast()) }.load(order);
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()?;
+        Ok(v)
     }
 
     /// The address of the region's first byte. Reading or writing through it
@@ -966,10 +1005,52 @@ impl Region {
         file_size(&self.file, &self.origin)
     }
 
+    /// Reports [`Error::Truncated`] if an access to this region hit a page
+    /// that vanished (the file was shrunk behind mapshare's back) since it
+    /// was mapped or last refreshed: the bytes read since then may be
+    /// zeros, and writes may have been lost. One relaxed load when nothing
+    /// happened.
+    ///
+    /// [`Region::read_at`], [`Region::write_at`], the `load_*` methods,
+    /// [`Region::check`] and [`Region::refresh`] call it themselves. Code
+    /// that reads the mapping through atomics or raw pointers calls it
+    /// after reading and before trusting what it read. The fault is sticky:
+    /// every call reports it until [`Region::refresh`] remaps the region.
+    /// See [`sys::sigbus`](crate::sys) for how a fault becomes a zero page
+    /// instead of a crash.
+    #[inline]
+    pub fn check_faults(&self) -> Result<()> {
+        match &self.sigbus {
+            Some(r) if r.faults() != 0 => Err(self.fault_error()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `Truncated` error for a recorded fault: the size the region
+    /// needs, and the smaller of the file's size now and the start of the
+    /// first page that was found missing.
+    #[cold]
+    fn fault_error(&self) -> Error {
+        let end = self.offset + self.len as u64;
+        let mut actual = self.file_len().unwrap_or(0);
+        if let Some(addr) = self.sigbus.as_ref().and_then(|r| r.first_fault()) {
+            let page = sys::page_size() as u64;
+            let into = (addr as u64).saturating_sub(self.ptr as u64);
+            let missing = (self.offset + into) & !(page - 1);
+            actual = actual.min(missing);
+        }
+        Error::Truncated {
+            origin: self.origin.clone(),
+            expected: end,
+            actual: actual.min(end.saturating_sub(1)),
+        }
+    }
+
     /// Checks that the backing object still covers the whole region; returns
-    /// [`Error::Truncated`] if somebody shrank it. Accessing a truncated
-    /// region would end in `SIGBUS`.
+    /// [`Error::Truncated`] if somebody shrank it, or if an access already
+    /// found a page missing ([`Region::check_faults`]).
     pub fn check(&self) -> Result<()> {
+        self.check_faults()?;
         let size = self.file_len()?;
         let end = self.offset + self.len as u64;
         if size < end {
@@ -990,16 +1071,19 @@ impl Region {
     /// (so later accesses are `OutOfBounds`, not `SIGBUS`) and the call
     /// returns [`Error::Truncated`].
     pub fn refresh(&mut self) -> Result<Refresh> {
+        let faulted = self.check_faults().err();
         let size = self.file_len()?;
         let end = self.offset + self.len as u64;
-        if size < end {
-            let remaining = size.saturating_sub(self.offset) as usize;
-            self.remap(remaining)?;
-            return Err(Error::Truncated {
+        if size < end || faulted.is_some() {
+            let error = faulted.unwrap_or(Error::Truncated {
                 origin: self.origin.clone(),
                 expected: end,
                 actual: size,
             });
+            // Remapping also throws the zero pages away.
+            let remaining = size.saturating_sub(self.offset).min(self.len as u64) as usize;
+            self.remap(remaining)?;
+            return Err(error);
         }
         if self.to_end && size > end {
             let from = self.len;

@@ -406,3 +406,185 @@ fn atomics_are_shared_between_regions_of_one_file() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(u64::from_ne_bytes(bytes[64..72].try_into().unwrap()), 11);
 }
+
+// ---- No SIGBUS, ever (issue 7, D14) ----
+
+/// Shrinks `path` the way a program that ignores mapshare does: a plain
+/// `ftruncate` on its own descriptor, no guard lock.
+fn truncate_behind_our_back(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+#[test]
+fn reads_and_writes_after_an_outside_truncate_report_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "cut", &pattern(4 * PAGE as usize));
+    let mut region = Region::open(&path).unwrap();
+    truncate_behind_our_back(&path, PAGE);
+
+    // Without the handler, this read dies with SIGBUS (and the whole test
+    // binary with it).
+    let mut buf = [0xffu8; 16];
+    match region.read_at(2 * PAGE + 5, &mut buf) {
+        Err(Error::Truncated {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, 4 * PAGE);
+            assert_eq!(actual, PAGE);
+        }
+        other => panic!("read after truncate: {other:?}"),
+    }
+    // The fault is sticky: even bytes the file still has are not trusted
+    // until a refresh.
+    assert!(matches!(
+        region.read_vec(0, 4),
+        Err(Error::Truncated { .. })
+    ));
+    assert!(matches!(
+        region.write_at(3 * PAGE, b"lost"),
+        Err(Error::Truncated { .. })
+    ));
+    assert!(matches!(region.check(), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        region.check_faults(),
+        Err(Error::Truncated { .. })
+    ));
+    assert!(matches!(region.refresh(), Err(Error::Truncated { .. })));
+    // After the refresh the region maps what is left, and it is intact.
+    assert_eq!(region.len(), PAGE as usize);
+    assert_eq!(region.read_vec(0, 64).unwrap(), pattern(64));
+    region.check().unwrap();
+}
+
+#[test]
+fn a_write_into_a_vanished_page_reports_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "cutw", &pattern(2 * PAGE as usize));
+    let mut region = Region::open(&path).unwrap();
+    truncate_behind_our_back(&path, 0);
+    match region.write_at(PAGE + 1, b"into the void") {
+        Err(Error::Truncated {
+            expected, actual, ..
+        }) => assert_eq!((expected, actual), (2 * PAGE, 0)),
+        other => panic!("write after truncate: {other:?}"),
+    }
+    // Nothing reached the file.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+}
+
+#[test]
+fn a_window_and_a_copy_on_write_region_survive_an_outside_truncate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "cutwin", &pattern(8 * PAGE as usize));
+    let window = RegionOptions::new()
+        .access(Access::ReadOnly)
+        .window(3 * PAGE + 17, 2 * PAGE)
+        .open(&path)
+        .unwrap();
+    let cow = RegionOptions::new()
+        .access(Access::CopyOnWrite)
+        .open(&path)
+        .unwrap();
+    truncate_behind_our_back(&path, 4 * PAGE);
+    assert!(matches!(
+        window.read_vec(PAGE, 100),
+        Err(Error::Truncated { actual, .. }) if actual == 4 * PAGE
+    ));
+    assert!(matches!(
+        cow.read_vec(6 * PAGE, 8),
+        Err(Error::Truncated { .. })
+    ));
+    assert!(matches!(
+        window.load_u32(PAGE + 3, std::sync::atomic::Ordering::Relaxed),
+        Err(Error::Truncated { .. })
+    ));
+}
+
+/// Child-process scenarios for the chaining tests: a SIGBUS outside any
+/// mapshare mapping must behave as if mapshare were not there. They run in
+/// a re-executed test binary because they end the process.
+const CHILD: &str = "MAPSHARE_SIGBUS_CHILD";
+static FOREIGN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[test]
+fn sigbus_child_entry() {
+    let Ok(scenario) = std::env::var(CHILD) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    if scenario == "previous-handler" {
+        extern "C" fn previous(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+            // 42 only for the foreign fault: mapshare's own must not come here.
+            let code = if FOREIGN.load(std::sync::atomic::Ordering::SeqCst) {
+                42
+            } else {
+                41
+            };
+            // SAFETY: _exit is async-signal-safe.
+            unsafe { libc::_exit(code) }
+        }
+        // SAFETY: installs a plain SA_SIGINFO handler in this child only.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) = previous;
+            act.sa_sigaction = f as usize;
+            act.sa_flags = libc::SA_SIGINFO;
+            libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut());
+        }
+    }
+    // A mapshare mapping installs mapshare's handler, and its own fault is
+    // handled, not chained.
+    let ours = file_with(dir.path(), "ours", &pattern(2 * PAGE as usize));
+    let region = Region::open(&ours).unwrap();
+    truncate_behind_our_back(&ours, 0);
+    assert!(matches!(
+        region.read_vec(PAGE, 1),
+        Err(Error::Truncated { .. })
+    ));
+    // A mapping mapshare knows nothing about: its fault is not ours.
+    FOREIGN.store(true, std::sync::atomic::Ordering::SeqCst);
+    let theirs = file_with(dir.path(), "theirs", &pattern(2 * PAGE as usize));
+    let f = std::fs::File::open(&theirs).unwrap();
+    let map = memmap2::MmapOptions::new().map_raw_read_only(&f).unwrap();
+    truncate_behind_our_back(&theirs, 0);
+    // SAFETY: in bounds of the mapping; the read is meant to fault.
+    let b = unsafe { std::ptr::read_volatile(map.as_ptr().add(PAGE as usize)) };
+    println!("survived a foreign SIGBUS, read {b}");
+    std::process::exit(3);
+}
+
+fn run_child(scenario: &str) -> std::process::ExitStatus {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigbus_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, scenario)
+        .output()
+        .unwrap();
+    eprintln!(
+        "child {scenario}: {:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status
+}
+
+#[test]
+fn a_foreign_sigbus_still_reaches_the_previous_handler() {
+    assert_eq!(run_child("previous-handler").code(), Some(42));
+}
+
+#[test]
+fn a_foreign_sigbus_still_kills_by_default() {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(run_child("default").signal(), Some(libc::SIGBUS));
+}
