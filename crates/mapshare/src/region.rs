@@ -275,49 +275,50 @@ impl RegionOptions {
     }
 
     /// Opens (or creates) `path` and maps it.
+    ///
+    /// A file opened for writing (read-write access, or any creation) must
+    /// be a regular file on an ordinary file system: anything else is
+    /// refused before it is opened for writing ([`Error::NotAFile`],
+    /// [`Error::SpecialFileSystem`]), checked on the very inode that is
+    /// then opened.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Region> {
         let path = path.as_ref();
         let origin = Origin::path(path);
-        let mut oo = OpenOptions::new();
-        // O_NONBLOCK: opening a FIFO must not wait for a writer (it is
-        // then refused as not a regular file); no effect on regular files.
-        oo.read(true).custom_flags(libc::O_NONBLOCK);
         let writable = self.access == Access::ReadWrite || self.create.is_some();
-        if writable {
-            oo.write(true);
+        if let Some(Create::New { size: 0 } | Create::OpenOrCreate { size: 0 }) = self.create {
+            return Err(Error::ZeroLength {
+                origin,
+                what: "file",
+            });
         }
-        match self.create {
-            Some(Create::New { .. }) => {
-                oo.create_new(true).mode(self.mode);
+        let file = match self.create {
+            Some(Create::New { .. }) => create_exclusive(path, &origin, self.mode)?,
+            Some(Create::OpenOrCreate { .. }) => loop {
+                match open_for_write(path, &origin) {
+                    Err(Error::NotFound { .. }) => {}
+                    other => break other?,
+                }
+                match create_exclusive(path, &origin, self.mode) {
+                    // Somebody else created it meanwhile: open theirs.
+                    Err(Error::AlreadyExists { .. }) => continue,
+                    other => break other?,
+                }
+            },
+            None if writable => open_for_write(path, &origin)?,
+            None => {
+                // O_NONBLOCK: opening a FIFO must not wait for a writer (it
+                // is then refused as not a regular file).
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)
+                    .map_err(|e| Error::io(&origin, "open read-only", e))?;
+                regular_file(&file, &origin)?;
+                file
             }
-            Some(Create::OpenOrCreate { .. }) => {
-                oo.create(true).mode(self.mode);
-            }
-            None => {}
-        }
-        let op = if writable {
-            "open read-write"
-        } else {
-            "open read-only"
         };
-        let file = oo.open(path).map_err(|e| Error::io(&origin, op, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(&origin, "fstat", e))?;
-        if meta.is_dir() {
-            return Err(Error::IsDirectory { origin });
-        }
-        if !meta.is_file() {
-            return Err(Error::NotAFile { origin });
-        }
         match self.create {
             Some(Create::New { size }) | Some(Create::OpenOrCreate { size }) => {
-                if size == 0 {
-                    return Err(Error::ZeroLength {
-                        origin,
-                        what: "file",
-                    });
-                }
                 if let Err(e) = reserve(&file, &origin, 0, size) {
                     if matches!(self.create, Some(Create::New { .. })) {
                         // We made the file and could not give it its size:
@@ -434,6 +435,64 @@ fn reserve(file: &File, origin: &Origin, offset: u64, len: u64) -> Result<()> {
         },
         _ => Error::io(origin, "fallocate", e),
     })
+}
+
+/// Refuses anything but a regular file.
+fn regular_file(file: &File, origin: &Origin) -> Result<()> {
+    let meta = file.metadata().map_err(|e| Error::io(origin, "fstat", e))?;
+    if meta.is_dir() {
+        return Err(Error::IsDirectory {
+            origin: origin.clone(),
+        });
+    }
+    if !meta.is_file() {
+        return Err(Error::NotAFile {
+            origin: origin.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses anything but a regular file on an ordinary file system, judged
+/// from a descriptor of the very inode (no path lookup in between).
+pub(crate) fn writable_target(file: &File, origin: &Origin) -> Result<()> {
+    regular_file(file, origin)?;
+    match sys::open::special_fs(file) {
+        Ok(None) => Ok(()),
+        Ok(Some(fs)) => Err(Error::SpecialFileSystem {
+            origin: origin.clone(),
+            fs,
+        }),
+        Err(e) => Err(Error::io(origin, "fstatfs", e)),
+    }
+}
+
+/// Opens the existing file at `path` read-write, after checking (on an
+/// `O_PATH` descriptor that pins the inode) that it is a regular file on an
+/// ordinary file system. Nothing is opened for writing before that check,
+/// and what is opened is the inode that was checked.
+pub(crate) fn open_for_write(path: &Path, origin: &Origin) -> Result<File> {
+    let handle = sys::open::path_handle(path).map_err(|e| Error::io(origin, "open", e))?;
+    writable_target(&handle, origin)?;
+    sys::open::reopen(&handle, true).map_err(|e| Error::io(origin, "open read-write", e))
+}
+
+/// Creates a new file at `path` (failing if it exists) and checks where it
+/// landed; a refused file is removed again.
+fn create_exclusive(path: &Path, origin: &Origin, mode: u32) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(origin, "create", e))?;
+    if let Err(e) = writable_target(&file, origin) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
 }
 
 fn file_size(file: &File, origin: &Origin) -> Result<u64> {

@@ -588,3 +588,96 @@ fn a_foreign_sigbus_still_kills_by_default() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(run_child("default").signal(), Some(libc::SIGBUS));
 }
+
+// ---- Special files are never written; files appear whole (D15) ----
+
+fn raw_spec() -> mapshare::Spec {
+    mapshare::Spec::new(
+        mapshare::Kind::Raw,
+        mapshare::Fingerprint::new("tests::d15", 0, 1),
+        4096,
+    )
+}
+
+#[test]
+fn files_on_special_file_systems_are_never_opened_for_writing() {
+    use mapshare::SharedFile;
+    use std::time::Duration;
+    // A procfs file this process may write: the thread's name. Before the
+    // fix, open_or_create truncated it and wrote a header into it.
+    let comm = Path::new("/proc/thread-self/comm");
+    let before = std::fs::read(comm).unwrap();
+    let special = |r: mapshare::Result<()>, fs: &str| match r {
+        Err(Error::SpecialFileSystem { fs: found, .. }) => assert_eq!(found, fs),
+        other => panic!("expected SpecialFileSystem({fs}), got {other:?}"),
+    };
+    special(
+        SharedFile::open_or_create(comm, &raw_spec(), |_, _| Ok(())).map(drop),
+        "procfs",
+    );
+    special(
+        SharedFile::open_any(comm, Duration::from_millis(10)).map(drop),
+        "procfs",
+    );
+    special(Region::open(comm).map(drop), "procfs");
+    special(
+        RegionOptions::new().create(4096).open(comm).map(drop),
+        "procfs",
+    );
+    special(
+        SharedFile::open_or_create("/proc/self/status", &raw_spec(), |_, _| Ok(())).map(drop),
+        "procfs",
+    );
+    assert_eq!(
+        std::fs::read(comm).unwrap(),
+        before,
+        "the thread name changed"
+    );
+    let sysfs = Path::new("/sys/kernel/mm/transparent_hugepage/enabled");
+    if sysfs.exists() {
+        special(Region::open(sysfs).map(drop), "sysfs");
+    }
+}
+
+#[test]
+fn an_empty_or_foreign_file_is_never_initialized_over() {
+    use mapshare::SharedFile;
+    let dir = tempfile::tempdir().unwrap();
+    let empty = file_with(dir.path(), "empty", b"");
+    // Before the fix, an empty file was taken for a new one and
+    // initialized.
+    assert!(matches!(
+        SharedFile::open_or_create(&empty, &raw_spec(), |_, _| Ok(())),
+        Err(Error::NotMapshare { .. })
+    ));
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    let text = file_with(dir.path(), "text", b"somebody's notes");
+    assert!(SharedFile::open_or_create(&text, &raw_spec(), |_, _| Ok(())).is_err());
+    assert_eq!(std::fs::read(&text).unwrap(), b"somebody's notes");
+}
+
+#[test]
+fn a_new_file_gets_its_name_only_when_complete() {
+    use mapshare::SharedFile;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("whole");
+    let mut spec = raw_spec();
+    spec.mode = 0o640;
+    let file = SharedFile::open_or_create(&path, &spec, |region, header| {
+        // Inside the initializer nothing is visible yet, not even a
+        // temporary name (O_TMPFILE on this file system).
+        assert!(!path.exists(), "visible before it was ready");
+        region.write_at(header.object_offset, b"ready")
+    })
+    .unwrap();
+    assert!(file.created());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & !0o640, 0, "mode {mode:o} exceeds the spec's 640");
+    assert_eq!(mode & 0o600, 0o600, "mode {mode:o}");
+    let again =
+        SharedFile::open_or_create(&path, &spec, |_, _| panic!("initialized twice")).unwrap();
+    assert!(!again.created());
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}

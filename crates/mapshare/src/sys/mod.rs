@@ -12,6 +12,7 @@
 pub mod futex;
 pub mod lock;
 pub(crate) mod mem;
+pub(crate) mod open;
 pub(crate) mod sigbus;
 
 use std::fs::File;

@@ -229,9 +229,9 @@ impl Drop for Registration {
 fn install() -> io::Result<()> {
     INSTALL.call_once(|| {
         PAGE.store(super::page_size(), Ordering::SeqCst);
+        let mut old = MaybeUninit::<libc::sigaction>::zeroed();
         // SAFETY: `sigaction` with a null new action only reads the current
         // disposition into `old`, which is valid writable memory.
-        let mut old = MaybeUninit::<libc::sigaction>::zeroed();
         let rc = unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), old.as_mut_ptr()) };
         if rc != 0 {
             INSTALL_ERROR.store(
