@@ -681,3 +681,28 @@ fn a_new_file_gets_its_name_only_when_complete() {
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
+
+fn shared_value_cut_away() -> mapshare::Result<u64> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("value");
+    let value = mapshare::Shared::<u64>::open_or_create(&path, &7).unwrap();
+    assert_eq!(value.load().unwrap(), 7);
+    truncate_behind_our_back(&path, 0);
+    // Without the handler, the lock word's page faults and the process
+    // dies of SIGBUS here.
+    value.load()
+}
+
+#[test]
+fn a_shared_value_survives_an_outside_truncate() {
+    let _ = shared_value_cut_away();
+}
+
+#[test]
+#[ignore = "needs Shared::load to call Region::check_faults after the copy; lead wires it"]
+fn a_shared_value_load_after_an_outside_truncate_reports_truncated() {
+    assert!(matches!(
+        shared_value_cut_away(),
+        Err(Error::Truncated { .. })
+    ));
+}
