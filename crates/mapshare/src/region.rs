@@ -25,11 +25,31 @@
 //! one byte far past any real data ([`GUARD_BYTE`]); a shrink through
 //! mapshare needs that byte exclusively, so it is refused with
 //! [`Error::Busy`] while any other `Region` (in any process) maps the file.
-//! A shrink by a program that does not play along (`truncate(1)`) is
-//! detected by [`Region::check`] and [`Region::refresh`] and reported as
-//! [`Error::Truncated`]; between the shrink and that check an access can
-//! still fault, which no user-space library can prevent. Anonymous regions
-//! are memfds sealed against shrinking, so they cannot fault this way.
+//! A shrink by a program that does not play along (`truncate(1)`) cannot
+//! be prevented, so its consequence is handled: every file-backed mapping
+//! is registered with a process-wide `SIGBUS` handler (installed with the
+//! first one, chained to any handler installed before), which maps a
+//! private zero page over a vanished page, records the fault, and lets the
+//! access complete. [`Region::read_at`], [`Region::write_at`], the `load_*`
+//! methods, [`Region::check`] and [`Region::refresh`] then report
+//! [`Error::Truncated`] (the size the region needs, and what is left)
+//! before they return any data; code that reads through atomics or raw
+//! pointers calls [`Region::check_faults`] after reading. The fault stays
+//! recorded until [`Region::refresh`] remaps the region to what is left.
+//! The handler's design, chaining and limits are described in the
+//! `sys::sigbus` module (crate-private): a write into a vanished page is
+//! lost; the process never dies of it. Anonymous regions are memfds sealed
+//! against shrinking, so they cannot fault this way.
+//!
+//! # Special files
+//!
+//! A region opened for writing (read-write, or created) must be a regular
+//! file on an ordinary file system. The path is first opened with `O_PATH`
+//! (no side effects, pins the inode); `fstat`/`fstatfs` on that descriptor
+//! refuse directories, devices, FIFOs and files on procfs, sysfs, cgroup,
+//! debugfs, tracefs, securityfs, bpf and the like
+//! ([`Error::SpecialFileSystem`]); only then is the same inode reopened
+//! read-write through `/proc/self/fd/N`.
 //!
 //! Zero-length mappings do not exist in POSIX (`mmap` fails with `EINVAL`),
 //! so an empty file or window is an error rather than an empty region.

@@ -67,6 +67,11 @@
 //!   the later one replaces the earlier, so a write another thread made to
 //!   the first zero page may vanish. Both accesses complete; both see the
 //!   counter.
+//! - **Other threads** see the counter through a relaxed load with no
+//!   ordering against the faulting thread: exact for the thread that
+//!   faulted (the handler ran on it), "soon" for the others. A thread that
+//!   reads a zero page another thread installed does not fault itself; it
+//!   relies on the counter being visible by its next check.
 //! - **A mapping unregistered while a fault on it is in flight** makes the
 //!   remover wait for that handler (a few microseconds). A fault that
 //!   starts after the entry was cleared is not ours: it is chained, and
