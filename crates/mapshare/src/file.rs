@@ -461,6 +461,9 @@ impl SharedFile {
             })?;
         let header = Header::parse(&origin, &prefix, region.len() as u64)?;
         let lease = LeaseTable::new(&region, header.lease_offset, header.lease_slots).attach()?;
+        // The lease table is read through atomics: a page cut away under
+        // them shows up only here.
+        region.check_faults()?;
         Ok(SharedFile {
             region,
             header,
