@@ -216,6 +216,23 @@ impl SharedFile {
         }
     }
 
+    /// Creates a new mapshare file at `path`, failing with
+    /// [`Error::AlreadyExists`] if anything is there. As with
+    /// [`SharedFile::open_or_create`], the file gets its name only once
+    /// `init` has run and it is `READY`; a failure leaves nothing behind.
+    pub fn create_new(
+        path: impl AsRef<Path>,
+        spec: &Spec,
+        init: impl FnOnce(&mut Region, &Header) -> Result<()>,
+    ) -> Result<SharedFile> {
+        let path = path.as_ref();
+        let origin = Origin::path(path);
+        match Self::create_linked(path, &origin, spec, init)? {
+            Some(file) => Self::attach(file, origin, true),
+            None => Err(Error::AlreadyExists { origin }),
+        }
+    }
+
     /// An existing file at the path: attach if it is a ready mapshare
     /// file; initialize in place only a fresh file with no name.
     fn open_existing<F>(

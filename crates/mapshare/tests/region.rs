@@ -706,3 +706,33 @@ fn a_shared_value_load_after_an_outside_truncate_reports_truncated() {
         Err(Error::Truncated { .. })
     ));
 }
+
+#[test]
+fn create_new_never_takes_an_existing_file() {
+    use mapshare::SharedFile;
+    let dir = tempfile::tempdir().unwrap();
+    let empty = file_with(dir.path(), "empty", b"");
+    assert!(matches!(
+        SharedFile::create_new(&empty, &raw_spec(), |_, _| Ok(())),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+    let fresh = dir.path().join("fresh");
+    let f = SharedFile::create_new(&fresh, &raw_spec(), |_, _| Ok(())).unwrap();
+    assert!(f.created());
+    assert!(matches!(
+        SharedFile::create_new(&fresh, &raw_spec(), |_, _| Ok(())),
+        Err(Error::AlreadyExists { .. })
+    ));
+    // A failing initializer leaves nothing behind.
+    let failed = dir.path().join("failed");
+    let err = SharedFile::create_new(&failed, &raw_spec(), |_, _| {
+        Err(Error::Unsupported {
+            origin: mapshare::Origin::anonymous("test"),
+            what: "this",
+            why: "the test says so",
+        })
+    });
+    assert!(err.is_err());
+    assert!(!failed.exists());
+}
