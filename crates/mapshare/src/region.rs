@@ -567,6 +567,7 @@ impl Region {
     pub fn from_fd(fd: OwnedFd) -> Result<Region> {
         let file = File::from(fd);
         let origin = Origin::anonymous(&format!("fd{}", file.as_raw_fd()));
+        writable_target(&file, &origin)?;
         let backing = match sys::is_sealed_against_shrink(&file) {
             Ok(true) => Backing::Memfd,
             _ => Backing::File,
@@ -710,6 +711,10 @@ impl Region {
         self.ptr = std::ptr::null_mut();
         self.len = 0;
         if len == 0 {
+            if let Some(r) = &self.sigbus {
+                // Nothing mapped: protect nothing, forget old faults.
+                r.set(std::ptr::null(), 0);
+            }
             return Ok(());
         }
         let mut opts = memmap2::MmapOptions::new();
@@ -1186,6 +1191,8 @@ impl Region {
                 origin: self.origin.clone(),
             });
         }
+        // A remap forgets recorded faults: report them first.
+        self.check_faults()?;
         if new_len < self.len {
             return self.shrink(new_len);
         }
@@ -1222,6 +1229,7 @@ impl Region {
     /// cannot shrink.
     pub fn shrink(&mut self, new_len: usize) -> Result<()> {
         self.writable()?;
+        self.check_faults()?;
         let unsupported = |why| Error::Unsupported {
             origin: self.origin.clone(),
             what: "shrinking",

@@ -736,3 +736,23 @@ fn create_new_never_takes_an_existing_file() {
     assert!(err.is_err());
     assert!(!failed.exists());
 }
+
+#[test]
+fn a_fault_is_reported_once_more_by_grow_and_forgotten_after_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_with(dir.path(), "regrow", &pattern(4 * PAGE as usize));
+    let mut region = Region::open(&path).unwrap();
+    truncate_behind_our_back(&path, 0);
+    assert!(matches!(
+        region.read_vec(PAGE, 1),
+        Err(Error::Truncated { .. })
+    ));
+    // Growing would remap and forget the fault: it reports it instead.
+    assert!(matches!(
+        region.grow(8 * PAGE as usize),
+        Err(Error::Truncated { .. })
+    ));
+    assert!(matches!(region.refresh(), Err(Error::Truncated { .. })));
+    assert!(region.is_empty());
+    region.check_faults().unwrap();
+}

@@ -180,7 +180,8 @@ impl Registration {
 
     /// Protects the mapping `[start, start + len)` and resets the fault
     /// record. Any earlier range must have been cleared with
-    /// [`Registration::clear`].
+    /// [`Registration::clear`]. A null `start` protects nothing (and still
+    /// resets the record).
     pub fn set(&self, start: *const u8, len: usize) {
         let e = self.entry();
         e.len.store(len, Ordering::SeqCst);
