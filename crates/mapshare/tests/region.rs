@@ -756,3 +756,36 @@ fn a_fault_is_reported_once_more_by_grow_and_forgotten_after_refresh() {
     assert!(region.is_empty());
     region.check_faults().unwrap();
 }
+
+#[test]
+fn threads_fault_at_once_while_other_regions_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = file_with(dir.path(), "cut", &pattern(64 * PAGE as usize));
+    let steady = file_with(dir.path(), "steady", &pattern(4 * PAGE as usize));
+    let region = Region::open(&cut).unwrap();
+    truncate_behind_our_back(&cut, 0);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let region = &region;
+            s.spawn(move || {
+                for page in 0..64 {
+                    let at = ((page + t * 16) % 64) * PAGE + t;
+                    assert!(matches!(
+                        region.read_vec(at, 8),
+                        Err(Error::Truncated { .. })
+                    ));
+                }
+            });
+        }
+        // Registrations churn while the handler runs on other threads.
+        s.spawn(|| {
+            for _ in 0..200 {
+                let r = Region::open_read_only(&steady).unwrap();
+                assert_eq!(
+                    r.read_vec(PAGE, 4).unwrap(),
+                    pattern(2 * PAGE as usize)[PAGE as usize..][..4]
+                );
+            }
+        });
+    });
+}

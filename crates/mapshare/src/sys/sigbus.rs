@@ -67,11 +67,14 @@
 //!   the later one replaces the earlier, so a write another thread made to
 //!   the first zero page may vanish. Both accesses complete; both see the
 //!   counter.
-//! - **Other threads** see the counter through a relaxed load with no
-//!   ordering against the faulting thread: exact for the thread that
-//!   faulted (the handler ran on it), "soon" for the others. A thread that
-//!   reads a zero page another thread installed does not fault itself; it
-//!   relies on the counter being visible by its next check.
+//! - **Other threads** see the counter through a relaxed load: exact for
+//!   the thread that faulted (the handler ran on it). A thread that reads a
+//!   zero page another thread installed does not fault itself; the handler
+//!   raises the counter (SeqCst) *before* its `mmap` system call installs
+//!   the page, so such a reader finds it raised on the hardware Linux runs
+//!   on (the system call orders the store before the page becomes
+//!   visible), though Rust's memory model has no words for a page-table
+//!   change.
 //! - **A mapping unregistered while a fault on it is in flight** makes the
 //!   remover wait for that handler (a few microseconds). A fault that
 //!   starts after the entry was cleared is not ours: it is chained, and
@@ -309,6 +312,11 @@ fn replace_page(addr: usize) -> bool {
         let inside = start != 0 && addr >= start && addr - start < len;
         if inside {
             let page_addr = addr & !(page - 1);
+            // Record first, map second: a thread that reads the zero page
+            // without faulting itself (another thread installed it) must
+            // already find the counter raised when it checks.
+            e.first_fault.fetch_min(addr, Ordering::SeqCst);
+            e.faults.fetch_add(1, Ordering::SeqCst);
             // SAFETY: the page lies (at least partly) in a mapping that
             // mapshare owns and that cannot be unmapped while we are
             // in flight (`Registration::clear` waits for us). Replacing it
@@ -324,10 +332,6 @@ fn replace_page(addr: usize) -> bool {
                     rustix::mm::MapFlags::PRIVATE | rustix::mm::MapFlags::FIXED,
                 )
             };
-            if mapped.is_ok() {
-                e.first_fault.fetch_min(addr, Ordering::Relaxed);
-                e.faults.fetch_add(1, Ordering::Relaxed);
-            }
             e.in_flight.fetch_sub(1, Ordering::SeqCst);
             return mapped.is_ok();
         }
