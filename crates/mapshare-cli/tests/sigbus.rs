@@ -214,3 +214,19 @@ fn send_and_recv_on_a_queue_truncated_mid_stream_exit_with_an_error() {
     assert_clean_truncated("send", send, &send_err);
     assert_clean_truncated("recv", recv, &recv_err);
 }
+
+/// Issue 7, D15: `recv /proc/self/status` used to open it read-write,
+/// truncate it and write a header into it.
+#[test]
+fn recv_and_send_refuse_files_on_special_file_systems() {
+    for args in [
+        ["recv", "/proc/self/status", "--timeout", "1s"],
+        ["send", "/proc/self/comm", "--capacity", "64KiB"],
+    ] {
+        let o = bin().args(args).stdin(Stdio::null()).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.contains("procfs"), "{args:?}: {err:?}");
+    }
+}
