@@ -96,6 +96,8 @@ pub fn new_unnamed(dir: &Path, stem: &str, mode: u32) -> io::Result<(File, Optio
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
+    // Keep the temporary name well inside NAME_MAX.
+    let stem: String = stem.chars().take(40).collect();
     for attempt in 0u32..100 {
         let name = dir.join(format!(
             ".{stem}.{}.{nanos:x}.{attempt}.mapshare-new",
