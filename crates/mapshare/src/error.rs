@@ -214,6 +214,17 @@ pub enum Error {
         why: &'static str,
     },
 
+    /// The file lives on a special file system (procfs, sysfs, cgroup,
+    /// ...) whose files are kernel interfaces, not data: mapshare never
+    /// opens such a file for writing.
+    #[error("{origin}: refusing to write a file on {fs}, a special file system: only regular files on ordinary file systems are opened for writing")]
+    SpecialFileSystem {
+        /// The file.
+        origin: Origin,
+        /// The file system's name.
+        fs: &'static str,
+    },
+
     /// The file is not a mapshare file (no magic number).
     #[error("{origin}: not a mapshare file")]
     NotMapshare {

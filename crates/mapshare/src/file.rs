@@ -1,28 +1,39 @@
 //! Opening mapshare files: the create-or-open protocol and the attachment
 //! a process holds while it has a file open.
 //!
-//! When many processes open a new file at once, exactly one initializes it
-//! and the others wait until it is ready:
+//! # Files appear whole
 //!
-//! 1. Everyone opens the path with `O_CREAT`. If the header's init state
-//!    already reads `READY`, the file is parsed and used: no lock taken.
-//! 2. Otherwise the opener takes an exclusive OFD lock on the file's init
-//!    byte ([`INIT_BYTE`]), retrying with backoff until its deadline
-//!    ([`Error::Timeout`] after that).
-//! 3. Holding the lock it looks again. `READY`: someone finished first.
-//!    An empty file, or magic plus `INITIALIZING`: the file is new, or its
-//!    initializer died mid-way (the kernel dropped its lock), so this
-//!    process initializes it: writes magic + `INITIALIZING` first, sizes
-//!    the file with `fallocate`, lays out the header, runs the caller's
-//!    initializer over the object, and only then stores `READY` (release).
-//!    Anything else is not a file to touch: a typed error.
-//! 4. It drops the init lock and takes a lease slot like everyone else.
+//! A mapshare file is never visible at its path before it is complete:
 //!
-//! A file with data but no magic is never initialized over: it is
-//! [`Error::NotMapshare`].
+//! 1. The opener looks at the path with an `O_PATH` descriptor. If a file
+//!    is there, it must be a regular file on an ordinary file system
+//!    (checked on that descriptor: no window between check and open), and
+//!    it is then opened read-write through `/proc/self/fd/N`, which opens
+//!    the very inode that was checked. Its header must read `READY`; an
+//!    empty file or any file without the magic number is
+//!    [`Error::NotMapshare`] and is never written.
+//! 2. If nothing is there, the opener builds a new file with no name in
+//!    the same directory (`O_TMPFILE`, or a temporary name where the file
+//!    system lacks it), sizes it with `fallocate`, lays out the header,
+//!    runs the caller's initializer over the object, stores `READY`,
+//!    flushes, and only then gives it the name with `linkat`, which never
+//!    replaces an existing file. `EEXIST` means another process won the
+//!    race: its file is complete, so this one is discarded and theirs
+//!    opened as in step 1. Exactly one process creates the file.
+//! 3. It takes a lease slot like everyone else.
+//!
+//! A creator that dies leaves nothing behind at the path (an `O_TMPFILE`
+//! vanishes with its last descriptor; a temporary name may stay, as a
+//! dot-file ending in `.mapshare-new`).
+//!
+//! A file without a name (a memfd reached through `/proc/self/fd/N`, or a
+//! deleted file) cannot be linked, and nobody else can find it by path: if
+//! it is empty it is initialized in place, under an exclusive OFD lock on
+//! its init byte ([`INIT_BYTE`]) so that two openers of one descriptor
+//! still agree on one initializer. That is how anonymous queues are made.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -68,6 +79,28 @@ impl Spec {
 
 /// A mapshare file this process has open and is attached to (holds a lease
 /// slot in). Dropping it releases the slot.
+///
+/// See the [module documentation](self) for how a new file is created so
+/// that nobody ever sees it half-made.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mapshare::{Fingerprint, Kind, SharedFile, Spec};
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("table");
+/// let spec = Spec::new(Kind::Raw, Fingerprint::new("my::Table", 1, 8), 4096);
+///
+/// // The first opener creates the file and runs the initializer...
+/// let first = SharedFile::open_or_create(&path, &spec, |region, header| {
+///     region.write_at(header.object_offset, b"hello")
+/// })?;
+/// assert!(first.created());
+/// // ...later ones (in this or other processes) find it ready.
+/// let second = SharedFile::open_or_create(&path, &spec, |_, _| unreachable!())?;
+/// assert!(!second.created());
+/// assert_eq!(second.object_len(), first.object_len());
+/// # Ok(()) }
+/// ```
 pub struct SharedFile {
     region: Region,
     header: Header,
@@ -135,11 +168,14 @@ fn judge(origin: &Origin, prefix: &[u8], size: u64) -> Found {
 }
 
 impl SharedFile {
-    /// Opens `path`, creating and initializing it if it does not exist (or
-    /// its initializer died). `init` runs in the one process that
-    /// initializes, over the zero-filled file, before anyone can use it.
-    /// Opening an existing file checks its kind and fingerprint against
-    /// `spec`.
+    /// Opens `path`, creating and initializing it if it does not exist.
+    /// `init` runs in the one process that creates the file, over the
+    /// zero-filled object, before the file has its name: nobody can see it
+    /// until it is complete. Opening an existing file checks its kind and
+    /// fingerprint against `spec`; an empty file or one without mapshare's
+    /// magic is [`Error::NotMapshare`] and is left untouched. Only regular
+    /// files on ordinary file systems are opened
+    /// ([`Error::SpecialFileSystem`] otherwise).
     pub fn open_or_create(
         path: impl AsRef<Path>,
         spec: &Spec,
@@ -147,23 +183,114 @@ impl SharedFile {
     ) -> Result<SharedFile> {
         let path = path.as_ref();
         let origin = Origin::path(path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(spec.mode)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| Error::io(&origin, "open read-write", e))?;
-        if !file
-            .metadata()
-            .map_err(|e| Error::io(&origin, "fstat", e))?
-            .is_file()
-        {
-            return Err(Error::NotAFile { origin });
+        let mut init = Some(init);
+        let start = Instant::now();
+        loop {
+            match crate::region::open_for_write(path, &origin) {
+                Ok(file) => {
+                    return Self::open_existing(file, origin, &mut init, spec)
+                        .and_then(|f| f.expecting(spec.kind, &spec.fingerprint));
+                }
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let Some(init) = init.take() else {
+                // We built a file, lost the race, and the winner's file
+                // vanished before we could open it.
+                return Err(Error::Busy {
+                    origin,
+                    why: "the file was created and removed again while we opened it".into(),
+                });
+            };
+            if let Some(file) = Self::create_linked(path, &origin, spec, init)? {
+                return Self::attach(file, origin, true);
+            }
+            // EEXIST: another process linked its complete file first.
+            if start.elapsed() > spec.timeout {
+                return Err(Error::Timeout {
+                    origin,
+                    what: "opening a file that keeps appearing and vanishing",
+                    waited: start.elapsed(),
+                });
+            }
         }
-        Self::attach_or_init(file, origin, Some((spec, init)), spec.timeout)
-            .and_then(|f| f.expecting(spec.kind, &spec.fingerprint))
+    }
+
+    /// Creates a new mapshare file at `path`, failing with
+    /// [`Error::AlreadyExists`] if anything is there. As with
+    /// [`SharedFile::open_or_create`], the file gets its name only once
+    /// `init` has run and it is `READY`; a failure leaves nothing behind.
+    pub fn create_new(
+        path: impl AsRef<Path>,
+        spec: &Spec,
+        init: impl FnOnce(&mut Region, &Header) -> Result<()>,
+    ) -> Result<SharedFile> {
+        let path = path.as_ref();
+        let origin = Origin::path(path);
+        match Self::create_linked(path, &origin, spec, init)? {
+            Some(file) => Self::attach(file, origin, true),
+            None => Err(Error::AlreadyExists { origin }),
+        }
+    }
+
+    /// An existing file at the path: attach if it is a ready mapshare
+    /// file; initialize in place only a fresh file with no name.
+    fn open_existing<F>(
+        file: File,
+        origin: Origin,
+        init: &mut Option<F>,
+        spec: &Spec,
+    ) -> Result<SharedFile>
+    where
+        F: FnOnce(&mut Region, &Header) -> Result<()>,
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(&origin, "fstat", e))?;
+        if meta.len() == 0 && meta.nlink() > 0 {
+            // Someone else's empty file: never ours to initialize.
+            return Err(Error::NotMapshare { origin });
+        }
+        // A file with no name (memfd, deleted file) may be initialized in
+        // place; one with a name is only ever attached to.
+        let create = if meta.nlink() == 0 {
+            init.take().map(|f| (spec, f))
+        } else {
+            None
+        };
+        Self::attach_or_init(file, origin, create, spec.timeout)
+    }
+
+    /// Builds a complete file under no name in `path`'s directory and links
+    /// it to `path`. `None` if `path` exists by then (someone else won).
+    fn create_linked<F>(path: &Path, origin: &Origin, spec: &Spec, init: F) -> Result<Option<File>>
+    where
+        F: FnOnce(&mut Region, &Header) -> Result<()>,
+    {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let stem = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (file, tmp_name) = sys::open::new_unnamed(dir, &stem, spec.mode)
+            .map_err(|e| Error::io(origin, "create", e))?;
+        let built = crate::region::writable_target(&file, origin)
+            .and_then(|()| Self::init_fresh(&file, origin, spec, init));
+        if let Err(e) = built {
+            if let Some(t) = &tmp_name {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(e);
+        }
+        match sys::open::link_into_place(&file, tmp_name.as_deref(), path) {
+            Ok(()) => Ok(Some(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::io(origin, "link into place", e)),
+        }
     }
 
     /// Opens an existing mapshare file holding `kind` of type `fingerprint`,
@@ -177,25 +304,16 @@ impl SharedFile {
         Self::open_any(path, timeout)?.expecting(kind, fingerprint)
     }
 
-    /// Opens an existing mapshare file of any kind and type.
+    /// Opens an existing mapshare file of any kind and type. Only regular
+    /// files on ordinary file systems are opened; an empty file is
+    /// [`Error::NotMapshare`].
     pub fn open_any(path: impl AsRef<Path>, timeout: Duration) -> Result<SharedFile> {
         let path = path.as_ref();
         let origin = Origin::path(path);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| Error::io(&origin, "open read-write", e))?;
+        let file = crate::region::open_for_write(path, &origin)?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(&origin, "fstat", e))?;
-        if meta.is_dir() {
-            return Err(Error::IsDirectory { origin });
-        }
-        if !meta.is_file() {
-            return Err(Error::NotAFile { origin });
-        }
         if meta.len() == 0 {
             return Err(Error::NotMapshare { origin });
         }
@@ -209,6 +327,9 @@ impl SharedFile {
         Ok(self)
     }
 
+    /// Attaches to a ready file, waiting for an in-place initialization in
+    /// progress (nameless files only) or doing it (`create` given, file
+    /// empty, init lock won).
     fn attach_or_init<F>(
         file: File,
         origin: Origin,
@@ -250,7 +371,10 @@ impl SharedFile {
         }
     }
 
-    /// Under the init lock: returns whether this process initialized.
+    /// Under the init lock, for a nameless file: returns whether this
+    /// process initialized it. Only an empty file is initialized; one that
+    /// an initializer left half-made is refused (it is never truncated:
+    /// another process may map it).
     fn init_locked<F>(file: &File, origin: &Origin, create: &mut Option<(&Spec, F)>) -> Result<bool>
     where
         F: FnOnce(&mut Region, &Header) -> Result<()>,
@@ -261,16 +385,24 @@ impl SharedFile {
             Found::Refuse(e) => return Err(e),
             Found::NeedsInit => {}
         }
-        let Some((spec, init)) = create.take() else {
-            // Opening without a spec: we cannot initialize. Report what
-            // the file is.
+        let (Some((spec, init)), 0) = (create.take(), size) else {
             return Err(Error::Corrupted {
                 origin: origin.clone(),
                 what: "header",
-                why: "the file was never fully initialized and no spec was given to initialize it"
-                    .into(),
+                why: "the file was never fully initialized (its initializer died)".into(),
             });
         };
+        Self::init_fresh(file, origin, spec, init)?;
+        Ok(true)
+    }
+
+    /// Initializes `file`, which is empty and which nobody else can map
+    /// yet (nameless, or under our init lock): reserves its space, writes
+    /// the header, runs `init` over the object, and stores `READY` last.
+    fn init_fresh<F>(file: &File, origin: &Origin, spec: &Spec, init: F) -> Result<()>
+    where
+        F: FnOnce(&mut Region, &Header) -> Result<()>,
+    {
         let header = Header::plan(
             origin,
             spec.kind,
@@ -278,10 +410,6 @@ impl SharedFile {
             spec.object_len,
             spec.lease_slots,
         )?;
-        // Start over from nothing: a dead initializer may have left a
-        // different size or half a header.
-        file.set_len(0)
-            .map_err(|e| Error::io(origin, "truncate", e))?;
         let mut claim = [0u8; 12];
         claim[..8].copy_from_slice(&MAGIC.to_ne_bytes());
         claim[8..].copy_from_slice(&INITIALIZING.to_ne_bytes());
@@ -314,7 +442,7 @@ impl SharedFile {
             .atomic_u32(format::INIT_STATE_OFFSET)?
             .store(READY, Ordering::Release);
         region.flush_range(0, HEADER_LEN, crate::region::Flush::Sync)?;
-        Ok(true)
+        Ok(())
     }
 
     fn attach(file: File, origin: Origin, created: bool) -> Result<SharedFile> {
@@ -350,6 +478,9 @@ impl SharedFile {
             })?;
         let header = Header::parse(&origin, &prefix, region.len() as u64)?;
         let lease = LeaseTable::new(&region, header.lease_offset, header.lease_slots).attach()?;
+        // The lease table is read through atomics: a page cut away under
+        // them shows up only here.
+        region.check_faults()?;
         Ok(SharedFile {
             region,
             header,

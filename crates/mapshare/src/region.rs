@@ -25,11 +25,31 @@
 //! one byte far past any real data ([`GUARD_BYTE`]); a shrink through
 //! mapshare needs that byte exclusively, so it is refused with
 //! [`Error::Busy`] while any other `Region` (in any process) maps the file.
-//! A shrink by a program that does not play along (`truncate(1)`) is
-//! detected by [`Region::check`] and [`Region::refresh`] and reported as
-//! [`Error::Truncated`]; between the shrink and that check an access can
-//! still fault, which no user-space library can prevent. Anonymous regions
-//! are memfds sealed against shrinking, so they cannot fault this way.
+//! A shrink by a program that does not play along (`truncate(1)`) cannot
+//! be prevented, so its consequence is handled: every file-backed mapping
+//! is registered with a process-wide `SIGBUS` handler (installed with the
+//! first one, chained to any handler installed before), which maps a
+//! private zero page over a vanished page, records the fault, and lets the
+//! access complete. [`Region::read_at`], [`Region::write_at`], the `load_*`
+//! methods, [`Region::check`] and [`Region::refresh`] then report
+//! [`Error::Truncated`] (the size the region needs, and what is left)
+//! before they return any data; code that reads through atomics or raw
+//! pointers calls [`Region::check_faults`] after reading. The fault stays
+//! recorded until [`Region::refresh`] remaps the region to what is left.
+//! The handler's design, chaining and limits are described in the
+//! `sys::sigbus` module (crate-private): a write into a vanished page is
+//! lost; the process never dies of it. Anonymous regions are memfds sealed
+//! against shrinking, so they cannot fault this way.
+//!
+//! # Special files
+//!
+//! A region opened for writing (read-write, or created) must be a regular
+//! file on an ordinary file system. The path is first opened with `O_PATH`
+//! (no side effects, pins the inode); `fstat`/`fstatfs` on that descriptor
+//! refuse directories, devices, FIFOs and files on procfs, sysfs, cgroup,
+//! debugfs, tracefs, securityfs, bpf and the like
+//! ([`Error::SpecialFileSystem`]); only then is the same inode reopened
+//! read-write through `/proc/self/fd/N`.
 //!
 //! Zero-length mappings do not exist in POSIX (`mmap` fails with `EINVAL`),
 //! so an empty file or window is an error rather than an empty region.
@@ -40,12 +60,13 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Origin, Result};
 use crate::sys;
 use crate::sys::lock::LockKind;
 use crate::sys::mem::Advice;
+use crate::sys::sigbus;
 
 /// The byte every `Region` over a file holds a shared OFD lock on, and
 /// that a shrink must lock exclusively. It lies at the top of the lockable
@@ -274,49 +295,50 @@ impl RegionOptions {
     }
 
     /// Opens (or creates) `path` and maps it.
+    ///
+    /// A file opened for writing (read-write access, or any creation) must
+    /// be a regular file on an ordinary file system: anything else is
+    /// refused before it is opened for writing ([`Error::NotAFile`],
+    /// [`Error::SpecialFileSystem`]), checked on the very inode that is
+    /// then opened.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Region> {
         let path = path.as_ref();
         let origin = Origin::path(path);
-        let mut oo = OpenOptions::new();
-        // O_NONBLOCK: opening a FIFO must not wait for a writer (it is
-        // then refused as not a regular file); no effect on regular files.
-        oo.read(true).custom_flags(libc::O_NONBLOCK);
         let writable = self.access == Access::ReadWrite || self.create.is_some();
-        if writable {
-            oo.write(true);
+        if let Some(Create::New { size: 0 } | Create::OpenOrCreate { size: 0 }) = self.create {
+            return Err(Error::ZeroLength {
+                origin,
+                what: "file",
+            });
         }
-        match self.create {
-            Some(Create::New { .. }) => {
-                oo.create_new(true).mode(self.mode);
+        let file = match self.create {
+            Some(Create::New { .. }) => create_exclusive(path, &origin, self.mode)?,
+            Some(Create::OpenOrCreate { .. }) => loop {
+                match open_for_write(path, &origin) {
+                    Err(Error::NotFound { .. }) => {}
+                    other => break other?,
+                }
+                match create_exclusive(path, &origin, self.mode) {
+                    // Somebody else created it meanwhile: open theirs.
+                    Err(Error::AlreadyExists { .. }) => continue,
+                    other => break other?,
+                }
+            },
+            None if writable => open_for_write(path, &origin)?,
+            None => {
+                // O_NONBLOCK: opening a FIFO must not wait for a writer (it
+                // is then refused as not a regular file).
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(path)
+                    .map_err(|e| Error::io(&origin, "open read-only", e))?;
+                regular_file(&file, &origin)?;
+                file
             }
-            Some(Create::OpenOrCreate { .. }) => {
-                oo.create(true).mode(self.mode);
-            }
-            None => {}
-        }
-        let op = if writable {
-            "open read-write"
-        } else {
-            "open read-only"
         };
-        let file = oo.open(path).map_err(|e| Error::io(&origin, op, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(&origin, "fstat", e))?;
-        if meta.is_dir() {
-            return Err(Error::IsDirectory { origin });
-        }
-        if !meta.is_file() {
-            return Err(Error::NotAFile { origin });
-        }
         match self.create {
             Some(Create::New { size }) | Some(Create::OpenOrCreate { size }) => {
-                if size == 0 {
-                    return Err(Error::ZeroLength {
-                        origin,
-                        what: "file",
-                    });
-                }
                 if let Err(e) = reserve(&file, &origin, 0, size) {
                     if matches!(self.create, Some(Create::New { .. })) {
                         // We made the file and could not give it its size:
@@ -389,6 +411,19 @@ pub struct Region {
     offset: u64,
     /// The view runs to the end of the file and follows it on refresh.
     to_end: bool,
+    /// The mapping's entry in the process-wide SIGBUS registry (file
+    /// backings only: sealed memfds cannot shrink).
+    sigbus: Option<sigbus::Registration>,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // Unregister before the mapping is unmapped (fields drop after
+        // this), so the handler never maps over reused addresses.
+        if let Some(r) = &self.sigbus {
+            r.clear();
+        }
+    }
 }
 
 // SAFETY: `Region` owns its mapping and file; the raw pointer is only an
@@ -420,6 +455,64 @@ fn reserve(file: &File, origin: &Origin, offset: u64, len: u64) -> Result<()> {
         },
         _ => Error::io(origin, "fallocate", e),
     })
+}
+
+/// Refuses anything but a regular file.
+fn regular_file(file: &File, origin: &Origin) -> Result<()> {
+    let meta = file.metadata().map_err(|e| Error::io(origin, "fstat", e))?;
+    if meta.is_dir() {
+        return Err(Error::IsDirectory {
+            origin: origin.clone(),
+        });
+    }
+    if !meta.is_file() {
+        return Err(Error::NotAFile {
+            origin: origin.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses anything but a regular file on an ordinary file system, judged
+/// from a descriptor of the very inode (no path lookup in between).
+pub(crate) fn writable_target(file: &File, origin: &Origin) -> Result<()> {
+    regular_file(file, origin)?;
+    match sys::open::special_fs(file) {
+        Ok(None) => Ok(()),
+        Ok(Some(fs)) => Err(Error::SpecialFileSystem {
+            origin: origin.clone(),
+            fs,
+        }),
+        Err(e) => Err(Error::io(origin, "fstatfs", e)),
+    }
+}
+
+/// Opens the existing file at `path` read-write, after checking (on an
+/// `O_PATH` descriptor that pins the inode) that it is a regular file on an
+/// ordinary file system. Nothing is opened for writing before that check,
+/// and what is opened is the inode that was checked.
+pub(crate) fn open_for_write(path: &Path, origin: &Origin) -> Result<File> {
+    let handle = sys::open::path_handle(path).map_err(|e| Error::io(origin, "open", e))?;
+    writable_target(&handle, origin)?;
+    sys::open::reopen(&handle, true).map_err(|e| Error::io(origin, "open read-write", e))
+}
+
+/// Creates a new file at `path` (failing if it exists) and checks where it
+/// landed; a refused file is removed again.
+fn create_exclusive(path: &Path, origin: &Origin, mode: u32) -> Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(origin, "create", e))?;
+    if let Err(e) = writable_target(&file, origin) {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(file)
 }
 
 fn file_size(file: &File, origin: &Origin) -> Result<u64> {
@@ -474,6 +567,7 @@ impl Region {
     pub fn from_fd(fd: OwnedFd) -> Result<Region> {
         let file = File::from(fd);
         let origin = Origin::anonymous(&format!("fd{}", file.as_raw_fd()));
+        writable_target(&file, &origin)?;
         let backing = match sys::is_sealed_against_shrink(&file) {
             Ok(true) => Backing::Memfd,
             _ => Backing::File,
@@ -584,7 +678,15 @@ impl Region {
                 Err(e) => return Err(Error::io(&origin, "lock size guard", e)),
             }
         }
+        let sigbus = match backing {
+            Backing::File => Some(
+                sigbus::Registration::new()
+                    .map_err(|e| Error::io(&origin, "register with the SIGBUS handler", e))?,
+            ),
+            Backing::Memfd => None,
+        };
         let mut region = Region {
+            sigbus,
             mapping: Mapping::None,
             ptr: std::ptr::null_mut(),
             len: 0,
@@ -602,10 +704,17 @@ impl Region {
 
     /// Replaces the mapping with one of `len` bytes at `self.offset`.
     fn remap(&mut self, len: usize) -> Result<()> {
+        if let Some(r) = &self.sigbus {
+            r.clear();
+        }
         self.mapping = Mapping::None;
         self.ptr = std::ptr::null_mut();
         self.len = 0;
         if len == 0 {
+            if let Some(r) = &self.sigbus {
+                // Nothing mapped: protect nothing, forget old faults.
+                r.set(std::ptr::null(), 0);
+            }
             return Ok(());
         }
         let mut opts = memmap2::MmapOptions::new();
@@ -628,6 +737,9 @@ impl Region {
         };
         self.mapping = mapped;
         self.len = len;
+        if let Some(r) = &self.sigbus {
+            r.set(self.ptr, len);
+        }
         Ok(())
     }
 
@@ -701,7 +813,11 @@ impl Region {
         // cannot overlap a mapping we own. No reference to mapped bytes is
         // created.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(start), buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        // The copy may have hit a page the SIGBUS handler replaced: report
+        // that before the caller sees the bytes. The fence keeps the
+        // compiler from moving the check above the copy.
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()
     }
 
     /// Copies `len` bytes starting at `offset` into a new vector.
@@ -726,7 +842,8 @@ impl Region {
         // this process through safe code; `data` cannot overlap the mapping
         // because no safe API hands out references into it.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(start), data.len()) };
-        Ok(())
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()
     }
 
     fn atomic_ptr(&self, offset: u64, size: usize) -> Result<*mut u8> {
@@ -777,7 +894,10 @@ impl Region {
         let p = self.aligned_ptr(offset, 4)?;
         // SAFETY: as in `atomic_u32`; only a load is performed, which is
         // valid on read-only memory, and the reference does not escape.
-        Ok(unsafe { AtomicU32::from_ptr(p.cast()) }.load(order))
+        let v = unsafe { AtomicU32::from_ptr(p.cast()) }.load(order);
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()?;
+        Ok(v)
     }
 
     /// Atomically loads the `u64` at `offset` (8-aligned in memory), with
@@ -785,7 +905,10 @@ impl Region {
     pub fn load_u64(&self, offset: u64, order: Ordering) -> Result<u64> {
         let p = self.aligned_ptr(offset, 8)?;
         // SAFETY: as in `load_u32`, for 8 bytes.
-        Ok(unsafe { AtomicU64::from_ptr(p.cast()) }.load(order))
+        let v = unsafe { AtomicU64::from_ptr(p.cast()) }.load(order);
+        compiler_fence(Ordering::SeqCst);
+        self.check_faults()?;
+        Ok(v)
     }
 
     /// The address of the region's first byte. Reading or writing through it
@@ -966,10 +1089,52 @@ impl Region {
         file_size(&self.file, &self.origin)
     }
 
+    /// Reports [`Error::Truncated`] if an access to this region hit a page
+    /// that vanished (the file was shrunk behind mapshare's back) since it
+    /// was mapped or last refreshed: the bytes read since then may be
+    /// zeros, and writes may have been lost. One relaxed load when nothing
+    /// happened.
+    ///
+    /// [`Region::read_at`], [`Region::write_at`], the `load_*` methods,
+    /// [`Region::check`] and [`Region::refresh`] call it themselves. Code
+    /// that reads the mapping through atomics or raw pointers calls it
+    /// after reading and before trusting what it read. The fault is sticky:
+    /// every call reports it until [`Region::refresh`] remaps the region.
+    /// See [`sys::sigbus`](crate::sys) for how a fault becomes a zero page
+    /// instead of a crash.
+    #[inline]
+    pub fn check_faults(&self) -> Result<()> {
+        match &self.sigbus {
+            Some(r) if r.faults() != 0 => Err(self.fault_error()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The `Truncated` error for a recorded fault: the size the region
+    /// needs, and the smaller of the file's size now and the start of the
+    /// first page that was found missing.
+    #[cold]
+    fn fault_error(&self) -> Error {
+        let end = self.offset + self.len as u64;
+        let mut actual = self.file_len().unwrap_or(0);
+        if let Some(addr) = self.sigbus.as_ref().and_then(|r| r.first_fault()) {
+            let page = sys::page_size() as u64;
+            let into = (addr as u64).saturating_sub(self.ptr as u64);
+            let missing = (self.offset + into) & !(page - 1);
+            actual = actual.min(missing);
+        }
+        Error::Truncated {
+            origin: self.origin.clone(),
+            expected: end,
+            actual: actual.min(end.saturating_sub(1)),
+        }
+    }
+
     /// Checks that the backing object still covers the whole region; returns
-    /// [`Error::Truncated`] if somebody shrank it. Accessing a truncated
-    /// region would end in `SIGBUS`.
+    /// [`Error::Truncated`] if somebody shrank it, or if an access already
+    /// found a page missing ([`Region::check_faults`]).
     pub fn check(&self) -> Result<()> {
+        self.check_faults()?;
         let size = self.file_len()?;
         let end = self.offset + self.len as u64;
         if size < end {
@@ -990,16 +1155,19 @@ impl Region {
     /// (so later accesses are `OutOfBounds`, not `SIGBUS`) and the call
     /// returns [`Error::Truncated`].
     pub fn refresh(&mut self) -> Result<Refresh> {
+        let faulted = self.check_faults().err();
         let size = self.file_len()?;
         let end = self.offset + self.len as u64;
-        if size < end {
-            let remaining = size.saturating_sub(self.offset) as usize;
-            self.remap(remaining)?;
-            return Err(Error::Truncated {
+        if size < end || faulted.is_some() {
+            let error = faulted.unwrap_or(Error::Truncated {
                 origin: self.origin.clone(),
                 expected: end,
                 actual: size,
             });
+            // Remapping also throws the zero pages away.
+            let remaining = size.saturating_sub(self.offset).min(self.len as u64) as usize;
+            self.remap(remaining)?;
+            return Err(error);
         }
         if self.to_end && size > end {
             let from = self.len;
@@ -1023,6 +1191,8 @@ impl Region {
                 origin: self.origin.clone(),
             });
         }
+        // A remap forgets recorded faults: report them first.
+        self.check_faults()?;
         if new_len < self.len {
             return self.shrink(new_len);
         }
@@ -1059,6 +1229,7 @@ impl Region {
     /// cannot shrink.
     pub fn shrink(&mut self, new_len: usize) -> Result<()> {
         self.writable()?;
+        self.check_faults()?;
         let unsupported = |why| Error::Unsupported {
             origin: self.origin.clone(),
             what: "shrinking",

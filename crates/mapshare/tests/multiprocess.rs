@@ -182,3 +182,23 @@ fn truncation_behind_our_back_is_reported() {
         Err("WindowOutOfRange".into())
     );
 }
+
+#[test]
+fn a_peer_reading_a_page_cut_behind_its_back_gets_truncated_not_sigbus() {
+    let (_dir, path) = temp_file(4 * 4096);
+    let mut peer = Peer::spawn();
+    peer.ok(&format!("open {} rw", path.display()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    // No check first: the read itself hits the vanished page. Without the
+    // SIGBUS handler the peer dies here.
+    assert_eq!(peer.cmd("read 9000 4"), Err("Truncated".into()));
+    assert_eq!(peer.cmd("write 9000 00ff"), Err("Truncated".into()));
+    assert_eq!(peer.cmd("refresh"), Err("Truncated".into()));
+    assert_eq!(peer.ok("len"), "4096");
+    assert_eq!(peer.ok("read 4095 1"), hex(&[(4095 % 251) as u8]));
+}

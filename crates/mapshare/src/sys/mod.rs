@@ -7,11 +7,14 @@
 //! decide what an error means; the layers above do.
 //!
 //! `rustix` is preferred; `libc` is used where rustix has no wrapper
-//! (`mincore`, byte-range OFD locks).
+//! (`mincore`, byte-range OFD locks, `sigaction` for the `SIGBUS` handler
+//! in `sigbus`).
 
 pub mod futex;
 pub mod lock;
 pub(crate) mod mem;
+pub(crate) mod open;
+pub(crate) mod sigbus;
 
 use std::fs::File;
 use std::io;
