@@ -159,7 +159,9 @@ impl<W: Word> RawEvent<'_, W> {
 /// use std::time::Duration;
 /// let region = Region::anonymous(4096)?;
 /// let ready = region.atomic_u32(0)?;
-/// let event = Event::at(&region, 8)?;
+/// // SAFETY: bytes 8..16 of this private region are used only as this
+/// // event (`ready` is bytes 0..4).
+/// let event = unsafe { Event::at(&region, 8)? };
 ///
 /// // Another process would do this part:
 /// ready.store(1, std::sync::atomic::Ordering::Release);
@@ -177,7 +179,21 @@ pub struct Event<'r> {
 
 impl<'r> Event<'r> {
     /// The event whose 8 bytes start at `offset` (4-aligned) of `region`.
-    pub fn at(region: &'r Region, offset: u64) -> Result<Event<'r>> {
+    /// Fails if they do not fit the mapping or are misaligned.
+    ///
+    /// # Safety
+    ///
+    /// Those 8 bytes must be used only as an event's words, by every
+    /// process that maps them, for as long as this `Event` lives: nothing
+    /// may access them non-atomically (a
+    /// [`MutexGuard`](crate::sync::MutexGuard)'s `&mut T`, a queue
+    /// `Record` or `Grant`, a typed view, `Region::read_at` or
+    /// `write_at`), and they must not also be a
+    /// `Mutex`, `Semaphore` or queue. Several `Event`s over the same bytes
+    /// are fine: that is how processes share one. A layout that gives the
+    /// event bytes of its own (a file whose object is a struct with an
+    /// event field at a fixed offset) meets this by construction.
+    pub unsafe fn at(region: &'r Region, offset: u64) -> Result<Event<'r>> {
         Ok(Event {
             region,
             raw: RawEvent {

@@ -102,7 +102,9 @@ impl<W: Word> RawSemaphore<'_, W> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use mapshare::{sync::Semaphore, Region};
 /// let region = Region::anonymous(4096)?;
-/// let sem = Semaphore::at(&region, 64)?;
+/// // SAFETY: bytes 64..72 of this private region are used only as this
+/// // semaphore.
+/// let sem = unsafe { Semaphore::at(&region, 64)? };
 /// sem.post()?;
 /// assert!(sem.try_wait());
 /// assert!(!sem.try_wait());
@@ -117,7 +119,21 @@ pub struct Semaphore<'r> {
 
 impl<'r> Semaphore<'r> {
     /// The semaphore whose 8 bytes start at `offset` (4-aligned) of `region`.
-    pub fn at(region: &'r Region, offset: u64) -> Result<Semaphore<'r>> {
+    /// Fails if they do not fit the mapping or are misaligned.
+    ///
+    /// # Safety
+    ///
+    /// Those 8 bytes must be used only as a semaphore's words, by every
+    /// process that maps them, for as long as this `Semaphore` lives:
+    /// nothing may access them non-atomically (a
+    /// [`MutexGuard`](crate::sync::MutexGuard)'s `&mut T`, a queue
+    /// `Record` or `Grant`, a typed view, `Region::read_at` or
+    /// `write_at`), and they must not also be a
+    /// `Mutex`, `Event` or queue. Several `Semaphore`s over the same bytes
+    /// are fine: that is how processes share one. A layout that gives the
+    /// semaphore bytes of its own (a file whose object is a struct with a
+    /// semaphore field at a fixed offset) meets this by construction.
+    pub unsafe fn at(region: &'r Region, offset: u64) -> Result<Semaphore<'r>> {
         Ok(Semaphore {
             region,
             raw: RawSemaphore {
