@@ -3,8 +3,12 @@
 //! "check the word, then sleep" is atomic with respect to wake, as the
 //! kernel's is. A lost wake-up shows up as a deadlock loom reports.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test -p mapshare --test loom --release`
-//! (`.ci/run` does, with its own target directory).
+//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p
+//! mapshare --test loom --release` (`.ci/run` does).
+//!
+//! The event and semaphore models check the sleeper handshake
+//! (`sync::word::sleepers`): with the former "fence" (a `SeqCst` CAS on a
+//! local, which orders nothing) or none, every one of them deadlocks.
 
 #![cfg(loom)]
 
@@ -293,6 +297,39 @@ fn event_notify_reaches_two_waiters() {
         wait(&s);
         other.join().unwrap();
         notifier.join().unwrap();
+    });
+}
+
+/// Two waiters, one poster of two permits: each waiter gets one.
+#[test]
+fn semaphore_reaches_two_waiters() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let shared = Arc::new((AtomicU32::new(0), AtomicU32::new(0), LoomFutex::default()));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = shared.clone();
+                thread::spawn(move || {
+                    let sem = RawSemaphore {
+                        count: &s.0,
+                        sleepers: &s.1,
+                    };
+                    assert!(sem.wait(None, Spin::NONE, &s.2));
+                })
+            })
+            .collect();
+        let sem = RawSemaphore {
+            count: &shared.0,
+            sleepers: &shared.1,
+        };
+        sem.post(1, &shared.2).unwrap();
+        sem.post(1, &shared.2).unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(shared.0.load(SeqCst), 0);
+        assert_eq!(shared.1.load(SeqCst), 0);
     });
 }
 
