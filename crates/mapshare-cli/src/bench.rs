@@ -425,8 +425,14 @@ fn wake_suite(quick: bool) -> Result<Vec<Value>, Failure> {
     let (spin_rounds, park_rounds) = if quick { (2_000, 300) } else { (50_000, 5_000) };
     let a = word(&file, VAL_A)?;
     let b = word(&file, VAL_B)?;
-    let ev_a = Event::at(file.region(), file.object_offset() + EV_A)?;
-    let ev_b = Event::at(file.region(), file.object_offset() + EV_B)?;
+    // SAFETY: the bench file's layout gives EV_A and EV_B 8 bytes each,
+    // used only as these events (here and in the peer process).
+    let (ev_a, ev_b) = unsafe {
+        (
+            Event::at(file.region(), file.object_offset() + EV_A)?,
+            Event::at(file.region(), file.object_offset() + EV_B)?,
+        )
+    };
 
     let run_case =
         |case: &str, rounds: u32, mut side: Box<dyn FnMut(u32) -> Result<(), Failure> + '_>| {
@@ -480,10 +486,13 @@ fn wake_suite(quick: bool) -> Result<Vec<Value>, Failure> {
             }),
         )?
     };
-    let (ea_park, eb_park) = (
-        Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(Spin::NONE),
-        Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(Spin::NONE),
-    );
+    // SAFETY: as for `ev_a` and `ev_b` above.
+    let (ea_park, eb_park) = unsafe {
+        (
+            Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(Spin::NONE),
+            Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(Spin::NONE),
+        )
+    };
     let ev_park = {
         let (ea, eb) = (&ea_park, &eb_park);
         run_case(
@@ -586,8 +595,14 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
             } else {
                 Spin::default()
             };
-            let ev_a = Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(spin);
-            let ev_b = Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(spin);
+            // SAFETY: the bench file's layout gives EV_A and EV_B 8 bytes
+            // each, used only as these events.
+            let (ev_a, ev_b) = unsafe {
+                (
+                    Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(spin),
+                    Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(spin),
+                )
+            };
             for i in 1..=n {
                 match case.as_str() {
                     "spin" => {

@@ -3,12 +3,16 @@
 //! "check the word, then sleep" is atomic with respect to wake, as the
 //! kernel's is. A lost wake-up shows up as a deadlock loom reports.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test -p mapshare --test loom --release`
-//! (`.ci/run` does, with its own target directory).
+//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p
+//! mapshare --test loom --release` (`.ci/run` does).
+//!
+//! The event and semaphore models check the sleeper handshake
+//! (`sync::word::sleepers`): with the former "fence" (a `SeqCst` CAS on a
+//! local, which orders nothing) or none, every one of them deadlocks.
 
 #![cfg(loom)]
 
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::time::Duration;
 
 use loom::sync::atomic::AtomicU32;
@@ -176,6 +180,154 @@ fn semaphore_hands_over_every_permit() {
         assert!(sem.wait(None, Spin::NONE, &shared.2));
         assert!(sem.wait(None, Spin::NONE, &shared.2));
         poster.join().unwrap();
+        assert_eq!(shared.0.load(SeqCst), 0);
+        assert_eq!(shared.1.load(SeqCst), 0);
+    });
+}
+
+/// The queue's per-record handshake on its own: publish (release store),
+/// then `notify_if_sleeping`, against `wait_until`. Both sides' only
+/// ordering is their read-modify-write of `sleepers`; without it (a plain
+/// load, or a CAS on a local, which orders nothing) loom finds the
+/// interleaving where the notifier sees no sleeper and the waiter sees no
+/// data, and reports the parked waiter as a deadlock.
+#[test]
+fn notify_if_sleeping_pairs_with_wait_until() {
+    loom::model(|| {
+        let s = Arc::new((
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            LoomFutex::default(),
+        ));
+        let n = s.clone();
+        let notifier = thread::spawn(move || {
+            n.0.store(1, Release);
+            RawEvent {
+                seq: &n.1,
+                sleepers: &n.2,
+            }
+            .notify_if_sleeping(1, &n.3);
+        });
+        let ev = RawEvent {
+            seq: &s.1,
+            sleepers: &s.2,
+        };
+        assert!(ev.wait_until(|| s.0.load(Acquire) == 1, None, &s.3));
+        notifier.join().unwrap();
+        assert_eq!(s.2.load(SeqCst), 0, "the waiter counted itself out");
+    });
+}
+
+/// The handshake argument is pairwise: two notifiers, each publishing its
+/// own flag, and one waiter that needs both.
+#[test]
+fn notify_if_sleeping_with_two_notifiers() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let s = Arc::new((
+            [AtomicU32::new(0), AtomicU32::new(0)],
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            LoomFutex::default(),
+        ));
+        let notifiers: Vec<_> = (0..2)
+            .map(|i| {
+                let n = s.clone();
+                thread::spawn(move || {
+                    n.0[i].store(1, Release);
+                    RawEvent {
+                        seq: &n.1,
+                        sleepers: &n.2,
+                    }
+                    .notify_if_sleeping(1, &n.3);
+                })
+            })
+            .collect();
+        let ev = RawEvent {
+            seq: &s.1,
+            sleepers: &s.2,
+        };
+        let both = || s.0.iter().all(|f| f.load(Acquire) == 1);
+        assert!(ev.wait_until(both, None, &s.3));
+        for n in notifiers {
+            n.join().unwrap();
+        }
+    });
+}
+
+/// Two waiters and one notifier (`notify`, which bumps the sequence):
+/// both waiters return.
+#[test]
+fn event_notify_reaches_two_waiters() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let s = Arc::new((
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            LoomFutex::default(),
+        ));
+        let wait = |s: &(AtomicU32, AtomicU32, AtomicU32, LoomFutex)| {
+            let ev = RawEvent {
+                seq: &s.0,
+                sleepers: &s.1,
+            };
+            loop {
+                let ticket = ev.listen();
+                if s.2.load(Acquire) == 1 {
+                    break;
+                }
+                ev.wait(ticket, None, Spin::NONE, &s.3);
+            }
+        };
+        let w = s.clone();
+        let other = thread::spawn(move || wait(&w));
+        let n = s.clone();
+        let notifier = thread::spawn(move || {
+            n.2.store(1, Release);
+            RawEvent {
+                seq: &n.0,
+                sleepers: &n.1,
+            }
+            .notify(u32::MAX, &n.3);
+        });
+        wait(&s);
+        other.join().unwrap();
+        notifier.join().unwrap();
+    });
+}
+
+/// Two waiters, one poster of two permits: each waiter gets one.
+#[test]
+fn semaphore_reaches_two_waiters() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let shared = Arc::new((AtomicU32::new(0), AtomicU32::new(0), LoomFutex::default()));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let s = shared.clone();
+                thread::spawn(move || {
+                    let sem = RawSemaphore {
+                        count: &s.0,
+                        sleepers: &s.1,
+                    };
+                    assert!(sem.wait(None, Spin::NONE, &s.2));
+                })
+            })
+            .collect();
+        let sem = RawSemaphore {
+            count: &shared.0,
+            sleepers: &shared.1,
+        };
+        sem.post(1, &shared.2).unwrap();
+        sem.post(1, &shared.2).unwrap();
+        for w in waiters {
+            w.join().unwrap();
+        }
         assert_eq!(shared.0.load(SeqCst), 0);
         assert_eq!(shared.1.load(SeqCst), 0);
     });

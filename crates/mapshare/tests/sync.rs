@@ -193,7 +193,8 @@ fn semaphore_counts_are_exact_across_processes() {
     poster.answer().unwrap();
     waiter.answer().unwrap();
     let f = SharedFile::open_or_create(&path, &sync_spec(), |_, _| Ok(())).unwrap();
-    let sem = Semaphore::at(f.region(), f.object_offset() + SEM).unwrap();
+    // SAFETY: the sync file's layout reserves SEM for this semaphore.
+    let sem = unsafe { Semaphore::at(f.region(), f.object_offset() + SEM) }.unwrap();
     assert_eq!(sem.count(), 0);
     assert!(!sem.try_wait());
     sem.post_n(3).unwrap();
@@ -209,7 +210,8 @@ fn event_ping_pong_across_processes_loses_no_wakeup() {
     peer.ok(&format!("syncfile {}", path.display()));
     let rounds = 5000u32;
     peer.send(&format!("pingpong {rounds}"));
-    let ev = Event::at(f.region(), f.object_offset() + EVENT).unwrap();
+    // SAFETY: the sync file's layout reserves EVENT for this event.
+    let ev = unsafe { Event::at(f.region(), f.object_offset() + EVENT) }.unwrap();
     let value = f.region().atomic_u32(f.object_offset() + VALUE).unwrap();
     use std::sync::atomic::Ordering;
     for i in 0..rounds {
@@ -582,4 +584,38 @@ fn a_full_lease_table_reclaims_slots_of_dead_processes() {
         .collect();
     assert_eq!(alive.len(), 2);
     assert!(alive.iter().all(|a| a.pid == std::process::id()));
+}
+
+/// A2 for byte-range locks: a forked child (of a helper process) that drops
+/// an inherited `RangeGuard` must not release its parent's OFD lock, and
+/// may not lock through the inherited `FileLock` either.
+#[test]
+fn a_forked_child_never_releases_its_parents_range_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ranges");
+    std::fs::write(&path, [0u8; 4096]).unwrap();
+    let mut peer = Peer::spawn();
+    peer.send(&format!("rangefork {}", path.display()));
+    let answers = [peer.answer().unwrap(), peer.answer().unwrap()];
+    assert!(
+        answers.contains(&"child:refused".to_string()),
+        "{answers:?}"
+    );
+    assert!(answers.contains(&"parent-holds".to_string()), "{answers:?}");
+    let lock = FileLock::open(&path).unwrap();
+    assert!(
+        lock.try_lock(0..100, LockKind::Exclusive)
+            .unwrap()
+            .is_none(),
+        "the child's drop released the parent's lock"
+    );
+    assert!(lock
+        .try_lock(200..300, LockKind::Exclusive)
+        .unwrap()
+        .is_some());
+    peer.kill();
+    assert!(lock
+        .try_lock(0..100, LockKind::Exclusive)
+        .unwrap()
+        .is_some());
 }

@@ -11,15 +11,14 @@
 //! The check-then-wait race is closed by taking a [`Ticket`] (the sequence
 //! number) *before* checking the condition: a notify after the ticket
 //! changes the sequence, so the wait returns at once instead of sleeping
-//! through it. Notifiers bump the sequence, then wake only if `sleepers` is
-//! non-zero; waiters count themselves in `sleepers`, then re-read the
-//! sequence. A `SeqCst` fence between the write and the read on each side
-//! (the store-buffering / Dekker pattern) guarantees at least one side sees
-//! the other, so a notifier that skips the wake call is one that no waiter
-//! missed. (`SeqCst` on the accesses alone would do under the C++ model,
-//! but the fences are what loom can check; on x86 the fence after a locked
-//! instruction costs a few cycles.) This is
-//! the eventcount of Reed and Kanodia (1979), as in Dmitry Vyukov's and
+//! through it. Notifiers bump the sequence (or change the condition), then
+//! wake only if `sleepers` is non-zero; waiters count themselves in
+//! `sleepers`, then re-read the sequence (or the condition). That is the
+//! store-buffering (Dekker) pattern: both halves are `SeqCst`
+//! read-modify-writes of `sleepers`, which guarantees at least one side
+//! sees the other (the argument is at `word::sleepers`), so a notifier
+//! that skips the wake call is one that no waiter missed. This is the
+//! eventcount of Reed and Kanodia (1979), as in Dmitry Vyukov's and
 //! folly's versions.
 //!
 //! Wake-ups may be spurious; re-check the condition after every wait, as
@@ -28,7 +27,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use super::word::{spin_until, Futex, Park, Spin, Word};
+use super::word::{sleepers, spin_until, Futex, Park, Spin, Word};
 use crate::error::{Error, Result};
 use crate::region::Region;
 
@@ -58,20 +57,18 @@ impl<W: Word> RawEvent<'_, W> {
     #[inline]
     pub fn notify(&self, count: u32, park: &impl Park<W>) {
         self.seq.fetch_add(1, SeqCst);
-        W::fence_seq_cst();
-        if self.sleepers.load(SeqCst) != 0 {
+        if sleepers::present(self.sleepers) {
             park.wake(self.seq, count);
         }
     }
 
     /// Wakes up to `count` sleepers if there are any, for a notifier that
     /// has just changed the condition the waiters check in
-    /// [`RawEvent::wait_until`]. Costs a fence and a load when nobody
-    /// sleeps: no write to a shared line, no system call.
+    /// [`RawEvent::wait_until`]. Costs one locked instruction when nobody
+    /// sleeps, on a line only waiters that park touch: no system call.
     #[inline]
     pub fn notify_if_sleeping(&self, count: u32, park: &impl Park<W>) {
-        W::fence_seq_cst();
-        if self.sleepers.load(SeqCst) != 0 {
+        if sleepers::present(self.sleepers) {
             self.seq.fetch_add(1, SeqCst);
             park.wake(self.seq, count);
         }
@@ -81,8 +78,9 @@ impl<W: Word> RawEvent<'_, W> {
     /// No spinning: callers spin before calling this.
     ///
     /// Pairs with [`RawEvent::notify_if_sleeping`]: the waiter reads the
-    /// sequence, counts itself in `sleepers`, fences, checks `ready()`; the
-    /// notifier changes the condition, fences, reads `sleepers`. Either the
+    /// sequence, counts itself in `sleepers`, checks `ready()`; the
+    /// notifier changes the condition, then checks `sleepers` with a
+    /// read-modify-write. Either the
     /// waiter sees the change or the notifier sees the sleeper and bumps
     /// the sequence, which makes the futex wait return.
     pub fn wait_until(
@@ -93,10 +91,9 @@ impl<W: Word> RawEvent<'_, W> {
     ) -> bool {
         loop {
             let ticket = self.listen();
-            self.sleepers.fetch_add(1, SeqCst);
-            W::fence_seq_cst();
+            sleepers::enter(self.sleepers);
             if ready() {
-                self.sleepers.fetch_sub(1, SeqCst);
+                sleepers::leave(self.sleepers);
                 return true;
             }
             let timeout = match deadline {
@@ -104,14 +101,14 @@ impl<W: Word> RawEvent<'_, W> {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        self.sleepers.fetch_sub(1, SeqCst);
+                        sleepers::leave(self.sleepers);
                         return false;
                     }
                     Some(d - now)
                 }
             };
             park.wait(self.seq, ticket.0, timeout);
-            self.sleepers.fetch_sub(1, SeqCst);
+            sleepers::leave(self.sleepers);
             if ready() {
                 return true;
             }
@@ -131,8 +128,7 @@ impl<W: Word> RawEvent<'_, W> {
         if changed() || spin_until(spin, changed) {
             return true;
         }
-        self.sleepers.fetch_add(1, SeqCst);
-        W::fence_seq_cst();
+        sleepers::enter(self.sleepers);
         let notified = loop {
             if changed() {
                 break true;
@@ -149,7 +145,7 @@ impl<W: Word> RawEvent<'_, W> {
             };
             park.wait(self.seq, ticket.0, timeout);
         };
-        self.sleepers.fetch_sub(1, SeqCst);
+        sleepers::leave(self.sleepers);
         notified
     }
 }
@@ -163,7 +159,9 @@ impl<W: Word> RawEvent<'_, W> {
 /// use std::time::Duration;
 /// let region = Region::anonymous(4096)?;
 /// let ready = region.atomic_u32(0)?;
-/// let event = Event::at(&region, 8)?;
+/// // SAFETY: bytes 8..16 of this private region are used only as this
+/// // event (`ready` is bytes 0..4).
+/// let event = unsafe { Event::at(&region, 8)? };
 ///
 /// // Another process would do this part:
 /// ready.store(1, std::sync::atomic::Ordering::Release);
@@ -181,7 +179,21 @@ pub struct Event<'r> {
 
 impl<'r> Event<'r> {
     /// The event whose 8 bytes start at `offset` (4-aligned) of `region`.
-    pub fn at(region: &'r Region, offset: u64) -> Result<Event<'r>> {
+    /// Fails if they do not fit the mapping or are misaligned.
+    ///
+    /// # Safety
+    ///
+    /// Those 8 bytes must be used only as an event's words, by every
+    /// process that maps them, for as long as this `Event` lives: nothing
+    /// may access them non-atomically (a
+    /// [`MutexGuard`](crate::sync::MutexGuard)'s `&mut T`, a queue
+    /// `Record` or `Grant`, a typed view, `Region::read_at` or
+    /// `write_at`), and they must not also be a
+    /// `Mutex`, `Semaphore` or queue. Several `Event`s over the same bytes
+    /// are fine: that is how processes share one. A layout that gives the
+    /// event bytes of its own (a file whose object is a struct with an
+    /// event field at a fixed offset) meets this by construction.
+    pub unsafe fn at(region: &'r Region, offset: u64) -> Result<Event<'r>> {
         Ok(Event {
             region,
             raw: RawEvent {
@@ -266,6 +278,7 @@ impl<'r> Event<'r> {
 mod tests {
     use super::*;
     use crate::sync::testing::HeapPark;
+    use crate::sync::word::sleepers;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
@@ -311,6 +324,76 @@ mod tests {
             }
         }
         other.join().unwrap();
+    }
+
+    /// The store-buffering litmus of the sleeper handshake, without
+    /// parking: the notifier publishes then asks for sleepers, the waiter
+    /// counts itself in then looks; at least one must see the other. The
+    /// relaxed `done` flag (it orders nothing) makes the telling
+    /// interleaving likely: the notifier finishes before the waiter starts.
+    /// Under Miri, which explores weak-memory outcomes, the former fence (a
+    /// `SeqCst` CAS on a local) lost this.
+    #[test]
+    fn litmus_a_waiter_or_its_notifier_sees_the_other() {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let rounds = if cfg!(miri) { 32 } else { 1000 };
+        for round in 0..rounds {
+            let (ready, waiting, done) = (AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0));
+            let (notifier_saw, waiter_saw) = std::thread::scope(|s| {
+                let notifier = s.spawn(|| {
+                    ready.store(1, Release);
+                    let saw = sleepers::present(&waiting);
+                    done.store(1, Relaxed);
+                    saw
+                });
+                while done.load(Relaxed) == 0 && !notifier.is_finished() {
+                    std::thread::yield_now();
+                }
+                sleepers::enter(&waiting);
+                let waiter_saw = ready.load(Acquire) == 1;
+                (notifier.join().unwrap(), waiter_saw)
+            });
+            assert!(
+                notifier_saw || waiter_saw,
+                "round {round}: both sides missed each other (a lost wake-up)"
+            );
+        }
+    }
+
+    /// The queue's handshake with parking: publish then
+    /// `notify_if_sleeping`, against `wait_until`, with the waiter again
+    /// starting after the notifier is done (see the litmus above). A lost
+    /// wake-up leaves the waiter parked until its generous deadline, and
+    /// the test fails.
+    #[test]
+    fn notify_if_sleeping_never_strands_a_waiter() {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let rounds = if cfg!(miri) { 16 } else { 500 };
+        for round in 0..rounds {
+            let (ready, s, w) = (AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0));
+            let done = AtomicU32::new(0);
+            let ev = RawEvent {
+                seq: &s,
+                sleepers: &w,
+            };
+            let park = HeapPark::default();
+            std::thread::scope(|scope| {
+                let notifier = scope.spawn(|| {
+                    ready.store(1, Release);
+                    ev.notify_if_sleeping(1, &park);
+                    done.store(1, Relaxed);
+                });
+                while done.load(Relaxed) == 0 && !notifier.is_finished() {
+                    std::thread::yield_now();
+                }
+                let deadline = Instant::now() + Duration::from_secs(10);
+                assert!(
+                    ev.wait_until(|| ready.load(Acquire) == 1, Some(deadline), &park),
+                    "round {round}: the notify was lost"
+                );
+            });
+            assert_eq!(w.load(Ordering::SeqCst), 0);
+        }
     }
 
     #[test]

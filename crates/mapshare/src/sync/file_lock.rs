@@ -12,6 +12,15 @@
 //!
 //! Blocking with a timeout polls with backoff (`F_OFD_SETLKW` has no
 //! timeout), from 50 µs up to 5 ms between attempts.
+//!
+//! # `fork()`
+//!
+//! A forked child shares the open file description, so the parent's locks
+//! are the child's too: an unlock in the child would release them, and a
+//! lock call would convert or merge them. So a child never touches them:
+//! a [`RangeGuard`] dropped in a forked child releases nothing, and
+//! `lock`/`try_lock`/`lock_timeout` on an inherited `FileLock` fail with
+//! [`Error::ForkedChild`]; the child opens its own `FileLock`.
 
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
@@ -40,9 +49,13 @@ pub use crate::sys::lock::{Holder, LockKind};
 pub struct FileLock {
     file: File,
     origin: Origin,
+    /// The process that opened it, and `sys::fork_generation()` then.
+    pid: u32,
+    forks: u64,
 }
 
-/// A held range; dropping it releases the range.
+/// A held range; dropping it releases the range (except in a forked child,
+/// which must not release its parent's lock).
 #[derive(Debug)]
 pub struct RangeGuard<'a> {
     lock: &'a FileLock,
@@ -64,6 +77,12 @@ impl RangeGuard<'_> {
 
 impl Drop for RangeGuard<'_> {
     fn drop(&mut self) {
+        // Guards are only made where the generation matches (`lock` checks
+        // it), so a difference means a forked child: the lock is the
+        // parent's, not ours to release.
+        if sys::fork_generation() != self.lock.forks {
+            return;
+        }
         let _ = sys::lock::unlock(
             &self.lock.file,
             self.range.start,
@@ -93,7 +112,27 @@ impl FileLock {
         {
             return Err(Error::IsDirectory { origin });
         }
-        Ok(FileLock { file, origin })
+        sys::watch_forks();
+        Ok(FileLock {
+            file,
+            origin,
+            pid: sys::pid(),
+            forks: sys::fork_generation(),
+        })
+    }
+
+    /// Fails in a forked child of the process that opened this `FileLock`:
+    /// its locks are the parent's.
+    #[inline]
+    fn check_owner(&self) -> Result<()> {
+        if sys::fork_generation() == self.forks {
+            return Ok(());
+        }
+        Err(Error::ForkedChild {
+            origin: self.origin.clone(),
+            owner: self.pid,
+            pid: sys::pid(),
+        })
     }
 
     fn check(&self, range: &Range<u64>) -> Result<u64> {
@@ -116,22 +155,28 @@ impl FileLock {
     }
 
     /// Takes the lock on `range` if no one holds a conflicting one.
+    /// Fails with [`Error::ForkedChild`] in a forked child (see the module
+    /// docs).
     pub fn try_lock(&self, range: Range<u64>, kind: LockKind) -> Result<Option<RangeGuard<'_>>> {
         let len = self.check(&range)?;
+        self.check_owner()?;
         let got = sys::lock::try_lock(&self.file, kind, range.start, len)
             .map_err(|e| Error::io(&self.origin, "lock range", e))?;
         Ok(got.then(|| self.guard(range, kind)))
     }
 
     /// Takes the lock on `range`, sleeping until it is free.
+    /// Fails with [`Error::ForkedChild`] in a forked child.
     pub fn lock(&self, range: Range<u64>, kind: LockKind) -> Result<RangeGuard<'_>> {
         let len = self.check(&range)?;
+        self.check_owner()?;
         sys::lock::lock(&self.file, kind, range.start, len)
             .map_err(|e| Error::io(&self.origin, "lock range", e))?;
         Ok(self.guard(range, kind))
     }
 
-    /// Takes the lock on `range`, waiting at most `timeout`.
+    /// Takes the lock on `range`, waiting at most `timeout`. Fails with
+    /// [`Error::ForkedChild`] in a forked child.
     pub fn lock_timeout(
         &self,
         range: Range<u64>,

@@ -9,9 +9,9 @@
 //!
 //! `post` adds to `count`, then wakes one sleeper if `sleepers` is non-zero;
 //! a waiter adds itself to `sleepers`, then re-reads `count` before parking
-//! on it. A `SeqCst` fence between the write and the read on each side
-//! (the Dekker pattern) makes at least one of them see the other: no
-//! wake-up is lost. The
+//! on it. Both halves are `SeqCst` read-modify-writes of `sleepers` (the
+//! Dekker pattern; the argument is at `word::sleepers`), which makes at
+//! least one of them see the other: no wake-up is lost. The
 //! futex wait itself re-checks `count == 0` atomically with going to sleep.
 //! A waiter that dies while counted in `sleepers` costs later posts a
 //! needless wake call, nothing more. A semaphore has no owner, so a dead
@@ -20,7 +20,7 @@
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
-use super::word::{spin_until, Futex, Park, Spin, Word};
+use super::word::{sleepers, spin_until, Futex, Park, Spin, Word};
 use crate::error::{Error, Result};
 use crate::region::Region;
 
@@ -62,8 +62,7 @@ impl<W: Word> RawSemaphore<'_, W> {
                 Err(now) => c = now,
             }
         }
-        W::fence_seq_cst();
-        if self.sleepers.load(SeqCst) != 0 {
+        if sleepers::present(self.sleepers) {
             park.wake(self.count, n);
         }
         Ok(())
@@ -74,8 +73,7 @@ impl<W: Word> RawSemaphore<'_, W> {
         if self.try_wait() || spin_until(spin, || self.try_wait()) {
             return true;
         }
-        self.sleepers.fetch_add(1, SeqCst);
-        W::fence_seq_cst();
+        sleepers::enter(self.sleepers);
         let got = loop {
             if self.try_wait() {
                 break true;
@@ -92,7 +90,7 @@ impl<W: Word> RawSemaphore<'_, W> {
             };
             park.wait(self.count, 0, timeout);
         };
-        self.sleepers.fetch_sub(1, SeqCst);
+        sleepers::leave(self.sleepers);
         got
     }
 }
@@ -104,7 +102,9 @@ impl<W: Word> RawSemaphore<'_, W> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use mapshare::{sync::Semaphore, Region};
 /// let region = Region::anonymous(4096)?;
-/// let sem = Semaphore::at(&region, 64)?;
+/// // SAFETY: bytes 64..72 of this private region are used only as this
+/// // semaphore.
+/// let sem = unsafe { Semaphore::at(&region, 64)? };
 /// sem.post()?;
 /// assert!(sem.try_wait());
 /// assert!(!sem.try_wait());
@@ -119,7 +119,21 @@ pub struct Semaphore<'r> {
 
 impl<'r> Semaphore<'r> {
     /// The semaphore whose 8 bytes start at `offset` (4-aligned) of `region`.
-    pub fn at(region: &'r Region, offset: u64) -> Result<Semaphore<'r>> {
+    /// Fails if they do not fit the mapping or are misaligned.
+    ///
+    /// # Safety
+    ///
+    /// Those 8 bytes must be used only as a semaphore's words, by every
+    /// process that maps them, for as long as this `Semaphore` lives:
+    /// nothing may access them non-atomically (a
+    /// [`MutexGuard`](crate::sync::MutexGuard)'s `&mut T`, a queue
+    /// `Record` or `Grant`, a typed view, `Region::read_at` or
+    /// `write_at`), and they must not also be a
+    /// `Mutex`, `Event` or queue. Several `Semaphore`s over the same bytes
+    /// are fine: that is how processes share one. A layout that gives the
+    /// semaphore bytes of its own (a file whose object is a struct with a
+    /// semaphore field at a fixed offset) meets this by construction.
+    pub unsafe fn at(region: &'r Region, offset: u64) -> Result<Semaphore<'r>> {
         Ok(Semaphore {
             region,
             raw: RawSemaphore {

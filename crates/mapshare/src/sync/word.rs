@@ -29,12 +29,10 @@ pub trait Word {
     fn fetch_add(&self, value: u32, order: Ordering) -> u32;
     /// `fetch_sub`.
     fn fetch_sub(&self, value: u32, order: Ordering) -> u32;
-    /// A sequentially consistent fence from the same atomics family.
-    fn fence_seq_cst();
 }
 
 macro_rules! impl_word {
-    ($t:ty, $fence:path) => {
+    ($t:ty) => {
         impl Word for $t {
             #[inline]
             fn load(&self, order: Ordering) -> u32 {
@@ -62,17 +60,13 @@ macro_rules! impl_word {
             fn fetch_sub(&self, value: u32, order: Ordering) -> u32 {
                 <$t>::fetch_sub(self, value, order)
             }
-            #[inline]
-            fn fence_seq_cst() {
-                $fence(Ordering::SeqCst)
-            }
         }
     };
 }
 
-impl_word!(std::sync::atomic::AtomicU32, full_fence);
+impl_word!(std::sync::atomic::AtomicU32);
 #[cfg(loom)]
-impl_word!(loom::sync::atomic::AtomicU32, loom::sync::atomic::fence);
+impl_word!(loom::sync::atomic::AtomicU32);
 
 /// A 64-bit atomic position word (queue positions).
 pub trait Word64 {
@@ -101,23 +95,58 @@ impl_word64!(std::sync::atomic::AtomicU64);
 #[cfg(loom)]
 impl_word64!(loom::sync::atomic::AtomicU64);
 
-/// A sequentially consistent fence, cheaper than `mfence` on x86-64.
+/// The sleeper handshake of [`Event`](super::Event) and
+/// [`Semaphore`](super::Semaphore): a waiter counts itself in a `sleepers`
+/// word, then re-checks its condition, then parks; a notifier changes the
+/// condition, then asks whether anyone sleeps, and skips the wake-up call
+/// if not. This is the store-buffering (Dekker) shape, where plain
+/// release/acquire lets both sides miss each other.
 ///
-/// On x86-64 any `lock`-prefixed instruction is a full barrier, and a
-/// `lock cmpxchg` on a local is several times cheaper than `mfence` on
-/// many CPUs (notably AMD's). crossbeam-epoch's `full_fence` does the same
-/// for the same reason; Linux's `smp_mb()` uses `lock; addl` on x86. Other
-/// targets use `fence(SeqCst)`.
-#[inline]
-pub(crate) fn full_fence(order: Ordering) {
-    debug_assert_eq!(order, Ordering::SeqCst);
-    #[cfg(target_arch = "x86_64")]
-    {
-        let local = std::sync::atomic::AtomicUsize::new(0);
-        let _ = local.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+/// Both halves are read-modify-writes of `sleepers` (no fence), and that
+/// is enough in the C++/Rust model: RMWs of one word are totally ordered
+/// (its modification order), and each reads the value just before it.
+///
+/// - The waiter's increment comes first: the notifier's RMW reads a count
+///   that includes it (the waiter's own decrement comes later still), so
+///   the notifier wakes.
+/// - The notifier's RMW comes first: it is a release heading a release
+///   sequence of RMWs, which the waiter's acquire increment reads from, so
+///   everything the notifier did before (the new condition) happens-before
+///   the waiter's re-check, which sees it.
+///
+/// The argument is pairwise, so it holds for any number of waiters and
+/// notifiers. `SeqCst` (not just `AcqRel`) also orders the waiter's ticket
+/// read before the notifier's sequence bump, so the futex compare sees the
+/// bump. On x86-64 each half is one `lock`ed instruction on a line the
+/// notifier usually owns already: no `mfence`, and no dependence on how
+/// the compiler lowers a fence. (A `lock cmpxchg` on a *local*, the trick
+/// this replaces, orders nothing in the language model: Miri and loom
+/// both found the lost wake-up.)
+pub(crate) mod sleepers {
+    use super::Word;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// Waiter: counts itself in, before re-checking the condition.
+    #[inline]
+    pub(crate) fn enter<W: Word>(sleepers: &W) {
+        sleepers.fetch_add(1, SeqCst);
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    std::sync::atomic::fence(order);
+
+    /// Waiter: counts itself out, after it stopped waiting.
+    #[inline]
+    pub(crate) fn leave<W: Word>(sleepers: &W) {
+        sleepers.fetch_sub(1, SeqCst);
+    }
+
+    /// Notifier, after changing the condition: whether a waiter may be
+    /// parked. A strong CAS of 0 to 0 is an RMW when it succeeds (what the
+    /// argument needs) and a harmless "yes" when it fails; LLVM would turn
+    /// the obvious `fetch_add(0)` into a fence and a load, which is
+    /// `mfence` on older compilers.
+    #[inline]
+    pub(crate) fn present<W: Word>(sleepers: &W) -> bool {
+        sleepers.compare_exchange(0, 0, SeqCst, SeqCst).is_err()
+    }
 }
 
 /// Sleep on a word until woken, and wake sleepers: futex semantics. `wait`

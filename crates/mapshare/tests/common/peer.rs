@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mapshare::sync::{Event, LockError, Semaphore};
+use mapshare::sync::{Event, FileLock, LockError, LockKind, Semaphore};
 use mapshare::{
     Access, Fingerprint, Kind, Persistent, Region, RegionOptions, Shared, SharedFile, Spec,
 };
@@ -359,7 +359,8 @@ pub fn serve() {
                 }
                 ["post", n] => {
                     let f = sync_file.as_ref().expect("no sync file");
-                    let sem = Semaphore::at(f.region(), f.object_offset() + SEM)?;
+                    // SAFETY: the sync file's layout reserves SEM for it.
+                    let sem = unsafe { Semaphore::at(f.region(), f.object_offset() + SEM)? };
                     for _ in 0..n.parse::<u64>().unwrap() {
                         sem.post()?;
                     }
@@ -367,7 +368,8 @@ pub fn serve() {
                 }
                 ["waitn", n] => {
                     let f = sync_file.as_ref().expect("no sync file");
-                    let sem = Semaphore::at(f.region(), f.object_offset() + SEM)?;
+                    // SAFETY: the sync file's layout reserves SEM for it.
+                    let sem = unsafe { Semaphore::at(f.region(), f.object_offset() + SEM)? };
                     for _ in 0..n.parse::<u64>().unwrap() {
                         sem.wait_timeout(Duration::from_secs(30))?;
                     }
@@ -376,7 +378,8 @@ pub fn serve() {
                 ["pingpong", n] => {
                     // Answer odd values with the next even one, n times.
                     let f = sync_file.as_ref().expect("no sync file");
-                    let ev = Event::at(f.region(), f.object_offset() + EVENT)?;
+                    // SAFETY: the sync file's layout reserves EVENT for it.
+                    let ev = unsafe { Event::at(f.region(), f.object_offset() + EVENT)? };
                     let value = f.region().atomic_u32(f.object_offset() + VALUE)?;
                     for i in 0..n.parse::<u32>().unwrap() {
                         ev.wait_while(
@@ -538,6 +541,33 @@ pub fn serve() {
                         std::process::exit(7)
                     });
                     unreachable!("the initializer exits")
+                }
+                ["rangefork", path] => {
+                    // Hold bytes 0..100 of `path`, fork; the child drops the
+                    // inherited guard and tries to lock through the
+                    // inherited `FileLock`, then reports. The parent keeps
+                    // its lock until this peer exits.
+                    let lock: &'static FileLock = Box::leak(Box::new(FileLock::open(path)?));
+                    let guard = lock.lock(0..100, LockKind::Exclusive)?;
+                    // SAFETY: the child only locks (a failing fcntl), drops
+                    // the guard, prints and _exits.
+                    let child = unsafe { libc::fork() };
+                    if child == 0 {
+                        let refused = matches!(
+                            lock.try_lock(200..300, LockKind::Exclusive),
+                            Err(mapshare::Error::ForkedChild { .. })
+                        );
+                        drop(guard);
+                        println!("@@ ok child:{}", if refused { "refused" } else { "LOCKED" });
+                        std::io::stdout().flush().ok();
+                        // SAFETY: exit without running the parent's destructors.
+                        unsafe { libc::_exit(0) }
+                    }
+                    let mut status = 0;
+                    // SAFETY: waiting for our own forked child.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    std::mem::forget(guard);
+                    "parent-holds".into()
                 }
                 ["forkhold"] => {
                     // Fork a child that keeps the parent's descriptions (and
