@@ -38,6 +38,11 @@ pub fn parse_range(s: &str) -> Result<Range<u64>, String> {
     } else {
         crate::units::size(b)?
     };
+    if end > WHOLE_FILE_END {
+        return Err(format!(
+            "range {s:?} reaches past {WHOLE_FILE_END:#x}: the bytes from there up are mapshare's own lock bytes"
+        ));
+    }
     if end <= start {
         return Err(format!("range {s:?} is empty"));
     }
@@ -217,5 +222,11 @@ mod tests {
         assert_eq!(parse_range("100.."), Ok(100..WHOLE_FILE_END));
         assert!(parse_range("10..5").is_err());
         assert!(parse_range("10").is_err());
+        assert!(parse_range("0..0x8000000000000000").is_err());
+        assert!(parse_range(&format!("0..{}", WHOLE_FILE_END + 1)).is_err());
+        assert_eq!(
+            parse_range(&format!("0..{WHOLE_FILE_END}")),
+            Ok(0..WHOLE_FILE_END)
+        );
     }
 }

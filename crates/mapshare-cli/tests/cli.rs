@@ -612,6 +612,14 @@ fn usage_errors_exit_2_before_touching_any_file() {
         vec!["recv", s(&q), "--count", "0"],
         vec!["recv", s(&q), "--timeout", "soon"],
         vec!["lock", s(&f), "--timeout=-1s", "--", "true"],
+        vec![
+            "lock",
+            s(&f),
+            "--range",
+            "0..0x8000000000000000",
+            "--",
+            "true",
+        ],
     ];
     for args in &cases {
         let o = mapshare(args);
