@@ -12,6 +12,7 @@
 pub mod futex;
 pub mod lock;
 pub(crate) mod mem;
+pub mod proc;
 
 use std::fs::File;
 use std::io;
