@@ -832,3 +832,120 @@ fn a_full_lease_table_reclaims_slots_of_dead_processes() {
     assert_eq!(alive.len(), 2);
     assert!(alive.iter().all(|a| a.pid == std::process::id()));
 }
+
+/// Whether `unshare --pid` works here (root, or user namespaces); prints
+/// why not when it does not, so a skipped test says so.
+fn unshare_works() -> bool {
+    match std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipped: `unshare --pid --fork` failed here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run `unshare`: {e}");
+            false
+        }
+    }
+}
+
+/// Issue 7 A1: a holder in another PID namespace, whose PID does not exist
+/// in ours, is alive as long as it holds its lease: we get `WouldBlock` and
+/// `Timeout`, never `OwnerDied`; once it is killed we do get `OwnerDied`.
+/// (Before: `kill(pid, 0)` in our namespace declared it dead at once.)
+#[test]
+fn a_holder_in_another_pid_namespace_is_alive_until_it_dies() {
+    if !unshare_works() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    // In a fresh namespace PIDs are handed out in order: `sh` is 1, the
+    // `true`s take 2.., and the peer gets `target`, a PID nobody has here.
+    let target = (300u32..)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let script = r#"i=2; while [ "$i" -lt "$0" ]; do /bin/true; i=$((i+1)); done; "$@""#;
+    let target_arg = target.to_string();
+    let mut holder = Peer::spawn_under(&[
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "sh",
+        "-c",
+        script,
+        &target_arg,
+    ]);
+    holder.ok(&format!("pair {}", path.display()));
+    let their_pid: u32 = holder
+        .ok("token")
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(their_pid, target, "the peer got the PID planned for it");
+    assert_eq!(holder.ok("hold"), "holding");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{target}")).exists(),
+        "PID {target} must not exist in the taker's namespace for this test to mean anything"
+    );
+
+    assert_eq!(
+        pair.state().unwrap(),
+        MutexState::Held {
+            pid: target,
+            alive: true
+        }
+    );
+    assert!(matches!(
+        pair.mutex().try_lock(),
+        Err(LockError::WouldBlock { .. })
+    ));
+    assert!(matches!(
+        pair.mutex().lock_timeout(Duration::from_millis(100)),
+        Err(LockError::Timeout { .. })
+    ));
+    let mut other = Peer::spawn();
+    other.ok(&format!("pair {}", path.display()));
+    assert_eq!(other.ok("locktimeout 100"), "Timeout");
+
+    holder.kill(); // `--kill-child` takes the whole namespace down
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            assert_eq!((g.a, g.b), (1, 0));
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
+
+/// Issue 7 A1, the other way round: the taker runs in a new PID namespace
+/// (with the host's `/proc` still mounted) and the holder's PID means
+/// nothing there.
+#[test]
+fn a_taker_in_another_pid_namespace_waits_for_a_live_holder() {
+    if !unshare_works() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    let mut taker = Peer::spawn_under(&["unshare", "--pid", "--fork", "--kill-child"]);
+    taker.ok(&format!("pair {}", path.display()));
+    assert_eq!(taker.ok("trylock"), "WouldBlock");
+    assert_eq!(taker.ok("locktimeout 100"), "Timeout");
+    holder.kill();
+    assert_eq!(taker.ok("locktimeout 10000"), "OwnerDied");
+}
