@@ -413,7 +413,8 @@ impl SharedFile {
         &mut self.region
     }
 
-    /// The object's first byte, as an offset into [`SharedFile::region`].
+    /// The object's first byte, as an offset into the file's mapping
+    /// ([`SharedFile::raw_region`]).
     #[inline]
     pub fn object_offset(&self) -> u64 {
         self.header.object_offset

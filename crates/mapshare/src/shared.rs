@@ -177,7 +177,8 @@ impl<T: Persistent, const N: usize> Persistent for [T; N] {
 /// ```
 pub struct Shared<T: Persistent> {
     file: SharedFile,
-    _t: PhantomData<fn() -> T>,
+    /// Send and Sync exactly when `std::sync::Mutex<T>` is.
+    _t: PhantomData<std::sync::Mutex<T>>,
 }
 
 impl<T: Persistent> std::fmt::Debug for Shared<T> {

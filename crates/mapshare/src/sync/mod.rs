@@ -11,6 +11,11 @@
 //! Every word these primitives share is read as untrusted input: a value
 //! no protocol step can produce is reported as [`Error::Corrupted`], never
 //! a panic or an endless loop.
+//!
+//! A [`Mutex`] is process-shared *and* thread-safe: its owner is a process
+//! (a lease), and threads of that process wait for each other as with
+//! `std::sync::Mutex`. Its raw constructor is `unsafe`, because a guard's
+//! `&mut T` must be the only path to those bytes in this process.
 
 mod event;
 mod file_lock;

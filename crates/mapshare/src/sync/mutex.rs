@@ -18,27 +18,8 @@
 //! never names a later process, and how liveness works across PID
 //! namespaces.
 //!
-//! # Threads, `fork()`
-//!
-//! The token names this process's lease, which all its threads share:
-//! threads of one process wait for each other as with `std::sync::Mutex`,
-//! and one holder at a time holds it overall. Locking again on the thread
-//! that holds the guard deadlocks, as with std (`try_lock` says
-//! `WouldBlock`). A guard inherited by a forked child is inert: dropping it
-//! there neither unlocks nor marks anything, since the parent still holds
-//! the lock.
-//!
-//! # References into shared memory
-//!
-//! A guard derefs to `&T` and `&mut T` over the mapped bytes. That is sound
-//! only while **every** process that maps the file follows the protocol:
-//! nobody touches the `T` without holding the lock. A hostile or buggy
-//! peer that writes without the lock, or a holder wrongly judged dead (a
-//! frozen process whose lease lock was somehow dropped), breaks Rust's
-//! aliasing rules for the `&mut T` you hold, and the compiler may then
-//! return stale values. When the peers are not trusted, copy the value out
-//! instead: [`MutexGuard::copy_out`] and [`Shared::load`](crate::Shared::load)
-//! read the bytes with volatile loads and never form a `&T` over them.
+//! See [`Mutex`] for threads, `fork()` and when a guard's references are
+//! sound.
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
@@ -140,9 +121,29 @@ pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<
 /// A robust mutex over a `T` at an offset of a mapshare file.
 ///
 /// `T` must accept any bytes ([`FromBytes`]): another process, or an old
-/// version of this one, wrote them. Threads and processes contend alike;
-/// see the [module docs](self) for threads, `fork()` and when the
-/// references a guard hands out are sound.
+/// version of this one, wrote them. Threads and processes contend alike.
+///
+/// # Threads, `fork()`
+///
+/// The lock word names the holding process (its lease), which all its threads share:
+/// threads of one process wait for each other as with `std::sync::Mutex`,
+/// and one holder at a time holds it overall. Locking again on the thread
+/// that holds the guard deadlocks, as with std (`try_lock` says
+/// `WouldBlock`). A guard inherited by a forked child is inert: dropping it
+/// there neither unlocks nor marks anything, since the parent still holds
+/// the lock.
+///
+/// # References into shared memory
+///
+/// A guard derefs to `&T` and `&mut T` over the mapped bytes. That is sound
+/// only while **every** process that maps the file follows the protocol:
+/// nobody touches the `T` without holding the lock. A hostile or buggy
+/// peer that writes without the lock, or a holder wrongly judged dead (a
+/// frozen process whose lease lock was somehow dropped), breaks Rust's
+/// aliasing rules for the `&mut T` you hold, and the compiler may then
+/// return stale values. When the peers are not trusted, copy the value out
+/// instead: [`MutexGuard::copy_out`] and [`Shared::load`](crate::Shared::load)
+/// read the bytes with volatile loads and never form a `&T` over them.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -153,8 +154,15 @@ pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<
 /// let file = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(()))?;
 /// // SAFETY: these bytes of the object are used only as this mutex.
 /// let counter = unsafe { Mutex::<u64>::at(&file, file.object_offset())? };
-/// *counter.lock()? += 1; // `?` turns a `LockError` into a `mapshare::Error`
-/// assert_eq!(*counter.lock()?, 1);
+///
+/// // `?` turns a `LockError` into a `mapshare::Error` naming the file.
+/// fn bump(counter: &Mutex<'_, u64>) -> mapshare::Result<u64> {
+///     let mut n = counter.lock()?;
+///     *n += 1;
+///     Ok(*n)
+/// }
+/// assert_eq!(bump(&counter)?, 1);
+/// assert_eq!(bump(&counter)?, 2);
 /// # Ok(()) }
 /// ```
 pub struct Mutex<'f, T> {
@@ -164,7 +172,9 @@ pub struct Mutex<'f, T> {
     seq: &'f AtomicU32,
     state: &'f AtomicU32,
     spin: Spin,
-    _t: PhantomData<fn() -> T>,
+    /// Send and Sync exactly when `std::sync::Mutex<T>` is: the `T` is
+    /// handed from thread to thread.
+    _t: PhantomData<std::sync::Mutex<T>>,
 }
 
 impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
