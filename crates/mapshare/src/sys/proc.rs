@@ -100,13 +100,17 @@ fn read_stat(path: &str) -> Option<Stat> {
 /// is readable once the process has exited, zombie or not); PID reuse
 /// cannot be told apart there, so the answer errs towards `Running`.
 pub fn probe(pid: u32, start: u64) -> Probe {
+    probe_via(pid, start, proc_is_ours())
+}
+
+fn probe_via(pid: u32, start: u64, use_proc: bool) -> Probe {
     let Ok(raw) = i32::try_from(pid) else {
         return Probe::Gone;
     };
     let Some(p) = rustix::process::Pid::from_raw(raw) else {
         return Probe::Gone;
     };
-    if proc_is_ours() {
+    if use_proc {
         return match read_stat(&format!("/proc/{pid}/stat")) {
             None => Probe::Gone,
             Some(s) if s.state == b'Z' || s.state == b'X' => Probe::Gone,
@@ -147,6 +151,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "real system calls and /proc")]
     fn this_process_is_running_and_identified() {
         let me = Identity::current();
         assert_eq!(me.pid, super::super::pid());
@@ -163,6 +168,30 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "real system calls and /proc")]
+    fn zombies_are_gone_by_proc_and_by_pidfd() {
+        let me = super::super::pid();
+        assert_eq!(probe_via(me, 0, false), Probe::Running, "pidfd path");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Not reaped yet: a zombie once it has exited.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while read_stat(&format!("/proc/{pid}/stat")).is_some_and(|s| s.state != b'Z') {
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(
+            super::super::process_exists(pid),
+            "kill(pid, 0) still sees it"
+        );
+        assert_eq!(probe_via(pid, 0, true), Probe::Gone);
+        assert_eq!(probe_via(pid, 0, false), Probe::Gone);
+        child.wait().unwrap();
+        assert_eq!(probe_via(pid, 0, false), Probe::Gone);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "real system calls and /proc")]
     fn comm_with_parentheses_parses() {
         let dir = std::env::temp_dir().join(format!("mapshare-stat-{}", std::process::id()));
         let line = "12 (a) b (c)) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20\n";
