@@ -949,3 +949,22 @@ fn a_taker_in_another_pid_namespace_waits_for_a_live_holder() {
     holder.kill();
     assert_eq!(taker.ok("locktimeout 10000"), "OwnerDied");
 }
+
+/// Issue 7 A1: holder and taker share a new PID namespace whose `/proc` is
+/// still the host's. The PID test must notice that `/proc/<pid>` names some
+/// other process there (and use a pidfd instead): the live holder stays
+/// alive, the killed one is dead.
+#[test]
+fn one_pid_namespace_with_a_foreign_proc_judges_its_own_pids() {
+    if !unshare_works() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut taker = Peer::spawn_under(&["unshare", "--pid", "--fork", "--kill-child"]);
+    taker.ok(&format!("pair {}", path.display()));
+    assert_eq!(
+        taker.ok(&format!("nsprobe {}", path.display())),
+        "WouldBlock OwnerDied"
+    );
+}

@@ -416,6 +416,32 @@ pub fn serve() {
                     let v = p.load()?;
                     format!("{} {}", v.a, v.b)
                 }
+                ["nsprobe", path] => {
+                    // Start a holder of the pair as our own child (so in
+                    // our PID namespace), then report how a try_lock ends
+                    // while it holds, and how a lock ends once it is killed.
+                    let p = pair.as_ref().expect("no pair open");
+                    let mut holder = Peer::spawn();
+                    holder.ok(&format!("pair {path}"));
+                    assert_eq!(holder.ok("hold"), "holding");
+                    let held = match p.mutex().try_lock() {
+                        Ok(_) => "locked".to_string(),
+                        Err(LockError::OwnerDied(_)) => "OwnerDied".into(),
+                        Err(LockError::WouldBlock { .. }) => "WouldBlock".into(),
+                        Err(e) => format!("other:{e}"),
+                    };
+                    holder.kill();
+                    let after = match p.mutex().lock_timeout(Duration::from_secs(10)) {
+                        Err(LockError::OwnerDied(mut g)) => {
+                            g.a = g.b;
+                            g.mark_consistent();
+                            "OwnerDied".to_string()
+                        }
+                        Ok(_) => "locked".into(),
+                        Err(e) => format!("other:{e}"),
+                    };
+                    format!("{held} {after}")
+                }
                 ["forkdrop"] => {
                     // Lock, fork; the child drops its copy of the guard and
                     // exits; the parent holds on until told to release.
