@@ -319,6 +319,41 @@ pub enum Error {
         slots: u32,
     },
 
+    /// A mutex's previous holder died while holding it: the protected data
+    /// may be half-updated. Lock it, repair the data and mark it
+    /// consistent (or use [`crate::shared::repair`]).
+    #[error("{origin}: the previous holder of the mutex died while holding it; the data may be half-updated and must be checked, then marked consistent")]
+    OwnerDied {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// A holder of a mutex panicked while holding it.
+    #[error("{origin}: a holder of the mutex panicked; the data must be checked, then marked consistent")]
+    Poisoned {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// A taker of a dead holder's mutex gave up repairing it: it cannot be
+    /// locked until it is deliberately reset ([`crate::shared::repair`]).
+    #[error("{origin}: the mutex is not recoverable (a taker gave up repairing it); reset it after checking the data")]
+    NotRecoverable {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// A repair was asked for a mutex in a state it does not apply to.
+    #[error("{origin}: cannot {repair}: the mutex is {state}")]
+    RepairNotApplicable {
+        /// The file.
+        origin: Origin,
+        /// The repair asked for (`mark consistent`, `reset`).
+        repair: &'static str,
+        /// The state found.
+        state: String,
+    },
+
     /// This process is a `fork()`ed child using its parent's attachment;
     /// it must open the file itself.
     #[error("{origin}: this attachment belongs to process {owner}, not to this forked child (pid {pid}); open the file again")]

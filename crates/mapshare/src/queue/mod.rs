@@ -302,7 +302,9 @@ impl Shared {
     /// Claims `role` for this process's lease.
     fn claim(&self, role: Role) -> Result<()> {
         let (i, name) = (role as usize, role.name());
-        let me = self.file.lease().token().raw();
+        // Interim: 32-bit role words hold the token's low bits until the
+        // queue stores 64-bit tokens.
+        let me = self.file.lease().token().raw() as u32;
         let word = self.role(i);
         loop {
             let cur = word.load(Acquire);
@@ -332,7 +334,9 @@ impl Shared {
     }
 
     fn unclaim(&self, role: Role) {
-        let me = self.file.lease().token().raw();
+        // Interim: 32-bit role words hold the token's low bits until the
+        // queue stores 64-bit tokens.
+        let me = self.file.lease().token().raw() as u32;
         let _ = self
             .role(role as usize)
             .compare_exchange(me, 0, SeqCst, Relaxed);
@@ -340,7 +344,7 @@ impl Shared {
 
     /// `Some(pid)` if `token` names a live process (this one included).
     fn liveness(&self, token: u32) -> Result<Option<u32>> {
-        let Some(t) = Token::from_raw(token) else {
+        let Some(t) = Token::from_raw(u64::from(token)) else {
             return Err(Error::Corrupted {
                 origin: self.origin().clone(),
                 what: "queue role",
@@ -1125,7 +1129,8 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
         if token == 0 {
             return Ok(None);
         }
-        let t = Token::from_raw(token).ok_or_else(|| corrupt(format!("role token {token:#x}")))?;
+        let t = Token::from_raw(u64::from(token))
+            .ok_or_else(|| corrupt(format!("role token {token:#x}")))?;
         Ok(Some(match leases.liveness(t, None)? {
             Liveness::Alive { pid } => (pid, true),
             Liveness::Dead { pid } => (pid, false),
