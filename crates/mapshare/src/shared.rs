@@ -246,7 +246,13 @@ impl<T: Persistent> Shared<T> {
     /// all but name.)
     pub fn load(&self) -> Result<T> {
         let guard = self.lock()?;
-        Ok(guard.copy_out())
+        let value = guard.copy_out();
+        drop(guard);
+        // A page cut by an outside truncate read as zeros: say so instead
+        // of returning them (see `Region::check_faults`).
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        self.file.region().check_faults()?;
+        Ok(value)
     }
 
     /// What the value's mutex is doing now (see [`MutexState`]).
