@@ -124,7 +124,7 @@ fn roles_are_exclusive_until_the_holder_dies() {
 }
 
 #[test]
-fn a_killed_producer_leaves_every_committed_record_then_disconnected() {
+fn a_killed_producer_leaves_every_committed_record_then_peer_died() {
     let (_dir, path) = new_queue(1 << 20);
     let mut producer = Peer::spawn();
     assert_eq!(
@@ -132,18 +132,22 @@ fn a_killed_producer_leaves_every_committed_record_then_disconnected() {
         "sent"
     );
     producer.ok(&format!("qholdproducer {}", path.display()));
+    let pid = producer.pid();
     producer.kill();
     let mut rx = Consumer::open(&path).unwrap();
     for seq in 0..500 {
         assert_eq!(check_record(&rx.recv().unwrap()), Ok(seq));
     }
-    assert!(matches!(
-        rx.recv(),
-        Err(Error::Disconnected {
-            peer: "producer",
-            ..
-        })
-    ));
+    match rx.recv() {
+        Err(e @ Error::PeerDied { .. }) => {
+            assert!(
+                matches!(e, Error::PeerDied { peer: "producer", pid: p, .. } if p == pid),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&pid.to_string()), "{e}");
+        }
+        other => panic!("expected PeerDied, got {:?}", other.map(|r| r.len())),
+    };
 }
 
 #[test]
@@ -188,8 +192,10 @@ fn a_restarted_consumer_resumes_where_it_stopped() {
         "Some(299)"
     );
     drop(second);
+    // Drained, and its producer left before this consumer's session: a
+    // new consumer waits for the next producer.
     let mut rx = Consumer::open(&path).unwrap();
-    assert!(matches!(rx.try_recv(), Err(Error::Disconnected { .. })));
+    assert!(matches!(rx.try_recv(), Ok(None)));
     let state = queue::observe(&mapshare::Inspection::open(&path).unwrap()).unwrap();
     assert_eq!(state.used, 0);
     assert_eq!(state.records, 0);
@@ -218,15 +224,16 @@ fn producer_crashes_lose_and_repeat_nothing() {
                 next += 1;
             }
         }
+        let pid = producer.pid();
         producer.kill();
-        // Drain what was committed; then the producer is gone.
+        // Drain what was committed; then the producer died.
         loop {
             match rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(r) => {
                     assert_eq!(check_record(&r), Ok(next), "round {round}");
                     next += 1;
                 }
-                Err(Error::Disconnected { .. }) => break,
+                Err(Error::PeerDied { pid: p, .. }) if p == pid => break,
                 Err(e) => panic!("round {round}: {e}"),
             }
         }
