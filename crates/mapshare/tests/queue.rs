@@ -398,16 +398,29 @@ fn a_hostile_peer_cannot_crash_or_hang_the_consumer() {
     scribbler.send(&format!("scribble {} 3000", path.display()));
     let start = Instant::now();
     let (mut records, mut corrupted, mut other) = (0u64, 0u64, 0u64);
+    let mut buf = Vec::new();
+    let mut copy_out = false;
     while start.elapsed() < Duration::from_millis(3000) {
         let t = Instant::now();
-        match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(r) => {
-                records += 1;
-                assert!(r.len() <= 4096);
+        // Alternately in place and through the copy-out path.
+        copy_out = !copy_out;
+        let got = if copy_out {
+            rx.recv_into_timeout(&mut buf, Duration::from_millis(5))
+        } else {
+            rx.recv_timeout(Duration::from_millis(5)).map(|r| {
                 std::hint::black_box(r.iter().map(|&b| b as u64).sum::<u64>());
+                r.len()
+            })
+        };
+        match got {
+            Ok(len) => {
+                records += 1;
+                assert!(len <= 4096);
             }
             Err(Error::Corrupted { .. }) => corrupted += 1,
-            Err(Error::Timeout { .. } | Error::Disconnected { .. }) => other += 1,
+            Err(Error::Timeout { .. } | Error::Disconnected { .. } | Error::PeerDied { .. }) => {
+                other += 1
+            }
             Err(e) => panic!("unexpected error: {e}"),
         }
         assert!(t.elapsed() < Duration::from_secs(2), "a receive hung");

@@ -337,6 +337,9 @@ struct Watch {
     since: u64,
     /// Whether a peer of our session has been seen (sticky).
     seen: bool,
+    /// When the file's link count may be checked again (at most once per
+    /// [`PEER_CHECK`], so that polling an empty queue stays cheap).
+    next_link_check: Option<Instant>,
 }
 
 /// The peer, as found by a check.
@@ -415,6 +418,7 @@ impl Shared {
         let watch = Watch {
             since,
             seen: live || pending,
+            next_link_check: None,
         };
         // Wake a producer that waits for a consumer before writing a pad
         // that only a consumer can release.
@@ -595,11 +599,17 @@ impl Shared {
         })
     }
 
-    /// Whether the file lost its last name since we opened it.
-    fn deleted(&self) -> Result<bool> {
+    /// Whether the file lost its last name since we opened it (checked at
+    /// most once per [`PEER_CHECK`]; `false` between checks).
+    fn deleted(&self, watch: &mut Watch) -> Result<bool> {
         if !self.linked {
             return Ok(false);
         }
+        let now = Instant::now();
+        if watch.next_link_check.is_some_and(|t| now < t) {
+            return Ok(false);
+        }
+        watch.next_link_check = Some(now + PEER_CHECK);
         let meta = self
             .file
             .region()
@@ -660,7 +670,7 @@ impl Shared {
                     peer: peer.name(),
                     pid,
                 }),
-                Peer::Waiting if self.deleted()? && !self.peer_live(peer)? => {
+                Peer::Waiting if self.deleted(watch)? && !self.peer_live(peer)? => {
                     Some(Error::Deleted {
                         origin: self.origin().clone(),
                     })

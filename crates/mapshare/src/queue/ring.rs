@@ -420,7 +420,10 @@ mod tests {
         assert!(r.check(8, 0).is_err(), "write behind read");
         assert!(r.check(3, 8).is_err(), "unaligned");
         assert!(r.check(8, 16).is_ok());
-        assert!(r.check(u64::MAX - 7, u64::MAX - 7).is_err(), "near u64::MAX");
+        assert!(
+            r.check(u64::MAX - 7, u64::MAX - 7).is_err(),
+            "near u64::MAX"
+        );
         assert!(r.check(MAX_POSITION - 8, MAX_POSITION).is_ok());
         assert!(r.check(MAX_POSITION, MAX_POSITION + 8).is_err());
         // Garbage headers.
