@@ -34,13 +34,15 @@
 //! | role word | sessions vs closed | meaning |
 //! |---|---|---|
 //! | 0 | `closed == sessions` | nobody holds the role; the last holder left cleanly (or nobody ever attached) |
-//! | token of a live lease | `closed < sessions` | held now, by session `sessions` |
+//! | token of a live lease | `closed < sessions` | held now, by session `sessions` (for an instant after the CAS, `closed == sessions`: the holder is attaching) |
 //! | token of a dead lease | `closed < sessions` | the holder died (SIGKILL, crash): the next claimant takes it over |
 //! | 0 | `closed < sessions` | cannot happen by the protocol (closed is stored before the role is given back); read as "died", pid 0 |
 //!
 //! Claiming: CAS the role word from 0 (or from a dead holder's token) to our
-//! token, then add 1 to `sessions`; our session number is the new value. A
-//! live holder makes the claim fail with [`Error::RoleTaken`]. Leaving
+//! token, validate the positions, then add 1 to `sessions`; our session
+//! number is the new value. A live holder makes the claim fail with
+//! [`Error::RoleTaken`]; a failed attach gives the role back before its
+//! session starts. Leaving
 //! cleanly (drop): store `closed = session`, then CAS the role word from our
 //! token back to 0, then notify the peer's event.
 //!
@@ -397,7 +399,7 @@ impl Shared {
     /// Returns them with our session number and what we know of the peer.
     fn attach(file: SharedFile, role: Role) -> Result<Attached> {
         let q = Shared::open(file)?;
-        let session = q.claim(role)?;
+        q.claim(role)?;
         let read = q.ring().read.load(Acquire);
         let write = q.ring().write.load(Acquire);
         if let Err(v) = q.ring().check(read, write) {
@@ -422,6 +424,9 @@ impl Shared {
         };
         // Wake a producer that waits for a consumer before writing a pad
         // that only a consumer can release.
+        // The session starts only now that nothing can fail: a failed
+        // attach never looks like a peer that came and went.
+        let session = q.word(role, SESSIONS).fetch_add(1, SeqCst).wrapping_add(1);
         if role == Role::Consumer {
             q.ring().space_event.notify(1, &Futex);
         }
@@ -490,8 +495,9 @@ impl Shared {
         }
     }
 
-    /// Claims `role` for this process's lease; returns our session number.
-    fn claim(&self, role: Role) -> Result<u64> {
+    /// Claims `role` for this process's lease (the session number is
+    /// taken later, by `attach`).
+    fn claim(&self, role: Role) -> Result<()> {
         let me = token_word(self.file.lease().token());
         let word = self.word(role, HOLDER);
         loop {
@@ -517,10 +523,7 @@ impl Shared {
                 }
             }
         }
-        Ok(self
-            .word(role, SESSIONS)
-            .fetch_add(1, SeqCst)
-            .wrapping_add(1))
+        Ok(())
     }
 
     /// Gives `role` back after a failed attach (no session close mark:
