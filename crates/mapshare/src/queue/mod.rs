@@ -42,9 +42,10 @@
 //! token, validate the positions, then add 1 to `sessions`; our session
 //! number is the new value. A live holder makes the claim fail with
 //! [`Error::RoleTaken`]; a failed attach gives the role back before its
-//! session starts. Leaving
-//! cleanly (drop): store `closed = session`, then CAS the role word from our
-//! token back to 0, then notify the peer's event.
+//! session starts. Leaving cleanly (drop): store `closed = session`, then
+//! CAS the role word from our token back to 0, then notify the peer's
+//! event. A consumer's attach also notifies the space event (a producer
+//! may wait for a consumer, see "Pads").
 //!
 //! # Sessions: when a side stops waiting
 //!
@@ -71,6 +72,19 @@
 //!   the same schedule) while no live peer holds it reports
 //!   [`Error::Deleted`]: nobody can open it again. Anonymous queues
 //!   (memfds, never linked) are exempt.
+//!
+//! # Pads
+//!
+//! A record never wraps: one that does not fit before the end of the ring
+//! is preceded by a pad covering the tail. When pad and record fit in the
+//! ring together, the producer waits for room for both and publishes them
+//! together, so a send that fails (`Full`, `Timeout`) writes nothing. A
+//! record larger than what the pad leaves (up to `max_record`, the whole
+//! ring less its header) needs the pad released first: that pad is
+//! published on its own, and only while a live consumer is attached to
+//! release it. So a max-size record goes through whenever the ring is
+//! empty and a consumer drains it, and without a consumer a failed attempt
+//! leaves nothing that would keep smaller records out.
 //!
 //! # Persistence
 //!
