@@ -549,7 +549,10 @@ impl Shared {
     /// wakes the peer so it notices at once. Writes nothing in a forked
     /// child.
     fn leave(&self, role: Role, session: u64) {
-        if !self.is_owner() {
+        let me = token_word(self.file.lease().token());
+        // Not in a forked child; and not if our role was taken over (we
+        // were judged dead): the close mark belongs to the holder.
+        if !self.is_owner() || self.word(role, HOLDER).load(Acquire) != me {
             return;
         }
         self.word(role, CLOSED).store(session, Release);
