@@ -387,6 +387,27 @@ pub enum Error {
         peer: &'static str,
     },
 
+    /// The other side of a queue died without closing its session (for a
+    /// consumer: after every record it committed was received).
+    #[error("{origin}: the {peer} (process {pid}) died")]
+    PeerDied {
+        /// The queue file.
+        origin: Origin,
+        /// `producer` or `consumer`.
+        peer: &'static str,
+        /// The process that died, as recorded in its lease slot (0 if
+        /// unknown).
+        pid: u32,
+    },
+
+    /// The file was deleted (unlinked) while this process waited on it,
+    /// and no live peer is attached to it: nobody can ever open it again.
+    #[error("{origin}: the file was deleted while in use; nobody else can open it")]
+    Deleted {
+        /// The file.
+        origin: Origin,
+    },
+
     /// A record is larger than the queue can ever hold.
     #[error("{origin}: a record of {len} bytes exceeds the largest this queue holds ({max})")]
     TooLarge {
