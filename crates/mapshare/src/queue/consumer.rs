@@ -166,7 +166,8 @@ impl Consumer {
                     }
                 }
                 Next::Record { at, len, size } => {
-                    return Ok(Some((at, len as usize, self.read + size)))
+                    self.q.check_faults()?;
+                    return Ok(Some((at, len as usize, self.read + size)));
                 }
             }
         }
@@ -272,6 +273,7 @@ impl Consumer {
             return Ok(None);
         };
         self.q.bytes.copy_out(at, len, buf);
+        self.q.check_faults()?;
         self.check_unchanged(at, len, next)?;
         self.read = next;
         self.release(next);

@@ -484,7 +484,22 @@ impl Shared {
         }
     }
 
+    /// `Truncated` if a page of the queue vanished under an outside
+    /// truncate (the SIGBUS handler replaced it with zeros, see
+    /// `Region::check_faults`): called after reading shared bytes and
+    /// before trusting what was read. One relaxed load.
+    #[inline]
+    fn check_faults(&self) -> Result<()> {
+        std::sync::atomic::compiler_fence(SeqCst);
+        self.file.region().check_faults()
+    }
+
+    /// A violated invariant; reported as `Truncated` instead when a page
+    /// vanished, since zeros from a cut page look like corruption.
     fn corrupted(&self, v: ring::Violation) -> Error {
+        if let Err(e) = self.check_faults() {
+            return e;
+        }
         Error::Corrupted {
             origin: self.origin().clone(),
             what: "queue state",
@@ -651,6 +666,7 @@ impl Shared {
             ok = spin_until(spin, check);
         }
         loop {
+            self.check_faults()?;
             if let Some(e) = bad.take() {
                 return Err(e);
             }

@@ -186,6 +186,9 @@ impl Producer {
     fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<Grant<'_>>> {
         // A forked child must not write as its parent's producer.
         self.q.file.lease().check_owner(self.q.file.region())?;
+        // A record written since the last call may have gone into a page
+        // an outside truncate cut away: report it now.
+        self.q.check_faults()?;
         let max = self.max_record();
         if len == 0 || len as u64 > max {
             return Err(Error::TooLarge {
@@ -275,7 +278,10 @@ impl Producer {
             Ok(Some(mut g)) => {
                 g.copy_from_slice(data);
                 g.commit();
-                Ok(())
+                match self.q.check_faults() {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(SendError::Failed(e, data)),
+                }
             }
             Ok(None) if matches!(wait, Wait::No) => Err(SendError::Full(data)),
             Ok(None) => Err(SendError::Timeout(data)),
