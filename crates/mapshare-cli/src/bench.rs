@@ -218,7 +218,15 @@ pub(crate) fn finish(mut child: Child) -> Result<(), Failure> {
 }
 
 pub(crate) fn word(file: &SharedFile, at: u64) -> Result<&AtomicU32, Failure> {
-    Ok(file.region().atomic_u32(file.object_offset() + at)?)
+    Ok(region(file).atomic_u32(file.object_offset() + at)?)
+}
+
+/// The bench file's mapping: its words, events and mutex sit at disjoint
+/// offsets, each used only as what it is.
+fn region(file: &SharedFile) -> &mapshare::Region {
+    // SAFETY: nothing read or written through this region overlaps the
+    // mutex at `MUTEX` (see the offsets above).
+    unsafe { file.raw_region() }
 }
 
 /// Waits until `w` holds `want`, spinning (the cache-line floor).
@@ -325,7 +333,8 @@ fn print_figure(f: &Value) {
 fn lock_suite(quick: bool) -> Result<Vec<Value>, Failure> {
     let bf = BenchFile::new()?;
     let file = bf.open()?;
-    let mutex = Mutex::<u64>::at(&file, file.object_offset() + MUTEX)?;
+    // SAFETY: the bytes at `MUTEX` are used only as this mutex.
+    let mutex = unsafe { Mutex::<u64>::at(&file, file.object_offset() + MUTEX)? };
     let batches = if quick { 200 } else { 2000 };
 
     let ours = batched(batches, 1000, || {
@@ -429,8 +438,8 @@ fn wake_suite(quick: bool) -> Result<Vec<Value>, Failure> {
     // used only as these events (here and in the peer process).
     let (ev_a, ev_b) = unsafe {
         (
-            Event::at(file.region(), file.object_offset() + EV_A)?,
-            Event::at(file.region(), file.object_offset() + EV_B)?,
+            Event::at(region(&file), file.object_offset() + EV_A)?,
+            Event::at(region(&file), file.object_offset() + EV_B)?,
         )
     };
 
@@ -489,8 +498,8 @@ fn wake_suite(quick: bool) -> Result<Vec<Value>, Failure> {
     // SAFETY: as for `ev_a` and `ev_b` above.
     let (ea_park, eb_park) = unsafe {
         (
-            Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(Spin::NONE),
-            Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(Spin::NONE),
+            Event::at(region(&file), file.object_offset() + EV_A)?.with_spin(Spin::NONE),
+            Event::at(region(&file), file.object_offset() + EV_B)?.with_spin(Spin::NONE),
         )
     };
     let ev_park = {
@@ -566,7 +575,8 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
         [suite, path, n] if suite == "lock" => {
             let n: u32 = n.parse().map_err(|_| Failure("bad count".into()))?;
             let file = SharedFile::open_or_create(path, &spec(), |_, _| Ok(()))?;
-            let mutex = Mutex::<u64>::at(&file, file.object_offset() + MUTEX)?;
+            // SAFETY: the bytes at `MUTEX` are used only as this mutex.
+            let mutex = unsafe { Mutex::<u64>::at(&file, file.object_offset() + MUTEX)? };
             word(&file, READY)?.store(1, Ordering::Release);
             spin_for(word(&file, GO)?, 1);
             for _ in 0..n {
@@ -599,8 +609,8 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
             // each, used only as these events.
             let (ev_a, ev_b) = unsafe {
                 (
-                    Event::at(file.region(), file.object_offset() + EV_A)?.with_spin(spin),
-                    Event::at(file.region(), file.object_offset() + EV_B)?.with_spin(spin),
+                    Event::at(region(&file), file.object_offset() + EV_A)?.with_spin(spin),
+                    Event::at(region(&file), file.object_offset() + EV_B)?.with_spin(spin),
                 )
             };
             for i in 1..=n {

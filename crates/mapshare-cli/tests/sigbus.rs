@@ -208,7 +208,6 @@ fn send_and_recv_on_a_queue_truncated_mid_stream_do_not_die_of_sigbus() {
 }
 
 #[test]
-#[ignore = "needs queue fault check (Region::check_faults in queue/mod.rs); lead wires it"]
 fn send_and_recv_on_a_queue_truncated_mid_stream_exit_with_an_error() {
     let ((send, send_err), (recv, recv_err)) = cut_a_queue_mid_stream();
     assert_clean_truncated("send", send, &send_err);

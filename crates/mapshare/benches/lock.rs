@@ -14,7 +14,8 @@ fn uncontended(c: &mut Criterion) {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
     let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
     let file = SharedFile::open_or_create(dir.path().join("lock"), &spec, |_, _| Ok(())).unwrap();
-    let ours = Mutex::<u64>::at(&file, file.object_offset()).unwrap();
+    // SAFETY: the object's first bytes are used only as this mutex.
+    let ours = unsafe { Mutex::<u64>::at(&file, file.object_offset()) }.unwrap();
     let std_mutex = std::sync::Mutex::new(0u64);
     let mut g = c.benchmark_group("uncontended_lock_unlock");
     g.bench_function("mapshare_mutex", |b| {

@@ -319,6 +319,41 @@ pub enum Error {
         slots: u32,
     },
 
+    /// A mutex's previous holder died while holding it: the protected data
+    /// may be half-updated. Lock it, repair the data and mark it
+    /// consistent (or use [`crate::shared::repair`]).
+    #[error("{origin}: the previous holder of the mutex died while holding it; the data may be half-updated and must be checked, then marked consistent")]
+    OwnerDied {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// A holder of a mutex panicked while holding it.
+    #[error("{origin}: a holder of the mutex panicked; the data must be checked, then marked consistent")]
+    Poisoned {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// A taker of a dead holder's mutex gave up repairing it: it cannot be
+    /// locked until it is deliberately reset ([`crate::shared::repair`]).
+    #[error("{origin}: the mutex is not recoverable (a taker gave up repairing it); reset it after checking the data")]
+    NotRecoverable {
+        /// The file.
+        origin: Origin,
+    },
+
+    /// A repair was asked for a mutex in a state it does not apply to.
+    #[error("{origin}: cannot {repair}: the mutex is {state}")]
+    RepairNotApplicable {
+        /// The file.
+        origin: Origin,
+        /// The repair asked for (`mark consistent`, `reset`).
+        repair: &'static str,
+        /// The state found.
+        state: String,
+    },
+
     /// This process is a `fork()`ed child using its parent's attachment;
     /// it must open the file itself.
     #[error("{origin}: this attachment belongs to process {owner}, not to this forked child (pid {pid}); open the file again")]
@@ -350,6 +385,27 @@ pub enum Error {
         origin: Origin,
         /// `producer` or `consumer`.
         peer: &'static str,
+    },
+
+    /// The other side of a queue died without closing its session (for a
+    /// consumer: after every record it committed was received).
+    #[error("{origin}: the {peer} (process {pid}) died")]
+    PeerDied {
+        /// The queue file.
+        origin: Origin,
+        /// `producer` or `consumer`.
+        peer: &'static str,
+        /// The process that died, as recorded in its lease slot (0 if
+        /// unknown).
+        pid: u32,
+    },
+
+    /// The file was deleted (unlinked) while this process waited on it,
+    /// and no live peer is attached to it: nobody can ever open it again.
+    #[error("{origin}: the file was deleted while in use; nobody else can open it")]
+    Deleted {
+        /// The file.
+        origin: Origin,
     },
 
     /// A record is larger than the queue can ever hold.

@@ -515,9 +515,27 @@ impl SharedFile {
         )
     }
 
-    /// The whole file's mapping.
+    /// The whole file's mapping. Crate-private: typed objects (mutexes,
+    /// queues) own their bytes, and safe code must not reach the bytes of
+    /// a live guard through another path.
     #[inline]
-    pub fn region(&self) -> &Region {
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// The whole file's mapping, for experts (tools, benchmarks, raw
+    /// layouts of their own).
+    ///
+    /// # Safety
+    ///
+    /// Bytes that this process uses through a typed object of this file
+    /// (a [`Mutex`](crate::sync::Mutex) and its `T`, an `Event`, a
+    /// `Semaphore`, a queue) must not be read or written through the
+    /// returned region while that object may hand out references to them
+    /// (for a mutex: while a guard lives); the same contract as
+    /// [`Mutex::at`](crate::sync::Mutex::at).
+    #[inline]
+    pub unsafe fn raw_region(&self) -> &Region {
         &self.region
     }
 
@@ -526,7 +544,8 @@ impl SharedFile {
         &mut self.region
     }
 
-    /// The object's first byte, as an offset into [`SharedFile::region`].
+    /// The object's first byte, as an offset into the file's mapping
+    /// ([`SharedFile::raw_region`]).
     #[inline]
     pub fn object_offset(&self) -> u64 {
         self.header.object_offset

@@ -9,7 +9,7 @@
 //! This module owns the byte layout and its validation only; the protocol
 //! that creates and opens files is in `file`.
 //!
-//! # Layout (version 1, 128 bytes at offset 0)
+//! # Layout (version 2, 128 bytes at offset 0)
 //!
 //! | offset | size | field | encoding |
 //! |---|---|---|---|
@@ -50,7 +50,12 @@ use crate::error::{Error, Origin, Result};
 /// `MAPSHARE` read as a big-endian number; stored in native order.
 pub const MAGIC: u64 = u64::from_be_bytes(*b"MAPSHARE");
 /// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+///
+/// - 1: first release.
+/// - 2: 64-bit lease tokens and slot generations; lease slots record the
+///   PID namespace and start time; mutexes have a 64-bit lock word and a
+///   sequence word (see `sync::raw_mutex`). Version 1 files are refused.
+pub const VERSION: u16 = 2;
 /// Bytes of the header proper.
 pub const HEADER_LEN: usize = 128;
 /// Offset of the init-state word.
@@ -363,7 +368,10 @@ impl Header {
         if usize::from(raw.header_len.get()) != HEADER_LEN {
             return Err(corrupt(
                 "header length",
-                format!("{} bytes, version 1 has {HEADER_LEN}", raw.header_len.get()),
+                format!(
+                    "{} bytes, version {VERSION} has {HEADER_LEN}",
+                    raw.header_len.get()
+                ),
             ));
         }
         let computed = fnv1a(&raw.as_bytes()[CHECKSUM_RANGE]);
@@ -552,12 +560,16 @@ mod tests {
             Header::parse(&o, &good, h.file_len - 1),
             Err(Error::Truncated { .. })
         ));
-        let mut v2 = good;
-        v2[16] = 2;
-        assert!(matches!(
-            Header::parse(&o, &v2, h.file_len),
-            Err(Error::UnsupportedVersion { found: 2, .. })
-        ));
+        // The previous version (1: 32-bit lock words) and the next are refused.
+        for other in [VERSION - 1, VERSION + 1] {
+            let mut v = good;
+            v[16..18].copy_from_slice(&other.to_le_bytes());
+            let found = u32::from(other);
+            assert!(matches!(
+                Header::parse(&o, &v, h.file_len),
+                Err(Error::UnsupportedVersion { found: f, .. }) if f == found
+            ));
+        }
         let mut sum = good;
         sum[100] ^= 1;
         assert!(matches!(

@@ -3,35 +3,60 @@
 //! Each process that opens a mapshare file takes a slot in the file's lease
 //! table and holds an exclusive OFD lock on that slot's *lock byte* (one
 //! byte per slot, far past the data, see [`lock_byte`]). The kernel drops
-//! the lock when the process dies, however it dies, so "is slot N alive?" is
-//! one `F_OFD_GETLK` away. A slot carries a generation that grows each time
-//! the slot is taken; a lock word that names (slot, generation) can never be
-//! mistaken for a later owner of the same slot, nor for a new process that
-//! happens to get the same PID.
+//! the lock when the process dies, however it dies and in whatever PID
+//! namespace it runs, so "is slot N alive?" is one `F_OFD_GETLK` away: **the
+//! lock is the proof of life.** A slot carries a generation that grows each
+//! time the slot is taken; a lock word that names (slot, generation) is
+//! never mistaken for a later owner of the same slot.
 //!
 //! # Slot layout (64 bytes, native words, one cache line)
 //!
 //! | offset | field | |
 //! |---|---|---|
-//! | 0 | generation | 1..2^21, wraps skipping 0 |
-//! | 4 | state | 0 free, 1 attached (a hint for `info` and scanning) |
-//! | 8 | pid | of the last taker |
-//! | 16 | since | milliseconds since the Unix epoch when taken |
+//! | 0 | generation (`u64`) | 1..2^53, wraps skipping 0; written last, with release |
+//! | 8 | state (`u32`) | 0 free, 1 attached (a hint for `info` and scanning) |
+//! | 12 | pid (`u32`) | of the last taker, in *its* PID namespace |
+//! | 16 | since (`u64`) | milliseconds since the Unix epoch when taken |
+//! | 24 | ns dev (`u64`) | device of the taker's `/proc/self/ns/pid` (0: unknown) |
+//! | 32 | ns ino (`u64`) | inode of the same (0: unknown) |
+//! | 40 | start (`u64`) | the taker's start time, clock ticks after boot (0: unknown) |
 //!
 //! Everything in a slot is written by other processes and is validated
-//! before use; the lock, not the slot's bytes, is the proof of life.
+//! before use; only the lock proves anything.
 //!
-//! # `fork()`
+//! # Tokens cannot come back
+//!
+//! A [`Token`] is 64 bits: slot in bits 0..10, generation in bits 10..63
+//! (never 0), bit 63 clear (lock words use it as their waiters bit). A stale
+//! token in some lock word could only name a live process again if the same
+//! slot were taken 2^53 − 1 ≈ 9.0 × 10^15 more times while that word sat
+//! unchanged. Each take is at least an `open`, an `mmap` and an `fcntl`
+//! lock, well over 1 µs; even at 1 µs per take the wrap needs
+//! 9.0 × 10^9 s, about 285 years of doing nothing else. So a token whose
+//! slot generation matches names the process that took it.
+//!
+//! # PID namespaces and `fork()`
 //!
 //! A forked child shares its parent's open file descriptions and so its OFD
 //! locks: the lock alone would let the child pass for its parent after the
-//! parent died. Liveness therefore also asks whether the slot's recorded
-//! PID exists (`kill(pid, 0)`); once the parent is gone its slot is dead,
-//! whatever the child holds. The child itself cannot act under the parent's
-//! lease: operations that record an owner check the PID and return
-//! [`Error::ForkedChild`].
+//! parent died. So when the checker shares the holder's PID namespace
+//! (compared by the namespace's device and inode, stored in the slot), the
+//! recorded PID must also name a running process with the recorded start
+//! time: a dead, zombie or reused PID means the holder is dead, whatever the
+//! child holds (see [`crate::sys::proc::probe`]; `/proc` mounted from
+//! another namespace is detected and a pidfd used instead). Across PID
+//! namespaces a PID means nothing to the checker, so only the lock counts
+//! there: a holder in a container is never declared dead while it lives.
+//! The one case that errs is a forked child outliving its parent in another
+//! namespace than the checker's: the holder then looks alive until the
+//! child exits too. Wrongly alive only delays a takeover; wrongly dead
+//! would put two processes inside one lock.
+//!
+//! The child itself cannot act under the parent's lease: operations that
+//! record an owner check the PID and return [`Error::ForkedChild`], and
+//! drops that would release something compare [`crate::sys::fork_generation`].
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -39,6 +64,7 @@ use crate::format::{LEASE_SLOT_LEN, MAX_LEASE_SLOTS};
 use crate::region::{Region, GUARD_BYTE};
 use crate::sys;
 use crate::sys::lock::LockKind;
+use crate::sys::proc::{Identity, Probe};
 
 /// The byte the create-or-open protocol locks while a file is initialized.
 pub const INIT_BYTE: u64 = GUARD_BYTE - 1;
@@ -46,47 +72,57 @@ pub const INIT_BYTE: u64 = GUARD_BYTE - 1;
 pub const LEASE_LOCK_BASE: u64 = INIT_BYTE - 1 - MAX_LEASE_SLOTS as u64;
 
 const SLOT_BITS: u32 = 10;
-const GEN_BITS: u32 = 21;
-const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+const GEN_BITS: u32 = 53;
+const GEN_MASK: u64 = (1 << GEN_BITS) - 1;
 const FREE: u32 = 0;
 const ATTACHED: u32 = 1;
+
+const GENERATION_AT: u64 = 0;
+const STATE_AT: u64 = 8;
+const PID_AT: u64 = 12;
+const SINCE_AT: u64 = 16;
+const NS_DEV_AT: u64 = 24;
+const NS_INO_AT: u64 = 32;
+const START_AT: u64 = 40;
+const _: () = assert!(START_AT + 8 <= LEASE_SLOT_LEN);
 
 /// The lock byte of slot `slot`.
 pub fn lock_byte(slot: u32) -> u64 {
     LEASE_LOCK_BASE + u64::from(slot)
 }
 
-/// (slot, generation) packed into 31 bits: the identity a lock word stores.
-/// Never 0 (generations start at 1), and bit 31 is always clear.
+/// (slot, generation) packed into 63 bits: the identity a lock word stores.
+/// Never 0 (generations start at 1), and bit 63 is always clear.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Token(u32);
+pub struct Token(u64);
 
 impl Token {
-    /// Packs a slot and generation.
-    pub fn new(slot: u32, generation: u32) -> Token {
-        Token((generation & GEN_MASK) << SLOT_BITS | (slot & ((1 << SLOT_BITS) - 1)))
+    /// Packs a slot (low 10 bits kept) and generation (low 53 bits kept).
+    pub fn new(slot: u32, generation: u64) -> Token {
+        Token((generation & GEN_MASK) << SLOT_BITS | (u64::from(slot) & SLOT_MASK))
     }
 
     /// Unpacks a token read from shared memory; `None` if it cannot be one.
     #[inline]
-    pub fn from_raw(raw: u32) -> Option<Token> {
+    pub fn from_raw(raw: u64) -> Option<Token> {
         let t = Token(raw);
-        (raw & (1 << 31) == 0 && t.generation() != 0).then_some(t)
+        (raw & (1 << 63) == 0 && t.generation() != 0).then_some(t)
     }
 
     /// The raw value stored in lock words.
     #[inline]
-    pub fn raw(self) -> u32 {
+    pub fn raw(self) -> u64 {
         self.0
     }
 
     /// The slot.
     pub fn slot(self) -> u32 {
-        self.0 & ((1 << SLOT_BITS) - 1)
+        (self.0 & SLOT_MASK) as u32
     }
 
     /// The slot's generation when taken.
-    pub fn generation(self) -> u32 {
+    pub fn generation(self) -> u64 {
         self.0 >> SLOT_BITS
     }
 }
@@ -112,11 +148,19 @@ impl Lease {
         self.pid
     }
 
+    /// Whether the caller is the process that attached (not a forked child
+    /// of it): one relaxed load, no system call. Drops that write shared
+    /// state must do nothing when this is false.
+    #[inline]
+    pub fn is_mine(&self) -> bool {
+        sys::fork_generation() == self.forks
+    }
+
     /// Fails with [`Error::ForkedChild`] in a forked child of the process
     /// that attached.
     #[inline]
     pub fn check_owner(&self, region: &Region) -> Result<()> {
-        if sys::fork_generation() == self.forks {
+        if self.is_mine() {
             return Ok(());
         }
         self.check_pid(region)
@@ -142,12 +186,15 @@ pub struct Attached {
     /// Slot number.
     pub slot: u32,
     /// Its generation.
-    pub generation: u32,
-    /// Process id recorded in the slot.
+    pub generation: u64,
+    /// Process id recorded in the slot, in the holder's PID namespace.
     pub pid: u32,
+    /// Whether the holder's PID namespace is the observer's (so `pid`
+    /// means the same process to both).
+    pub same_pid_namespace: bool,
     /// When the slot was taken.
     pub since: SystemTime,
-    /// Whether the process is alive (lock held and PID exists).
+    /// Whether the process is alive (see [`LeaseTable::liveness`]).
     pub alive: bool,
 }
 
@@ -158,7 +205,7 @@ pub enum Liveness {
     Me,
     /// Another live process.
     Alive {
-        /// Its PID, as recorded in its slot.
+        /// Its PID, as recorded in its slot (in its own PID namespace).
         pid: u32,
     },
     /// The owner is gone (or its slot was reused since).
@@ -176,11 +223,14 @@ pub struct LeaseTable<'r> {
     slots: u32,
 }
 
-struct Slot<'r> {
-    generation: &'r AtomicU32,
-    state: &'r AtomicU32,
-    pid: &'r AtomicU32,
-    since_ms: &'r AtomicU64,
+/// A slot's fields as read from shared memory (untrusted).
+struct SlotView {
+    generation: u64,
+    state: u32,
+    pid: u32,
+    since_ms: u64,
+    ns: (u64, u64),
+    start: u64,
 }
 
 impl<'r> LeaseTable<'r> {
@@ -204,13 +254,21 @@ impl<'r> LeaseTable<'r> {
         self.offset + u64::from(i) * LEASE_SLOT_LEN
     }
 
-    fn slot(&self, i: u32) -> Result<Slot<'r>> {
+    /// Reads slot `i`: the generation with acquire first, so the other
+    /// fields are at least as new as the generation seen.
+    fn read(&self, i: u32) -> Result<SlotView> {
         let base = self.slot_offset(i);
-        Ok(Slot {
-            generation: self.region.atomic_u32(base)?,
-            state: self.region.atomic_u32(base + 4)?,
-            pid: self.region.atomic_u32(base + 8)?,
-            since_ms: self.region.atomic_u64(base + 16)?,
+        let r = self.region;
+        Ok(SlotView {
+            generation: r.load_u64(base + GENERATION_AT, Ordering::Acquire)?,
+            state: r.load_u32(base + STATE_AT, Ordering::Relaxed)?,
+            pid: r.load_u32(base + PID_AT, Ordering::Relaxed)?,
+            since_ms: r.load_u64(base + SINCE_AT, Ordering::Relaxed)?,
+            ns: (
+                r.load_u64(base + NS_DEV_AT, Ordering::Relaxed)?,
+                r.load_u64(base + NS_INO_AT, Ordering::Relaxed)?,
+            ),
+            start: r.load_u64(base + START_AT, Ordering::Relaxed)?,
         })
     }
 
@@ -221,26 +279,37 @@ impl<'r> LeaseTable<'r> {
         if !locked {
             return Ok(None);
         }
-        let slot = self.slot(i)?;
+        let base = self.slot_offset(i);
+        let r = self.region;
+        let gen_word: &AtomicU64 = r.atomic_u64(base + GENERATION_AT)?;
         // We hold the slot's lock: nobody else writes its generation now.
-        let mut generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1) & GEN_MASK;
+        let mut generation = gen_word.load(Ordering::Relaxed).wrapping_add(1) & GEN_MASK;
         if generation == 0 {
             generation = 1;
         }
         sys::watch_forks();
         let forks = sys::fork_generation();
-        let pid = sys::pid();
+        let me = Identity::current();
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
-        slot.pid.store(pid, Ordering::Relaxed);
-        slot.since_ms.store(since, Ordering::Relaxed);
-        slot.state.store(ATTACHED, Ordering::Relaxed);
-        slot.generation.store(generation, Ordering::Release);
+        r.atomic_u32(base + PID_AT)?
+            .store(me.pid, Ordering::Relaxed);
+        r.atomic_u64(base + SINCE_AT)?
+            .store(since, Ordering::Relaxed);
+        r.atomic_u64(base + NS_DEV_AT)?
+            .store(me.ns_dev, Ordering::Relaxed);
+        r.atomic_u64(base + NS_INO_AT)?
+            .store(me.ns_ino, Ordering::Relaxed);
+        r.atomic_u64(base + START_AT)?
+            .store(me.start, Ordering::Relaxed);
+        r.atomic_u32(base + STATE_AT)?
+            .store(ATTACHED, Ordering::Relaxed);
+        gen_word.store(generation, Ordering::Release);
         Ok(Some(Lease {
             token: Token::new(i, generation),
-            pid,
+            pid: me.pid,
             forks,
         }))
     }
@@ -252,7 +321,12 @@ impl<'r> LeaseTable<'r> {
         // i.e. whose holder died without releasing it.
         for pass in 0..2 {
             for i in 0..self.slots {
-                if pass == 0 && self.slot(i)?.state.load(Ordering::Relaxed) != FREE {
+                if pass == 0
+                    && self
+                        .region
+                        .load_u32(self.slot_offset(i) + STATE_AT, Ordering::Relaxed)?
+                        != FREE
+                {
                     continue;
                 }
                 if let Some(lease) = self.try_take(i)? {
@@ -272,14 +346,23 @@ impl<'r> LeaseTable<'r> {
             // A forked child must not free its parent's slot.
             return Ok(());
         }
-        let slot = self.slot(lease.token.slot())?;
-        slot.state.store(FREE, Ordering::Release);
+        let slot = self
+            .region
+            .atomic_u32(self.slot_offset(lease.token.slot()) + STATE_AT)?;
+        slot.store(FREE, Ordering::Release);
         sys::lock::unlock(self.region.file(), lock_byte(lease.token.slot()), 1)
             .map_err(|e| Error::io(self.region.origin(), "unlock lease slot", e))
     }
 
     /// Whether the owner named by `token` is alive, as seen by `me` (or by
     /// an observer with no lease).
+    ///
+    /// Dead when the slot's generation moved on, or nobody holds the slot's
+    /// lock, or (only when the checker shares the holder's PID namespace)
+    /// the recorded PID no longer names the running process that took the
+    /// slot (exited, zombie, or reused: the start time differs). Alive
+    /// otherwise. See the module docs for why this never declares a live
+    /// holder dead.
     pub fn liveness(&self, token: Token, me: Option<&Lease>) -> Result<Liveness> {
         if me.is_some_and(|m| m.token == token) {
             return Ok(Liveness::Me);
@@ -292,12 +375,20 @@ impl<'r> LeaseTable<'r> {
                 why: format!("slot {i} does not exist (the table has {})", self.slots),
             });
         }
-        let base = self.slot_offset(i);
-        let pid = self.region.load_u32(base + 8, Ordering::Relaxed)?;
-        if self.region.load_u32(base, Ordering::Acquire)? != token.generation() {
+        let slot = self.read(i)?;
+        let pid = slot.pid;
+        if slot.generation != token.generation() || !self.slot_locked(i)? {
             return Ok(Liveness::Dead { pid });
         }
-        if !self.slot_locked(i)? || !sys::process_exists(pid) {
+        // The fields read belong to this generation only if it did not
+        // move on while we read them.
+        let again = self
+            .region
+            .load_u64(self.slot_offset(i) + GENERATION_AT, Ordering::Acquire)?;
+        if again != token.generation() {
+            return Ok(Liveness::Dead { pid });
+        }
+        if pid_test_applies(&slot) && sys::proc::probe(pid, slot.start) == Probe::Gone {
             return Ok(Liveness::Dead { pid });
         }
         Ok(Liveness::Alive { pid })
@@ -314,29 +405,42 @@ impl<'r> LeaseTable<'r> {
     pub fn list(&self, me: Option<&Lease>) -> Result<Vec<Attached>> {
         let mut out = Vec::new();
         for i in 0..self.slots {
-            let base = self.slot_offset(i);
-            let generation = self.region.load_u32(base, Ordering::Acquire)?;
-            let state = self.region.load_u32(base + 4, Ordering::Relaxed)?;
+            let slot = self.read(i)?;
             let mine = me.is_some_and(|m| m.token.slot() == i);
             let locked = mine || self.slot_locked(i)?;
-            if state == FREE && !locked {
+            if slot.state == FREE && !locked {
                 continue;
             }
-            let pid = self.region.load_u32(base + 8, Ordering::Relaxed)?;
-            let since_ms = self.region.load_u64(base + 16, Ordering::Relaxed)?;
             let since = UNIX_EPOCH
-                .checked_add(Duration::from_millis(since_ms))
+                .checked_add(Duration::from_millis(slot.since_ms))
                 .unwrap_or(UNIX_EPOCH);
+            let same_ns = same_namespace(&slot);
+            let alive = mine
+                || (locked && !(same_ns && sys::proc::probe(slot.pid, slot.start) == Probe::Gone));
             out.push(Attached {
                 slot: i,
-                generation,
-                pid,
+                generation: slot.generation,
+                pid: slot.pid,
+                same_pid_namespace: same_ns,
                 since,
-                alive: mine || (locked && sys::process_exists(pid)),
+                alive,
             });
         }
         Ok(out)
     }
+}
+
+/// Whether the slot's recorded PID namespace is known and is the caller's.
+fn same_namespace(slot: &SlotView) -> bool {
+    if slot.ns == (0, 0) {
+        return false;
+    }
+    sys::proc::pid_namespace().is_ok_and(|mine| mine == slot.ns)
+}
+
+/// Whether a PID test may judge the slot's holder.
+fn pid_test_applies(slot: &SlotView) -> bool {
+    same_namespace(slot)
 }
 
 #[cfg(test)]
@@ -348,11 +452,14 @@ mod tests {
         let t = Token::new(1023, GEN_MASK);
         assert_eq!(t.slot(), 1023);
         assert_eq!(t.generation(), GEN_MASK);
-        assert_eq!(t.raw() & (1 << 31), 0);
+        assert_eq!(t.raw() & (1 << 63), 0, "bit 63 is the lock's waiters bit");
         assert_eq!(Token::from_raw(t.raw()), Some(t));
         assert_eq!(Token::from_raw(0), None);
         assert_eq!(Token::from_raw(5), None, "generation 0 is never issued");
-        assert_eq!(Token::from_raw(1 << 31 | 1 << 10), None);
+        assert_eq!(Token::from_raw(1 << 63 | 1 << 10), None);
+        // Generations above 2^21 and 2^32 (the old widths) survive.
+        let big = Token::new(7, (1 << 40) + 3);
+        assert_eq!((big.slot(), big.generation()), (7, (1 << 40) + 3));
     }
 
     #[test]

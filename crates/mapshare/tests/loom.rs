@@ -15,7 +15,7 @@
 use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::time::Duration;
 
-use loom::sync::atomic::AtomicU32;
+use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 use mapshare::sync::raw_mutex::{Acquired, Owner, RawMutex};
@@ -46,43 +46,57 @@ impl Park<AtomicU32> for LoomFutex {
     }
 }
 
-fn alive(_: u32) -> Owner {
+fn alive(_: u64) -> Owner {
     Owner::Alive
 }
 
-#[test]
-fn mutex_excludes_and_never_loses_a_wakeup() {
-    loom::model(|| {
-        let shared = Arc::new((
-            AtomicU32::new(0),
-            AtomicU32::new(0),
-            AtomicU32::new(0),
-            LoomFutex::default(),
-        ));
-        let threads: Vec<_> = [1u32, 2]
+/// Lock word, sequence word, state word, a counter, the futex model.
+type MutexWords = (AtomicU64, AtomicU32, AtomicU32, AtomicU32, LoomFutex);
+
+fn mutex_words(word: u64) -> Arc<MutexWords> {
+    Arc::new((
+        AtomicU64::new(word),
+        AtomicU32::new(0),
+        AtomicU32::new(0),
+        AtomicU32::new(0),
+        LoomFutex::default(),
+    ))
+}
+
+fn raw(s: &MutexWords) -> RawMutex<'_, AtomicU64, AtomicU32> {
+    RawMutex {
+        word: &s.0,
+        seq: &s.1,
+        state: &s.2,
+    }
+}
+
+/// Two lockers with tokens `tokens` (equal tokens: two threads of one
+/// process) increment a counter under the lock.
+fn exclusion_model(tokens: [u64; 2]) {
+    loom::model(move || {
+        let shared = mutex_words(0);
+        let threads: Vec<_> = tokens
             .into_iter()
             .map(|me| {
                 let s = shared.clone();
                 thread::spawn(move || {
-                    let m = RawMutex {
-                        word: &s.0,
-                        state: &s.1,
-                    };
+                    let m = raw(&s);
                     assert_eq!(
-                        m.lock(me, None, Spin::NONE, alive, &s.3),
+                        m.lock(me, None, Spin::NONE, alive, &s.4),
                         Ok(Acquired::Clean)
                     );
                     // Not atomic as a whole: only the lock makes it safe.
-                    let v = s.2.load(SeqCst);
-                    s.2.store(v + 1, SeqCst);
-                    assert!(m.unlock(me, &s.3));
+                    let v = s.3.load(SeqCst);
+                    s.3.store(v + 1, SeqCst);
+                    assert!(m.unlock(me, &s.4));
                 })
             })
             .collect();
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(shared.2.load(SeqCst), 2);
+        assert_eq!(shared.3.load(SeqCst), 2);
         assert_eq!(
             shared.0.load(SeqCst),
             0,
@@ -92,38 +106,41 @@ fn mutex_excludes_and_never_loses_a_wakeup() {
 }
 
 #[test]
+fn mutex_excludes_and_never_loses_a_wakeup() {
+    exclusion_model([1, 2]);
+}
+
+#[test]
+fn mutex_threads_of_one_process_exclude_and_never_lose_a_wakeup() {
+    exclusion_model([1, 1]);
+}
+
+#[test]
 fn mutex_takeover_from_a_dead_owner_is_exclusive() {
     // Owner 9 died holding the lock; two threads race to take it over.
     loom::model(|| {
-        let shared = Arc::new((
-            AtomicU32::new(9),
-            AtomicU32::new(0),
-            AtomicU32::new(0),
-            LoomFutex::default(),
-        ));
-        let threads: Vec<_> = [1u32, 2]
+        let shared = mutex_words(9);
+        let threads: Vec<_> = [1u64, 2]
             .into_iter()
             .map(|me| {
                 let s = shared.clone();
                 thread::spawn(move || {
-                    let m = RawMutex {
-                        word: &s.0,
-                        state: &s.1,
-                    };
-                    let owner = |t: u32| if t == 9 { Owner::Dead } else { Owner::Alive };
-                    let got = m.lock(me, None, Spin::NONE, owner, &s.3).unwrap();
+                    let m = raw(&s);
+                    let owner = |t: u64| if t == 9 { Owner::Dead } else { Owner::Alive };
+                    let got = m.lock(me, None, Spin::NONE, owner, &s.4).unwrap();
                     if got == Acquired::OwnerDied {
-                        s.2.fetch_add(1, SeqCst);
-                        s.1.store(0, SeqCst); // mark consistent
+                        s.3.fetch_add(1, SeqCst);
+                        s.2.store(0, SeqCst); // mark consistent
                     }
-                    assert!(m.unlock(me, &s.3));
+                    assert!(m.unlock(me, &s.4));
                 })
             })
             .collect();
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(shared.2.load(SeqCst), 1, "exactly one taker sees OwnerDied");
+        assert_eq!(shared.3.load(SeqCst), 1, "exactly one taker sees OwnerDied");
+        assert_eq!(shared.0.load(SeqCst), 0);
     });
 }
 

@@ -12,8 +12,150 @@ use mapshare::Error;
 
 #[test]
 fn peer_entry() {
-    if std::env::var_os(ENV).is_some() {
+    if std::env::var_os(QPEER).is_some() {
+        qpeer::serve();
+    } else if std::env::var_os(ENV).is_some() {
         common::peer::serve();
+    }
+}
+
+/// Set (with the common peer's variable) to run this file's own queue
+/// peer commands instead of the common ones.
+const QPEER: &str = "MAPSHARE_QPEER";
+
+fn qpeer() -> Peer {
+    Peer::spawn_with(|cmd| {
+        cmd.env(QPEER, "1");
+    })
+}
+
+/// Queue peer commands that fork (the peer is a fresh process, never the
+/// test harness) or report errors by name.
+mod qpeer {
+    use std::io::{BufRead, Write};
+    use std::time::Duration;
+
+    use super::common::peer::{test_record, variant};
+    use mapshare::queue::{self, Consumer, Producer, SendError};
+
+    fn answer(s: &str) {
+        println!("@@ ok {s}");
+        std::io::stdout().flush().unwrap();
+    }
+
+    /// Forks; the child runs `child` (which must only drop things) and
+    /// `_exit`s; the parent waits for it.
+    fn fork_and(child: impl FnOnce()) {
+        // SAFETY: the child only drops values it inherited (their drops
+        // make no allocation-heavy calls) and `_exit`s without running
+        // the parent's destructors; the parent reaps it.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            child();
+            // SAFETY: leave at once, running nothing else of the parent's.
+            unsafe { libc::_exit(0) }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(status, 0, "the forked child failed");
+    }
+
+    /// `used records consumer-alive` of the queue at `path`.
+    fn state(path: &str) -> String {
+        let st = queue::observe(&mapshare::Inspection::open(path).unwrap()).unwrap();
+        format!(
+            "{} {} {}",
+            st.used,
+            st.records,
+            st.consumer.is_some_and(|(_, alive)| alive)
+        )
+    }
+
+    fn hold_until_eof() {
+        let mut sink = String::new();
+        while std::io::stdin()
+            .read_line(&mut sink)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
+    }
+
+    pub fn serve() {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let line = line.unwrap();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["quit"] => return,
+                ["fork-drop-producer", path] => {
+                    // The child drops its copy of our producer; we keep ours.
+                    let tx = Producer::open(path).unwrap();
+                    let mut tx = Some(tx);
+                    fork_and(|| drop(tx.take()));
+                    answer("holding");
+                    hold_until_eof();
+                    drop(tx);
+                    return;
+                }
+                ["fork-drop-record", path] => {
+                    // The child drops its copies of a received record and of
+                    // the consumer; we report the queue's state, then release.
+                    let mut rx = Consumer::open(path).unwrap();
+                    let r = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+                    let mut both = Some(r);
+                    fork_and(|| drop(both.take()));
+                    let child_dropped = state(path);
+                    drop(both);
+                    let after = state(path);
+                    let mut rx = Some(rx);
+                    fork_and(|| drop(rx.take()));
+                    answer(&format!("{child_dropped} / {after} / {}", state(path)));
+                }
+                ["fork-drop-batch", path] => {
+                    let mut rx = Consumer::open(path).unwrap();
+                    let b = rx.recv_batch(10, Duration::from_secs(10)).unwrap();
+                    let mut b = Some(b);
+                    fork_and(|| drop(b.take()));
+                    let child_dropped = state(path);
+                    drop(b);
+                    answer(&format!("{child_dropped} / {}", state(path)));
+                }
+                ["fork-commit-grant", path] => {
+                    // The child commits its copy of our grant: nothing may
+                    // be published.
+                    let mut tx = Producer::open(path).unwrap();
+                    let mut g = tx.reserve(5).unwrap();
+                    g.copy_from_slice(b"grant");
+                    let mut g = Some(g);
+                    fork_and(|| {
+                        if let Some(g) = g.take() {
+                            g.commit()
+                        }
+                    });
+                    let child_committed = state(path);
+                    g.take().unwrap().commit();
+                    answer(&format!("{child_committed} / {}", state(path)));
+                }
+                ["send-until-error", path] => {
+                    // Sends test records until a send fails; answers with
+                    // the error's name.
+                    let mut tx = Producer::open(path).unwrap();
+                    answer("sending");
+                    let mut seq = 0;
+                    let name = loop {
+                        match tx.send(&test_record(seq)) {
+                            Ok(()) => seq += 1,
+                            Err(SendError::Failed(e, _)) => break variant(&e),
+                            Err(e) => break format!("{e:?}"),
+                        }
+                    };
+                    answer(&name);
+                }
+                _ => panic!("unknown queue peer command {line:?}"),
+            }
+        }
     }
 }
 
@@ -124,7 +266,7 @@ fn roles_are_exclusive_until_the_holder_dies() {
 }
 
 #[test]
-fn a_killed_producer_leaves_every_committed_record_then_disconnected() {
+fn a_killed_producer_leaves_every_committed_record_then_peer_died() {
     let (_dir, path) = new_queue(1 << 20);
     let mut producer = Peer::spawn();
     assert_eq!(
@@ -132,18 +274,22 @@ fn a_killed_producer_leaves_every_committed_record_then_disconnected() {
         "sent"
     );
     producer.ok(&format!("qholdproducer {}", path.display()));
+    let pid = producer.pid();
     producer.kill();
     let mut rx = Consumer::open(&path).unwrap();
     for seq in 0..500 {
         assert_eq!(check_record(&rx.recv().unwrap()), Ok(seq));
     }
-    assert!(matches!(
-        rx.recv(),
-        Err(Error::Disconnected {
-            peer: "producer",
-            ..
-        })
-    ));
+    match rx.recv() {
+        Err(e @ Error::PeerDied { .. }) => {
+            assert!(
+                matches!(e, Error::PeerDied { peer: "producer", pid: p, .. } if p == pid),
+                "{e}"
+            );
+            assert!(e.to_string().contains(&pid.to_string()), "{e}");
+        }
+        other => panic!("expected PeerDied, got {:?}", other.map(|r| r.len())),
+    };
 }
 
 #[test]
@@ -188,8 +334,10 @@ fn a_restarted_consumer_resumes_where_it_stopped() {
         "Some(299)"
     );
     drop(second);
+    // Drained, and its producer left before this consumer's session: a
+    // new consumer waits for the next producer.
     let mut rx = Consumer::open(&path).unwrap();
-    assert!(matches!(rx.try_recv(), Err(Error::Disconnected { .. })));
+    assert!(matches!(rx.try_recv(), Ok(None)));
     let state = queue::observe(&mapshare::Inspection::open(&path).unwrap()).unwrap();
     assert_eq!(state.used, 0);
     assert_eq!(state.records, 0);
@@ -218,15 +366,16 @@ fn producer_crashes_lose_and_repeat_nothing() {
                 next += 1;
             }
         }
+        let pid = producer.pid();
         producer.kill();
-        // Drain what was committed; then the producer is gone.
+        // Drain what was committed; then the producer died.
         loop {
             match rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(r) => {
                     assert_eq!(check_record(&r), Ok(next), "round {round}");
                     next += 1;
                 }
-                Err(Error::Disconnected { .. }) => break,
+                Err(Error::PeerDied { pid: p, .. }) if p == pid => break,
                 Err(e) => panic!("round {round}: {e}"),
             }
         }
@@ -249,16 +398,29 @@ fn a_hostile_peer_cannot_crash_or_hang_the_consumer() {
     scribbler.send(&format!("scribble {} 3000", path.display()));
     let start = Instant::now();
     let (mut records, mut corrupted, mut other) = (0u64, 0u64, 0u64);
+    let mut buf = Vec::new();
+    let mut copy_out = false;
     while start.elapsed() < Duration::from_millis(3000) {
         let t = Instant::now();
-        match rx.recv_timeout(Duration::from_millis(5)) {
-            Ok(r) => {
-                records += 1;
-                assert!(r.len() <= 4096);
+        // Alternately in place and through the copy-out path.
+        copy_out = !copy_out;
+        let got = if copy_out {
+            rx.recv_into_timeout(&mut buf, Duration::from_millis(5))
+        } else {
+            rx.recv_timeout(Duration::from_millis(5)).map(|r| {
                 std::hint::black_box(r.iter().map(|&b| b as u64).sum::<u64>());
+                r.len()
+            })
+        };
+        match got {
+            Ok(len) => {
+                records += 1;
+                assert!(len <= 4096);
             }
             Err(Error::Corrupted { .. }) => corrupted += 1,
-            Err(Error::Timeout { .. } | Error::Disconnected { .. }) => other += 1,
+            Err(Error::Timeout { .. } | Error::Disconnected { .. } | Error::PeerDied { .. }) => {
+                other += 1
+            }
             Err(e) => panic!("unexpected error: {e}"),
         }
         assert!(t.elapsed() < Duration::from_secs(2), "a receive hung");
@@ -337,4 +499,318 @@ fn a_forked_child_cannot_use_its_parents_producer() {
         rx.try_recv(),
         Ok(None) | Err(Error::Disconnected { .. })
     ));
+}
+
+/// A2: a forked child that drops its inherited `Producer` gives nothing
+/// back: the role stays with the live parent.
+#[test]
+fn a_forked_child_dropping_the_producer_leaves_the_role_held() {
+    let (_dir, path) = new_queue(4096);
+    let mut peer = qpeer();
+    assert_eq!(
+        peer.ok(&format!("fork-drop-producer {}", path.display())),
+        "holding"
+    );
+    match Producer::open(&path) {
+        Err(Error::RoleTaken {
+            role: "producer",
+            pid,
+            ..
+        }) => assert_eq!(pid, peer.pid()),
+        other => panic!("expected RoleTaken, got {:?}", other.map(|_| ())),
+    }
+    drop(peer);
+    Producer::open(&path).expect("free once the parent left");
+}
+
+/// A2: a forked child that drops an inherited `Record`, `Batch`, `Grant`
+/// or `Consumer` writes nothing: nothing is released, published or given
+/// back.
+#[test]
+fn a_forked_child_releases_and_publishes_nothing() {
+    let (_dir, path) = new_queue(4096);
+    let rec = test_record(7);
+    let size = (8 + rec.len().div_ceil(8) * 8) as u64;
+    {
+        let mut tx = Producer::open(&path).unwrap();
+        tx.send(&rec).unwrap();
+        tx.send(&rec).unwrap();
+    }
+    let mut peer = qpeer();
+    // used records consumer-alive: after the child's drop / after the
+    // parent's / after the child dropped the consumer.
+    assert_eq!(
+        peer.ok(&format!("fork-drop-record {}", path.display())),
+        format!("{} 2 true / {size} 1 true / {size} 1 true", 2 * size)
+    );
+    assert_eq!(
+        peer.ok(&format!("fork-drop-batch {}", path.display())),
+        format!("{size} 1 true / 0 0 true")
+    );
+    assert_eq!(
+        peer.ok(&format!("fork-commit-grant {}", path.display())),
+        "0 0 false / 16 1 false"
+    );
+}
+
+/// C10: a queue file reused run after run, with the consumer starting
+/// first, then the producer first, alternately: every record arrives, the
+/// consumer waits for the producer of its own session (not one from an
+/// earlier run), the producer waits for a consumer (never disconnected by
+/// one from an earlier run), and a clean end is `Disconnected`.
+#[test]
+fn a_reused_queue_works_in_both_start_orders() {
+    let (_dir, path) = new_queue(4096);
+    let mut next = 0u64;
+    for round in 0..rounds(6) {
+        let consumer_first = round % 2 == 0;
+        let early = consumer_first.then(|| Consumer::open(&path).unwrap());
+        if let Some(mut rx) = early {
+            // An earlier run's producer is gone: still waiting.
+            assert!(matches!(rx.try_recv(), Ok(None)), "round {round}");
+            drop(rx);
+        }
+        let early = consumer_first.then(|| Consumer::open(&path).unwrap());
+        let mut producer = Peer::spawn();
+        // 40 records of ~180 bytes overflow the 4 KiB ring: the producer
+        // must wait for the consumer.
+        producer.send(&format!("qsendn {} {next} 40", path.display()));
+        let mut rx = match early {
+            Some(rx) => rx,
+            None => {
+                // Let the producer attach and fill the ring first.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let st = queue::observe(&mapshare::Inspection::open(&path).unwrap()).unwrap();
+                    if st.producer.is_some_and(|(_, alive)| alive) && st.used > 2048 {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "round {round}: no producer");
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Consumer::open(&path).unwrap()
+            }
+        };
+        for _ in 0..40 {
+            let r = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(check_record(&r), Ok(next), "round {round}");
+            next += 1;
+        }
+        assert_eq!(producer.answer().unwrap(), "sent", "round {round}");
+        drop(producer);
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Err(Error::Disconnected {
+                peer: "producer", ..
+            }) => {}
+            other => panic!(
+                "round {round}: expected Disconnected, got {:?}",
+                other.map(|r| r.len())
+            ),
+        };
+    }
+}
+
+/// C8: a `recv_batch` that finds only a pad releases it; when it then
+/// times out it must not rewind behind the pad (the producer reuses those
+/// bytes), or records come out twice and out of order.
+#[test]
+fn recv_batch_never_rewinds_behind_a_released_pad() {
+    let (_dir, path) = new_queue(256);
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    for _ in 0..3 {
+        tx.send(&[1u8; 56]).unwrap();
+        drop(rx.recv().unwrap());
+    }
+    // At 192 with 64 bytes to the end: a record of the whole ring needs a
+    // pad first, published on its own; the record itself does not fit yet.
+    assert!(matches!(tx.try_send(&[9u8; 248]), Err(SendError::Full(_))));
+    assert!(matches!(
+        rx.recv_batch(10, Duration::from_millis(20)),
+        Err(Error::Timeout { .. })
+    ));
+    // Four records: the fourth lands where the pad was.
+    for i in 0..4u8 {
+        tx.try_send(&[i; 56]).unwrap();
+    }
+    let mut got = Vec::new();
+    while let Ok(b) = rx.recv_batch(10, Duration::from_millis(20)) {
+        got.extend(b.iter().map(|r| r[0]));
+    }
+    assert_eq!(got, [0, 1, 2, 3]);
+}
+
+/// C9: `send_batch` publishes what it wrote on every return path, and its
+/// count is what the consumer gets.
+#[test]
+fn send_batch_publishes_what_it_reports_sent() {
+    let (_dir, path) = new_queue(4096);
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    // An empty record is refused (TooLarge: outside 1..=max) without any
+    // wait that would have published the first two on the way.
+    let recs: [&[u8]; 3] = [b"one", b"two", b""];
+    match tx.send_batch(&recs) {
+        Err((2, Error::TooLarge { .. })) => {}
+        other => panic!("expected 2 sent then TooLarge, got {other:?}"),
+    }
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one");
+    assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"two");
+    assert!(matches!(rx.try_recv(), Ok(None)));
+}
+
+/// C12, the 4 KiB case: with no consumer attached, a max-size
+/// record that does not fit must not leave a pad that blocks smaller
+/// records; with a consumer draining, the max-size record goes through.
+#[test]
+fn max_size_records_never_strand_the_queue() {
+    let (_dir, path) = new_queue(4096);
+    {
+        let mut tx = Producer::open(&path).unwrap();
+        let mut rx = Consumer::open(&path).unwrap();
+        tx.send(b"x").unwrap();
+        drop(rx.recv().unwrap());
+    }
+    // A producer of a later run.
+    let mut tx = Producer::open(&path).unwrap();
+    let max = tx.max_record() as usize;
+    assert_eq!(max, 4088);
+    // Empty, at position 16, no consumer: the big record cannot go yet...
+    assert!(matches!(
+        tx.try_send(&vec![1u8; max]),
+        Err(SendError::Full(_))
+    ));
+    assert!(matches!(
+        tx.send_timeout(&vec![1u8; max], Duration::from_millis(30)),
+        Err(SendError::Timeout(_))
+    ));
+    // ...and it left nothing behind: a 4001-byte record still fits.
+    tx.try_send(&[2u8; 4001]).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    // With a consumer attached but not reading, a failed try leaves a
+    // consistent queue (a published pad at most).
+    assert!(matches!(
+        tx.try_send(&vec![3u8; max]),
+        Err(SendError::Full(_))
+    ));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tx.send(&vec![3u8; max]).unwrap();
+            tx.send(&vec![4u8; max]).unwrap();
+            tx.send(b"small").unwrap();
+        });
+        let mut buf = Vec::new();
+        for (len, byte) in [(4001, 2u8), (max, 3), (max, 4), (5, b's')] {
+            rx.recv_into_timeout(&mut buf, Duration::from_secs(10))
+                .unwrap();
+            assert_eq!((buf.len(), buf[0]), (len, byte));
+        }
+    });
+}
+
+/// B7: positions near `u64::MAX` (aligned, in order) are refused on open
+/// and on every later load, never a panic or a wrap.
+#[test]
+fn positions_near_the_top_of_u64_are_corrupted_not_overflows() {
+    let (_dir, path) = new_queue(4096);
+    let obj = mapshare::Inspection::open(&path)
+        .unwrap()
+        .header
+        .object_offset;
+    let mut region = mapshare::Region::open(&path).unwrap();
+    let top = (u64::MAX - 7).to_ne_bytes();
+    let set = |region: &mut mapshare::Region, write: [u8; 8], read: [u8; 8]| {
+        region.write_at(obj, &write).unwrap();
+        region.write_at(obj + 64, &read).unwrap();
+    };
+    set(&mut region, top, top);
+    assert!(matches!(
+        Consumer::open(&path),
+        Err(Error::Corrupted { .. })
+    ));
+    assert!(matches!(
+        Producer::open(&path),
+        Err(Error::Corrupted { .. })
+    ));
+    // Attached at sane positions, then a peer moves them to the top.
+    set(&mut region, [0; 8], [0; 8]);
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    tx.send(b"a").unwrap();
+    set(&mut region, top, [0; 8]);
+    let mut buf = Vec::new();
+    assert!(matches!(
+        rx.try_recv_into(&mut buf),
+        Err(Error::Corrupted { .. })
+    ));
+    drop(rx);
+    set(&mut region, (u64::MAX - 4095).to_ne_bytes(), top);
+    let rec = vec![0u8; 4000];
+    for _ in 0..3 {
+        assert!(matches!(
+            tx.try_send(&rec),
+            Err(SendError::Failed(Error::Corrupted { .. }, _)) | Ok(())
+        ));
+    }
+}
+
+/// C13: a waiting side whose file was deleted reports `Deleted` instead of
+/// waiting forever; a new consumer on the path gets a new file, and the
+/// old producer notices. Anonymous queues (never linked) are not deleted.
+#[test]
+fn a_deleted_queue_file_is_reported() {
+    let (_dir, path) = new_queue(4096);
+    let mut rx = Consumer::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(Error::Deleted { .. })
+    ));
+    drop(rx);
+
+    let (_dir, path) = new_queue(4096);
+    let mut producer = qpeer();
+    assert_eq!(
+        producer.ok(&format!("send-until-error {}", path.display())),
+        "sending"
+    );
+    std::fs::remove_file(&path).unwrap();
+    let mut rx = Consumer::open_or_create(&path, 4096).unwrap();
+    assert_eq!(producer.answer().unwrap(), "Deleted");
+    assert!(matches!(rx.try_recv(), Ok(None)));
+
+    let q = Anonymous::new(4096).unwrap();
+    let mut rx = q.consumer().unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout { .. })
+    ));
+}
+
+/// B6: the copy-out paths give the same bytes as the in-place ones.
+#[test]
+fn copy_out_paths_match_in_place_reads() {
+    let (_dir, path) = new_queue(4096);
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    for seq in 0..20 {
+        tx.send(&test_record(seq)).unwrap();
+    }
+    let mut buf = vec![0xAA; 3];
+    for seq in 0..5 {
+        let n = rx.try_recv_into(&mut buf).unwrap().unwrap();
+        assert_eq!((n, check_record(&buf)), (buf.len(), Ok(seq)));
+    }
+    let r = rx.recv().unwrap();
+    r.copy_to(&mut buf);
+    assert_eq!(buf, &*r);
+    drop(r);
+    let b = rx.recv_batch(100, Duration::from_secs(1)).unwrap();
+    for (i, r) in b.iter().enumerate() {
+        assert!(b.copy_to(i, &mut buf));
+        assert_eq!((buf.as_slice(), check_record(&buf)), (r, Ok(6 + i as u64)));
+    }
+    assert!(!b.copy_to(b.len(), &mut buf));
 }

@@ -699,7 +699,6 @@ fn a_shared_value_survives_an_outside_truncate() {
 }
 
 #[test]
-#[ignore = "needs Shared::load to call Region::check_faults after the copy; lead wires it"]
 fn a_shared_value_load_after_an_outside_truncate_reports_truncated() {
     assert!(matches!(
         shared_value_cut_away(),

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::peer::{increment, rounds, sync_spec, Pair, Peer, ENV, EVENT, SEM, VALUE};
+use common::peer::{increment, raw, rounds, sync_spec, Pair, Peer, ENV, EVENT, SEM, VALUE};
 use mapshare::lease::Liveness;
 use mapshare::sync::{Event, FileLock, LockError, LockKind, MutexState, Semaphore};
 use mapshare::{Error, Fingerprint, Kind, Shared, SharedFile, Spec};
@@ -194,7 +194,7 @@ fn semaphore_counts_are_exact_across_processes() {
     waiter.answer().unwrap();
     let f = SharedFile::open_or_create(&path, &sync_spec(), |_, _| Ok(())).unwrap();
     // SAFETY: the sync file's layout reserves SEM for this semaphore.
-    let sem = unsafe { Semaphore::at(f.region(), f.object_offset() + SEM) }.unwrap();
+    let sem = unsafe { Semaphore::at(raw(&f), f.object_offset() + SEM) }.unwrap();
     assert_eq!(sem.count(), 0);
     assert!(!sem.try_wait());
     sem.post_n(3).unwrap();
@@ -211,8 +211,8 @@ fn event_ping_pong_across_processes_loses_no_wakeup() {
     let rounds = 5000u32;
     peer.send(&format!("pingpong {rounds}"));
     // SAFETY: the sync file's layout reserves EVENT for this event.
-    let ev = unsafe { Event::at(f.region(), f.object_offset() + EVENT) }.unwrap();
-    let value = f.region().atomic_u32(f.object_offset() + VALUE).unwrap();
+    let ev = unsafe { Event::at(raw(&f), f.object_offset() + EVENT) }.unwrap();
+    let value = raw(&f).atomic_u32(f.object_offset() + VALUE).unwrap();
     use std::sync::atomic::Ordering;
     for i in 0..rounds {
         value.store(2 * i + 1, Ordering::Release);
@@ -243,11 +243,11 @@ fn a_killed_holder_is_detected_and_recovered() {
     );
     assert!(matches!(
         pair.mutex().try_lock(),
-        Err(LockError::WouldBlock)
+        Err(LockError::WouldBlock { .. })
     ));
     assert!(matches!(
         pair.mutex().lock_timeout(Duration::from_millis(50)),
-        Err(LockError::Timeout(_))
+        Err(LockError::Timeout { .. })
     ));
 
     holder.kill();
@@ -282,10 +282,10 @@ fn a_recovery_given_up_makes_the_mutex_not_recoverable() {
         Err(LockError::OwnerDied(g)) => drop(g), // no mark_consistent()
         other => panic!("expected OwnerDied, got {other:?}"),
     }
-    assert!(matches!(pair.lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(pair.lock(), Err(LockError::NotRecoverable { .. })));
     assert!(matches!(
         pair.mutex().try_lock(),
-        Err(LockError::NotRecoverable)
+        Err(LockError::NotRecoverable { .. })
     ));
     assert_eq!(pair.mutex().state().unwrap(), MutexState::NotRecoverable);
     // Another process agrees.
@@ -314,13 +314,237 @@ fn a_panic_while_holding_poisons_until_marked_consistent() {
         other => panic!("expected Poisoned, got {other:?}"),
     }
     assert!(pair.lock().is_ok());
-    // Locking twice from one process is refused, not a deadlock.
+}
+
+/// Threads of one process wait for each other like `std::sync::Mutex`
+/// users: `try_lock` says `WouldBlock`, `lock` waits for the guard.
+#[test]
+fn threads_of_one_process_wait_for_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
     let g = pair.lock().unwrap();
     assert!(matches!(
         pair.mutex().try_lock(),
-        Err(LockError::Failed(Error::Busy { .. }))
+        Err(LockError::WouldBlock { .. })
     ));
-    drop(g);
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let mut g = pair.lock().expect("waits, then locks");
+            g.a += 1;
+            g.b += 1;
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!waiter.is_finished(), "the other thread waits");
+        drop(g);
+        waiter.join().unwrap();
+    });
+    assert_eq!(pair.load().unwrap(), Pair { a: 1, b: 1 });
+}
+
+/// Issue 7 A3: 2 threads in each of 2 processes hammer one counter; the
+/// total is exact and nobody gets an error. (Before: "busy: this process
+/// already holds the mutex" on contention between threads.)
+#[test]
+fn two_threads_in_each_of_two_processes_count_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let n = rounds(20_000) as u64;
+    let mut peers = [Peer::spawn(), Peer::spawn()];
+    for p in &mut peers {
+        p.ok(&format!("pair {}", path.display()));
+    }
+    for p in &mut peers {
+        p.send(&format!("threads {n}"));
+    }
+    for p in &mut peers {
+        let answer = p.answer().expect("threads");
+        assert!(!answer.starts_with("FAILED"), "{answer}");
+    }
+    assert_eq!(pair.load().unwrap(), Pair { a: 4 * n, b: 4 * n });
+}
+
+/// Issue 7 A2: a forked child that drops its copy of a guard must not
+/// unlock what its parent holds.
+#[test]
+fn a_forked_child_dropping_an_inherited_guard_does_not_unlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut parent = Peer::spawn();
+    parent.ok(&format!("pair {}", path.display()));
+    parent.send("forkdrop");
+    assert_eq!(parent.answer().unwrap(), "held");
+    // The child has dropped its copy and exited; the parent still holds.
+    assert!(matches!(
+        pair.mutex().try_lock(),
+        Err(LockError::WouldBlock { .. })
+    ));
+    let mut other = Peer::spawn();
+    other.ok(&format!("pair {}", path.display()));
+    assert_eq!(other.ok("trylock"), "WouldBlock");
+    assert_eq!(
+        pair.mutex().state().unwrap(),
+        MutexState::Held {
+            pid: parent.pid(),
+            alive: true
+        },
+        "nothing marked"
+    );
+    parent.send("release");
+    assert_eq!(parent.answer().unwrap(), "released");
+    assert_eq!(other.ok("trylock"), "locked");
+    assert!(pair.lock().is_ok(), "consistent, not poisoned");
+}
+
+/// Issue 7 A4: reading a value whose holder died reports it and changes
+/// nothing: any number of loads, then a locker still gets `OwnerDied`
+/// (before, the second load made the mutex not recoverable).
+#[test]
+fn a_load_never_changes_the_recovery_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    holder.ok("incr 3");
+    assert_eq!(holder.ok("hold"), "holding");
+    holder.kill();
+    let pair = Shared::<Pair>::open(&path).unwrap();
+    for _ in 0..3 {
+        let e = pair.load().unwrap_err();
+        assert!(matches!(e, Error::OwnerDied { .. }), "{e}");
+        assert!(e.to_string().contains(path.to_str().unwrap()), "{e}");
+    }
+    assert_eq!(pair.state().unwrap(), MutexState::OwnerDied);
+    // A panicking holder: loads report Poisoned and leave it so.
+    match pair.lock() {
+        Err(LockError::OwnerDied(mut g)) => {
+            assert_eq!((g.a, g.b), (4, 3));
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _g = pair.lock().unwrap();
+        panic!("boom");
+    }));
+    for _ in 0..2 {
+        assert!(matches!(pair.load(), Err(Error::Poisoned { .. })));
+    }
+    assert_eq!(pair.state().unwrap(), MutexState::Poisoned);
+    assert!(matches!(pair.lock(), Err(LockError::Poisoned(_))));
+}
+
+/// `?` turns a `LockError` into a `mapshare::Error` that names the file,
+/// releasing an `OwnerDied` guard without making the mutex not recoverable.
+#[test]
+fn lock_errors_convert_with_question_mark() {
+    fn bump(pair: &Shared<Pair>) -> mapshare::Result<u64> {
+        let mut g = pair.lock()?;
+        g.a += 1;
+        g.b += 1;
+        Ok(g.a)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    let pair = Shared::<Pair>::open(&path).unwrap();
+    let e = pair.mutex().try_lock().map_err(Error::from).unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e}");
+    holder.kill();
+    let e = bump(&pair).unwrap_err();
+    assert!(matches!(e, Error::OwnerDied { .. }), "{e}");
+    assert!(e.to_string().contains(path.to_str().unwrap()), "{e}");
+    assert_eq!(pair.state().unwrap(), MutexState::OwnerDied);
+    // And into a `Box<dyn Error>` through `mapshare::Error`.
+    let boxed: Box<dyn std::error::Error> = Box::new(bump(&pair).unwrap_err());
+    assert!(boxed.to_string().contains("died"), "{boxed}");
+}
+
+/// Issue 7 A4: the deliberate way out: mark consistent after a check, or
+/// reset a not-recoverable mutex; each refused where it does not apply.
+#[test]
+fn repair_marks_consistent_and_resets() {
+    use mapshare::shared::{repair, Repair};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    assert!(matches!(
+        repair(&path, Repair::MarkConsistent),
+        Err(Error::RepairNotApplicable { .. })
+    ));
+    assert!(matches!(
+        repair(&path, Repair::Reset),
+        Err(Error::RepairNotApplicable { .. })
+    ));
+
+    // A live holder: refused.
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    assert!(matches!(
+        repair(&path, Repair::MarkConsistent),
+        Err(Error::Busy { .. })
+    ));
+    // Dead: repair takes the lock over and clears OwnerDied.
+    holder.kill();
+    assert_eq!(
+        repair(&path, Repair::MarkConsistent).unwrap(),
+        MutexState::Free
+    );
+    assert_eq!(pair.load().unwrap(), Pair { a: 1, b: 0 });
+
+    // Not recoverable: only Reset applies.
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    holder.kill();
+    match pair.lock() {
+        Err(LockError::OwnerDied(g)) => drop(g),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    assert_eq!(pair.state().unwrap(), MutexState::NotRecoverable);
+    assert!(matches!(
+        repair(&path, Repair::MarkConsistent),
+        Err(Error::RepairNotApplicable { .. })
+    ));
+    assert_eq!(repair(&path, Repair::Reset).unwrap(), MutexState::Free);
+    assert!(pair.lock().is_ok());
+
+    // Not a value file.
+    let raw = dir.path().join("raw");
+    SharedFile::open_or_create(&raw, &sync_spec(), |_, _| Ok(())).unwrap();
+    assert!(matches!(
+        repair(&raw, Repair::Reset),
+        Err(Error::WrongKind { .. })
+    ));
+}
+
+#[test]
+fn more_types_are_persistent() {
+    use mapshare::shared::Bool;
+    let dir = tempfile::tempdir().unwrap();
+    let f = Shared::<f64>::open_or_create(dir.path().join("f64"), &1.5).unwrap();
+    assert_eq!(f.load().unwrap(), 1.5);
+    let a = Shared::<[u32; 3]>::open_or_create(dir.path().join("arr"), &[1, 2, 3]).unwrap();
+    assert_eq!(a.load().unwrap(), [1, 2, 3]);
+    let b = Shared::<Bool>::open_or_create(dir.path().join("bool"), &Bool::new(true)).unwrap();
+    assert!(b.load().unwrap().get());
+    let w = Shared::<i128>::open_or_create(dir.path().join("i128"), &-5).unwrap();
+    assert_eq!(w.load().unwrap(), -5);
+    // A file of another array type is refused.
+    assert!(matches!(
+        Shared::<[u32; 4]>::open(dir.path().join("arr")),
+        Err(Error::TypeMismatch { .. })
+    ));
+    assert!(matches!(
+        Shared::<[i32; 3]>::open(dir.path().join("arr")),
+        Err(Error::TypeMismatch { .. })
+    ));
 }
 
 /// SIGKILL the holder at random points, many rounds: every round must end
@@ -413,7 +637,7 @@ fn leases_list_attached_processes() {
     assert!(pids.contains(&peers[0].pid()) && pids.contains(&peers[1].pid()));
 
     let answer = peers[0].ok("token");
-    let raw: u32 = answer.split(' ').next().unwrap().parse().unwrap();
+    let raw: u64 = answer.split(' ').next().unwrap().parse().unwrap();
     let token = mapshare::lease::Token::from_raw(raw).unwrap();
     assert_eq!(
         leases.liveness(token, Some(me)).unwrap(),
@@ -430,7 +654,7 @@ fn leases_list_attached_processes() {
     // A new process may reuse the slot, but never passes for the old owner.
     let mut again = Peer::spawn();
     again.ok(&format!("pair {}", path.display()));
-    let new: u32 = again
+    let new: u64 = again
         .ok("token")
         .split(' ')
         .next()
@@ -451,7 +675,7 @@ fn a_forked_child_does_not_pass_for_its_parent() {
     let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
     let mut parent = Peer::spawn();
     parent.ok(&format!("pair {}", path.display()));
-    let raw: u32 = parent
+    let raw: u64 = parent
         .ok("token")
         .split(' ')
         .next()
@@ -468,7 +692,31 @@ fn a_forked_child_does_not_pass_for_its_parent() {
     let child: i32 = answers.iter().find_map(|a| a.parse().ok()).unwrap();
 
     // The parent dies; the child still holds the open file description and
-    // so the parent's lease lock.
+    // so the parent's lease lock. Unreaped, the parent is a zombie, whose
+    // PID still exists: it must count as dead already.
+    parent.signal(libc::SIGKILL);
+    let stat = format!("/proc/{}/stat", parent.pid());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&stat)
+        .unwrap_or_default()
+        .rsplit(')')
+        .next()
+        .is_some_and(|r| r.trim_start().starts_with('Z'))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the parent never became a zombie"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let leases = pair.file().leases();
+    assert!(
+        matches!(
+            leases.liveness(token, Some(pair.file().lease())).unwrap(),
+            Liveness::Dead { .. }
+        ),
+        "a zombie parent is dead"
+    );
     parent.kill();
     let leases = pair.file().leases();
     assert!(
@@ -618,4 +866,140 @@ fn a_forked_child_never_releases_its_parents_range_lock() {
         .try_lock(0..100, LockKind::Exclusive)
         .unwrap()
         .is_some());
+}
+
+/// Whether `unshare --pid` works here (root, or user namespaces); prints
+/// why not when it does not, so a skipped test says so.
+fn unshare_works() -> bool {
+    match std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipped: `unshare --pid --fork` failed here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run `unshare`: {e}");
+            false
+        }
+    }
+}
+
+/// Issue 7 A1: a holder in another PID namespace, whose PID does not exist
+/// in ours, is alive as long as it holds its lease: we get `WouldBlock` and
+/// `Timeout`, never `OwnerDied`; once it is killed we do get `OwnerDied`.
+/// (Before: `kill(pid, 0)` in our namespace declared it dead at once.)
+#[test]
+fn a_holder_in_another_pid_namespace_is_alive_until_it_dies() {
+    if !unshare_works() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    // In a fresh namespace PIDs are handed out in order: `sh` is 1, the
+    // `true`s take 2.., and the peer gets `target`, a PID nobody has here.
+    let target = (300u32..)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let script = r#"i=2; while [ "$i" -lt "$0" ]; do /bin/true; i=$((i+1)); done; "$@""#;
+    let target_arg = target.to_string();
+    let mut holder = Peer::spawn_under(&[
+        "unshare",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "sh",
+        "-c",
+        script,
+        &target_arg,
+    ]);
+    holder.ok(&format!("pair {}", path.display()));
+    let their_pid: u32 = holder
+        .ok("token")
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(their_pid, target, "the peer got the PID planned for it");
+    assert_eq!(holder.ok("hold"), "holding");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{target}")).exists(),
+        "PID {target} must not exist in the taker's namespace for this test to mean anything"
+    );
+
+    assert_eq!(
+        pair.state().unwrap(),
+        MutexState::Held {
+            pid: target,
+            alive: true
+        }
+    );
+    assert!(matches!(
+        pair.mutex().try_lock(),
+        Err(LockError::WouldBlock { .. })
+    ));
+    assert!(matches!(
+        pair.mutex().lock_timeout(Duration::from_millis(100)),
+        Err(LockError::Timeout { .. })
+    ));
+    let mut other = Peer::spawn();
+    other.ok(&format!("pair {}", path.display()));
+    assert_eq!(other.ok("locktimeout 100"), "Timeout");
+
+    holder.kill(); // `--kill-child` takes the whole namespace down
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            assert_eq!((g.a, g.b), (1, 0));
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
+
+/// Issue 7 A1, the other way round: the taker runs in a new PID namespace
+/// (with the host's `/proc` still mounted) and the holder's PID means
+/// nothing there.
+#[test]
+fn a_taker_in_another_pid_namespace_waits_for_a_live_holder() {
+    if !unshare_works() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    let mut taker = Peer::spawn_under(&["unshare", "--pid", "--fork", "--kill-child"]);
+    taker.ok(&format!("pair {}", path.display()));
+    assert_eq!(taker.ok("trylock"), "WouldBlock");
+    assert_eq!(taker.ok("locktimeout 100"), "Timeout");
+    holder.kill();
+    assert_eq!(taker.ok("locktimeout 10000"), "OwnerDied");
+}
+
+/// Issue 7 A1: holder and taker share a new PID namespace whose `/proc` is
+/// still the host's. The PID test must notice that `/proc/<pid>` names some
+/// other process there (and use a pidfd instead): the live holder stays
+/// alive, the killed one is dead.
+#[test]
+fn one_pid_namespace_with_a_foreign_proc_judges_its_own_pids() {
+    if !unshare_works() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let mut taker = Peer::spawn_under(&["unshare", "--pid", "--fork", "--kill-child"]);
+    taker.ok(&format!("pair {}", path.display()));
+    assert_eq!(
+        taker.ok(&format!("nsprobe {}", path.display())),
+        "WouldBlock OwnerDied"
+    );
 }

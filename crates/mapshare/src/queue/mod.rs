@@ -4,45 +4,121 @@
 //!
 //! The producer reserves space and writes a record in place
 //! ([`Producer::reserve`] → [`Grant`] → [`Grant::commit`]); the consumer
-//! reads it in place ([`Consumer::recv`] → [`Record`], released on drop).
-//! No byte is copied by the queue itself. The position protocol, the
+//! reads it in place ([`Consumer::recv`] → [`Record`], released on drop),
+//! or copies it out ([`Consumer::recv_into`]). The position protocol, the
 //! record format and the validation of everything read from shared memory
 //! are in `ring`.
 //!
 //! # Object layout (after the file's header and lease table)
 //!
+//! All words are native-endian; each group has its own cache line.
+//!
 //! | offset | word | written by |
 //! |---|---|---|
 //! | 0 | write position (`u64`) | producer |
 //! | 64 | read position (`u64`) | consumer |
-//! | 128 | data event (sequence, sleepers): the consumer parks here | both |
+//! | 128 | data event (`u32` sequence, `u32` sleepers): the consumer parks here | both |
 //! | 192 | space event: the producer parks here | both |
-//! | 256 | producer role: its lease token, 0 if none | producer |
-//! | 260 | consumer role | consumer |
-//! | 264 | producer sessions: how many producers ever attached | producer |
-//! | 268 | consumer sessions | consumer |
+//! | 256 | producer role (`u64`): its lease token, 0 if none | producer |
+//! | 264 | producer sessions (`u64`): producers that ever attached | producer |
+//! | 272 | producer closed (`u64`): the session number of the last producer that left cleanly | producer |
+//! | 320 | consumer role, sessions, closed (as at 256..280) | consumer |
 //! | 512 | the ring: `capacity` bytes | |
 //!
 //! The capacity is `object_len - 512` from the checksummed header, never a
-//! word another process can change.
+//! word another process can change. Every word above is read as untrusted
+//! input: loaded once, validated, then used.
 //!
-//! # Roles, death and persistence
+//! # Role words (state table)
 //!
-//! Each role is claimed by storing the claimant's lease token with a CAS. A
-//! second claimant gets [`Error::RoleTaken`] unless the holder's lease is
-//! dead, in which case it takes over. A side that must wait (consumer:
-//! queue empty; producer: queue full) checks, before parking and every
-//! 20 ms while parked, whether the other role is held by a live process.
-//! The consumer reports [`Error::Disconnected`] only once the queue is
-//! drained and a producer has been attached at some point and is gone now;
-//! a consumer that starts first waits for its producer. The producer
-//! reports `Disconnected` (handing its record back) only when it would have
-//! to wait for space and no live consumer will make any.
+//! | role word | sessions vs closed | meaning |
+//! |---|---|---|
+//! | 0 | `closed == sessions` | nobody holds the role; the last holder left cleanly (or nobody ever attached) |
+//! | token of a live lease | `closed < sessions` | held now, by session `sessions` (for an instant after the CAS, `closed == sessions`: the holder is attaching) |
+//! | token of a dead lease | `closed < sessions` | the holder died (SIGKILL, crash): the next claimant takes it over |
+//! | 0 | `closed < sessions` | cannot happen by the protocol (closed is stored before the role is given back); read as "died", pid 0 |
+//!
+//! Claiming: CAS the role word from 0 (or from a dead holder's token) to our
+//! token, validate the positions, then add 1 to `sessions`; our session
+//! number is the new value. A live holder makes the claim fail with
+//! [`Error::RoleTaken`]; a failed attach gives the role back before its
+//! session starts. Leaving cleanly (drop): store `closed = session`, then
+//! CAS the role word from our token back to 0, then notify the peer's
+//! event. A consumer's attach also notifies the space event (a producer
+//! may wait for a consumer, see "Pads").
+//!
+//! # Sessions: when a side stops waiting
+//!
+//! A queue file is reused across runs, so "a peer was attached once" means
+//! nothing by itself. Each end therefore watches only peers of *its own
+//! session*: a peer **counts** if it was live when we attached, attached
+//! after us (the peer's `sessions` word moved), or — for a consumer — left
+//! records that were pending when we attached.
+//!
+//! - A consumer waits for data as long as no counting producer has come and
+//!   gone. Once one has gone and the ring is drained, it reports
+//!   [`Error::Disconnected`] if that producer left cleanly (its `closed`
+//!   word names the latest session), or [`Error::PeerDied`] (with the
+//!   producer's PID) if it died.
+//! - A producer with no consumer waits for space (`try_send`/`send_timeout`
+//!   report `Full`/`Timeout`); it is never disconnected because of a
+//!   consumer of an earlier run. Once a counting consumer is gone and the
+//!   ring is full, it reports `Disconnected` and hands its record back.
+//!   (It does not tell a consumer that died from one that left: either way
+//!   every unreleased record stays in the file for the next consumer.)
+//! - A side that waits checks its peer before parking and every 20 ms
+//!   while parked (`PEER_CHECK`); the busy path makes no system call.
+//! - A waiting side whose file was deleted (`st_nlink == 0`, checked on
+//!   the same schedule) while no live peer holds it reports
+//!   [`Error::Deleted`]: nobody can open it again. Anonymous queues
+//!   (memfds, never linked) are exempt.
+//!
+//! # Pads
+//!
+//! A record never wraps: one that does not fit before the end of the ring
+//! is preceded by a pad covering the tail. When pad and record fit in the
+//! ring together, the producer waits for room for both and publishes them
+//! together, so a send that fails (`Full`, `Timeout`) writes nothing. A
+//! record larger than what the pad leaves (up to `max_record`, the whole
+//! ring less its header) needs the pad released first: that pad is
+//! published on its own, and only while a live consumer is attached to
+//! release it. So a max-size record goes through whenever the ring is
+//! empty and a consumer drains it, and without a consumer a failed attempt
+//! leaves nothing that would keep smaller records out.
+//!
+//! # Persistence
 //!
 //! Both positions live in the file: a consumer that restarts resumes at
 //! the first record it had not released; a producer that restarts appends
 //! after the last record it committed. A record received but not released
 //! when its consumer died is delivered again.
+//!
+//! # Soundness of in-place access
+//!
+//! [`Record`], [`Batch`] and [`Grant`] hand out `&[u8]` / `&mut [u8]` into
+//! the shared mapping. Rust requires that nobody writes the bytes behind a
+//! `&[u8]` (or reads or writes those behind a `&mut [u8]`) while it lives.
+//! The queue protocol guarantees that **only while the peer follows it**:
+//! the producer never writes between the consumer's released position and
+//! its own published write position, and the consumer never touches bytes
+//! past the published write position. A peer that is buggy or hostile, or
+//! that was wrongly judged dead while still running (its role taken over),
+//! can write those bytes while the reference lives: that is a data race,
+//! undefined behaviour in this process, and no check on our side can
+//! prevent it. Where the peer is not trusted, use the copy-out paths
+//! ([`Consumer::recv_into`], [`Consumer::try_recv_into`],
+//! [`Consumer::recv_into_timeout`], [`Record::copy_to`]): they read the
+//! shared bytes with atomic loads only, so a misbehaving peer can change
+//! *what* is read but never make the read itself undefined.
+//!
+//! # Fork
+//!
+//! A forked child inherits its parent's `Producer`, `Consumer`, and any
+//! `Record`, `Batch` or `Grant`, as copies of memory. Using them fails with
+//! [`Error::ForkedChild`]; dropping them writes nothing to shared memory
+//! (no role given back, no position stored, no wake-up), so a child can
+//! never release what its parent holds. The check is a relaxed load of a
+//! fork counter, not a system call.
 //!
 //! # Waiting
 //!
@@ -51,17 +127,20 @@
 //! waiter counted itself as sleeping, so a busy stream makes no system
 //! calls.
 
+mod anonymous;
+mod consumer;
+mod producer;
 pub mod ring;
 
+pub use anonymous::Anonymous;
+pub use consumer::{Batch, Consumer, Record};
+pub use producer::{Grant, Producer, SendError};
+
 use std::cell::Cell;
-use std::fs::File;
-use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
@@ -71,25 +150,32 @@ use crate::format::{Fingerprint, Kind};
 use crate::lease::{Liveness, Token};
 use crate::sync::{spin_until, Futex, RawEvent, Spin};
 use crate::sys;
-use ring::{record_size, Bytes, Next, Ring, HEADER};
+use ring::{record_size, Bytes, Ring, HEADER};
 
 const WRITE_POS: u64 = 0;
 const READ_POS: u64 = 64;
 const DATA_EVENT: u64 = 128;
 const SPACE_EVENT: u64 = 192;
+/// The producer's role words (holder, sessions, closed); the consumer's
+/// are at +64.
 const PRODUCER_ROLE: u64 = 256;
-const CONSUMER_ROLE: u64 = 260;
-const CONSUMER_SESSIONS: u64 = 268;
+const CONSUMER_ROLE: u64 = 320;
+/// Word indexes (in `u64`s) within a role's group.
+const HOLDER: usize = 0;
+const SESSIONS: usize = 1;
+const CLOSED: usize = 2;
 /// Bytes before the ring.
 pub const CONTROL_LEN: u64 = 512;
 /// Smallest capacity accepted.
 pub const MIN_CAPACITY: u64 = 64;
-/// How often a parked side checks that its peer is alive.
+/// How often a parked side checks that its peer is alive (and that the
+/// file still has a name).
 const PEER_CHECK: Duration = Duration::from_millis(20);
 
-/// The queue format's fingerprint: record header layout version 1.
+/// The queue format's fingerprint: v2 has 64-bit role words and session
+/// close marks.
 fn fingerprint() -> Fingerprint {
-    Fingerprint::new("mapshare::queue/v1", HEADER, 8)
+    Fingerprint::new("mapshare::queue/v2", HEADER, 8)
 }
 
 /// The spec of a queue file with `capacity` bytes of ring (adjust lease
@@ -135,14 +221,36 @@ struct Mapped {
 }
 
 impl Mapped {
-    /// The header slot at ring offset `at` as an atomic word.
+    /// The 8-byte word at ring offset `at` as an atomic.
     #[inline]
-    fn header_word(&self, at: u64) -> &AtomicU64 {
-        // SAFETY: `Ring` passes 8-aligned offsets inside `0..capacity` for
-        // headers, and `base` is 8-aligned (page-aligned mapping plus the
-        // 512-byte control block); the mapping outlives `&self`. Header
-        // slots are only ever accessed through this atomic view.
+    fn word(&self, at: u64) -> &AtomicU64 {
+        // SAFETY: callers pass 8-aligned offsets inside `0..capacity`
+        // (`Ring` for headers, `copy_out` for payload words), and `base`
+        // is 8-aligned (page-aligned mapping plus the 512-byte control
+        // block); the mapping outlives `&self`.
         unsafe { AtomicU64::from_ptr(self.base.add(at as usize).cast()) }
+    }
+
+    /// A pointer to ring offset `at` (inside `0..capacity`).
+    #[inline]
+    fn ptr(&self, at: u64) -> *mut u8 {
+        self.base.wrapping_add(at as usize)
+    }
+
+    /// Copies `len` bytes from ring offset `at` (8-aligned; `at..at +
+    /// len` rounded up to 8 lies inside the ring, as for every validated
+    /// record) into `out`, replacing its contents, with atomic loads only:
+    /// sound whatever a peer writes meanwhile.
+    fn copy_out(&self, at: u64, len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(len);
+        let mut off = 0usize;
+        while off < len {
+            let w = self.word(at + off as u64).load(Relaxed).to_ne_bytes();
+            let n = (len - off).min(8);
+            out.extend_from_slice(&w[..n]);
+            off += 8;
+        }
     }
 }
 
@@ -151,37 +259,25 @@ impl Bytes for Mapped {
     fn read(&self, at: u64, buf: &mut [u8]) {
         // SAFETY: `Ring` only passes ranges inside `0..capacity`, and
         // `base` points at `capacity` mapped bytes; `buf` is private.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base.add(at as usize), buf.as_mut_ptr(), buf.len())
-        }
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr(at), buf.as_mut_ptr(), buf.len()) }
     }
     #[inline]
     fn write_header_word(&self, at: u64, header: [u8; 8]) {
-        self.header_word(at).store(
-            u64::from_ne_bytes(header),
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.word(at).store(u64::from_ne_bytes(header), Relaxed);
     }
     #[inline]
     fn read_header_word(&self, at: u64) -> [u8; 8] {
-        self.header_word(at)
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .to_ne_bytes()
+        self.word(at).load(Relaxed).to_ne_bytes()
     }
     #[inline]
     fn touch(&self, at: u64) {
-        std::hint::black_box(
-            self.header_word(at)
-                .load(std::sync::atomic::Ordering::Relaxed),
-        );
+        std::hint::black_box(self.word(at).load(Relaxed));
     }
     #[inline]
     fn write(&self, at: u64, data: &[u8]) {
         // SAFETY: as in `read`; the mapping is writable (queues are opened
         // read-write).
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(at as usize), data.len())
-        }
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr(at), data.len()) }
     }
 }
 
@@ -192,15 +288,70 @@ struct Shared {
     write: NonNull<AtomicU64>,
     read: NonNull<AtomicU64>,
     events: NonNull<AtomicU32>,
-    roles: NonNull<AtomicU32>,
+    /// The producer's role group; the consumer's is 8 words further.
+    roles: NonNull<AtomicU64>,
     bytes: Mapped,
     capacity: u64,
+    /// Whether the file had a name when opened (`st_nlink > 0`): only
+    /// then does losing it mean it was deleted.
+    linked: bool,
 }
 
 // SAFETY: the pointers point into `file`'s mapping, which moves with it;
 // all shared words are atomics and the ring bytes are accessed under the
 // queue protocol.
 unsafe impl Send for Shared {}
+
+/// The two roles.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Producer,
+    Consumer,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+
+    /// The index of the role's first word among the role words.
+    fn base(self) -> usize {
+        match self {
+            Role::Producer => 0,
+            Role::Consumer => ((CONSUMER_ROLE - PRODUCER_ROLE) / 8) as usize,
+        }
+    }
+
+    fn other(self) -> Role {
+        match self {
+            Role::Producer => Role::Consumer,
+            Role::Consumer => Role::Producer,
+        }
+    }
+}
+
+/// What one end knows about its peer's sessions (see "Sessions" above).
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// The peer's `sessions` word when we attached.
+    since: u64,
+    /// Whether a peer of our session has been seen (sticky).
+    seen: bool,
+    /// When the file's link count may be checked again (at most once per
+    /// [`PEER_CHECK`], so that polling an empty queue stays cheap).
+    next_link_check: Option<Instant>,
+}
+
+/// The peer, as found by a check.
+enum Peer {
+    /// Held by a live process, or not counting for our session.
+    Waiting,
+    /// A peer of our session is gone.
+    Gone { clean: bool, pid: u32 },
+}
 
 impl Shared {
     fn open(file: SharedFile) -> Result<Shared> {
@@ -213,10 +364,10 @@ impl Shared {
         let write = NonNull::from(r.atomic_u64(obj + WRITE_POS)?);
         let read = NonNull::from(r.atomic_u64(obj + READ_POS)?);
         let events = NonNull::from(r.atomic_u32(obj + DATA_EVENT)?);
-        // The space event's words, and the role words, are checked too.
+        // The space event's words, and every role word, are checked too.
         r.atomic_u32(obj + SPACE_EVENT + 4)?;
-        let roles = NonNull::from(r.atomic_u32(obj + PRODUCER_ROLE)?);
-        r.atomic_u32(obj + CONSUMER_SESSIONS)?;
+        let roles = NonNull::from(r.atomic_u64(obj + PRODUCER_ROLE)?);
+        r.atomic_u64(obj + CONSUMER_ROLE + 8 * CLOSED as u64)?;
         let start = obj + CONTROL_LEN;
         let base = r.as_mut_ptr()?.wrapping_add(start as usize);
         if start + capacity > r.len() as u64 {
@@ -226,6 +377,12 @@ impl Shared {
                 actual: r.len() as u64,
             });
         }
+        let linked = r
+            .file()
+            .metadata()
+            .map_err(|e| Error::io(&origin, "fstat", e))?
+            .nlink()
+            > 0;
         Ok(Shared {
             file,
             write,
@@ -234,12 +391,14 @@ impl Shared {
             roles,
             bytes: Mapped { base },
             capacity,
+            linked,
         })
     }
 
     /// Opens the queue in `file` as `role`: claims the role, then loads and
     /// validates both positions (read, write) as persisted in the file.
-    fn attach(file: SharedFile, role: Role) -> Result<(Shared, u64, u64)> {
+    /// Returns them with our session number and what we know of the peer.
+    fn attach(file: SharedFile, role: Role) -> Result<Attached> {
         let q = Shared::open(file)?;
         q.claim(role)?;
         let read = q.ring().read.load(Acquire);
@@ -248,18 +407,52 @@ impl Shared {
             q.unclaim(role);
             return Err(q.corrupted(v));
         }
-        Ok((q, read, write))
+        let peer = role.other();
+        let since = q.word(peer, SESSIONS).load(Acquire);
+        // A peer role word that is not a token is reported by the first
+        // wait that checks the peer; here it just does not count as live.
+        let live = matches!(q.holder_liveness(peer), Ok(Some((_, true))));
+        // A consumer counts the producer of records pending now as seen.
+        let pending = role == Role::Consumer && write != read;
+        let watch = Watch {
+            since,
+            seen: live || pending,
+            next_link_check: None,
+        };
+        // Wake a producer that waits for a consumer before writing a pad
+        // that only a consumer can release.
+        // The session starts only now that nothing can fail: a failed
+        // attach never looks like a peer that came and went.
+        let session = q.word(role, SESSIONS).fetch_add(1, SeqCst).wrapping_add(1);
+        if role == Role::Consumer {
+            q.ring().space_event.notify(1, &Futex);
+        }
+        Ok(Attached {
+            q,
+            read,
+            write,
+            session,
+            watch,
+        })
     }
 
     fn origin(&self) -> &Origin {
         self.file.region().origin()
     }
 
-    /// A role word: 0 producer, 1 consumer, 2 producer sessions, 3
-    /// consumer sessions (offsets 256, 260, 264, 268).
-    fn role(&self, i: usize) -> &AtomicU32 {
-        // SAFETY: four consecutive aligned u32s checked in `open`.
-        unsafe { &*self.roles.as_ptr().add(i) }
+    /// Whether this process is the one that attached (not a forked child
+    /// holding a copy). One relaxed load unless a fork happened.
+    #[inline]
+    fn is_owner(&self) -> bool {
+        self.file.lease().check_owner(self.file.region()).is_ok()
+    }
+
+    /// Word `which` (`HOLDER`, `SESSIONS`, `CLOSED`) of `role`'s group.
+    fn word(&self, role: Role, which: usize) -> &AtomicU64 {
+        // SAFETY: the two groups (offsets 256..280 and 320..344) are
+        // aligned u64s inside the control block, checked in `open`; the
+        // mapping lives as long as `self`.
+        unsafe { &*self.roles.as_ptr().add(role.base() + which) }
     }
 
     fn ring(&self) -> Ring<'_, AtomicU64, AtomicU32, Mapped> {
@@ -291,7 +484,22 @@ impl Shared {
         }
     }
 
+    /// `Truncated` if a page of the queue vanished under an outside
+    /// truncate (the SIGBUS handler replaced it with zeros, see
+    /// `Region::check_faults`): called after reading shared bytes and
+    /// before trusting what was read. One relaxed load.
+    #[inline]
+    fn check_faults(&self) -> Result<()> {
+        std::sync::atomic::compiler_fence(SeqCst);
+        self.file.region().check_faults()
+    }
+
+    /// A violated invariant; reported as `Truncated` instead when a page
+    /// vanished, since zeros from a cut page look like corruption.
     fn corrupted(&self, v: ring::Violation) -> Error {
+        if let Err(e) = self.check_faults() {
+            return e;
+        }
         Error::Corrupted {
             origin: self.origin().clone(),
             what: "queue state",
@@ -299,11 +507,11 @@ impl Shared {
         }
     }
 
-    /// Claims `role` for this process's lease.
+    /// Claims `role` for this process's lease (the session number is
+    /// taken later, by `attach`).
     fn claim(&self, role: Role) -> Result<()> {
-        let (i, name) = (role as usize, role.name());
         let me = self.file.lease().token().raw();
-        let word = self.role(i);
+        let word = self.word(role, HOLDER);
         loop {
             let cur = word.load(Acquire);
             if cur == 0 {
@@ -313,33 +521,53 @@ impl Shared {
                 continue;
             }
             match self.liveness(cur)? {
-                Some(pid) => {
+                (pid, true) => {
                     return Err(Error::RoleTaken {
                         origin: self.origin().clone(),
-                        role: name,
+                        role: role.name(),
                         pid,
                     })
                 }
-                None => {
+                (_, false) => {
                     if word.compare_exchange(cur, me, SeqCst, Relaxed).is_ok() {
                         break;
                     }
                 }
             }
         }
-        self.role(i + 2).fetch_add(1, SeqCst);
         Ok(())
     }
 
+    /// Gives `role` back after a failed attach (no session close mark:
+    /// the session never started).
     fn unclaim(&self, role: Role) {
         let me = self.file.lease().token().raw();
         let _ = self
-            .role(role as usize)
+            .word(role, HOLDER)
             .compare_exchange(me, 0, SeqCst, Relaxed);
     }
 
-    /// `Some(pid)` if `token` names a live process (this one included).
-    fn liveness(&self, token: u32) -> Result<Option<u32>> {
+    /// Ends our session cleanly: marks it closed, gives the role back and
+    /// wakes the peer so it notices at once. Writes nothing in a forked
+    /// child.
+    fn leave(&self, role: Role, session: u64) {
+        let me = self.file.lease().token().raw();
+        // Not in a forked child; and not if our role was taken over (we
+        // were judged dead): the close mark belongs to the holder.
+        if !self.is_owner() || self.word(role, HOLDER).load(Acquire) != me {
+            return;
+        }
+        self.word(role, CLOSED).store(session, Release);
+        self.unclaim(role);
+        let ring = self.ring();
+        match role {
+            Role::Producer => ring.data_event.notify(1, &Futex),
+            Role::Consumer => ring.space_event.notify(1, &Futex),
+        }
+    }
+
+    /// `(pid, alive)` of the process `token` names (this one included).
+    fn liveness(&self, token: u64) -> Result<(u32, bool)> {
         let Some(t) = Token::from_raw(token) else {
             return Err(Error::Corrupted {
                 origin: self.origin().clone(),
@@ -349,46 +577,87 @@ impl Shared {
         };
         Ok(
             match self.file.leases().liveness(t, Some(self.file.lease()))? {
-                Liveness::Me => Some(sys::pid()),
-                Liveness::Alive { pid } => Some(pid),
-                Liveness::Dead { .. } => None,
+                Liveness::Me => (sys::pid(), true),
+                Liveness::Alive { pid } => (pid, true),
+                Liveness::Dead { pid } => (pid, false),
             },
         )
     }
 
-    /// Whether the other role (word `i`) is held by a live process now.
-    fn peer_alive(&self, i: usize) -> Result<bool> {
-        let token = self.role(i).load(Acquire);
+    /// The holder of `role`: `None` if the role word is 0, else its
+    /// `(pid, alive)`.
+    fn holder_liveness(&self, role: Role) -> Result<Option<(u32, bool)>> {
+        let token = self.word(role, HOLDER).load(Acquire);
         if token == 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        Ok(self.liveness(token)?.is_some())
+        self.liveness(token).map(Some)
     }
 
-    /// Whether the other role has ever been held.
-    fn peer_ever(&self, i: usize) -> bool {
-        self.role(i + 2).load(Acquire) != 0
+    /// Checks the peer (`role`) against our session's `watch`.
+    fn check_peer(&self, role: Role, watch: &mut Watch) -> Result<Peer> {
+        // Sessions and closed first, the holder last: a new peer that
+        // attaches in between is then seen as live, never as a dead one.
+        let sessions = self.word(role, SESSIONS).load(Acquire);
+        let closed = self.word(role, CLOSED).load(Acquire);
+        if sessions != watch.since {
+            watch.seen = true;
+        }
+        let (pid, alive) = self.holder_liveness(role)?.unwrap_or((0, false));
+        if alive {
+            watch.seen = true;
+            return Ok(Peer::Waiting);
+        }
+        if !watch.seen {
+            return Ok(Peer::Waiting);
+        }
+        Ok(Peer::Gone {
+            clean: closed == sessions,
+            pid,
+        })
+    }
+
+    /// Whether the file lost its last name since we opened it (checked at
+    /// most once per [`PEER_CHECK`]; `false` between checks).
+    fn deleted(&self, watch: &mut Watch) -> Result<bool> {
+        if !self.linked {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        if watch.next_link_check.is_some_and(|t| now < t) {
+            return Ok(false);
+        }
+        watch.next_link_check = Some(now + PEER_CHECK);
+        let meta = self
+            .file
+            .region()
+            .file()
+            .metadata()
+            .map_err(|e| Error::io(self.origin(), "fstat", e))?;
+        Ok(meta.nlink() == 0)
     }
 
     /// Waits per `wait` until `ready()`: checks once, spins, then parks on
-    /// `event` in slices of [`PEER_CHECK`], checking between slices that
-    /// `peer` is alive. `Ok(false)` when `wait` ran out; `Disconnected`
-    /// when the peer was attached once, is gone, and `ready()` still fails;
-    /// `Corrupted` when `ready()` met a violated invariant.
+    /// `event` in slices of [`PEER_CHECK`], checking the peer (`peer`,
+    /// per `watch`) before parking and between slices. `Ok(false)` when
+    /// `wait` ran out; `Disconnected`/`PeerDied` when a peer of our session
+    /// is gone and `ready()` still fails; `Deleted` when the file lost its
+    /// name and no live peer holds it; any error `ready()` returns.
     fn wait_for(
         &self,
         event: &RawEvent<'_, AtomicU32>,
         spin: Spin,
         wait: Wait,
         peer: Role,
-        ready: impl Fn() -> std::result::Result<bool, ring::Violation>,
+        watch: &mut Watch,
+        ready: impl Fn() -> Result<bool>,
     ) -> Result<bool> {
-        // A violation ends every wait at once; it is reported below.
-        let bad: Cell<Option<ring::Violation>> = Cell::new(None);
+        // An error ends every wait at once; it is reported below.
+        let bad: Cell<Option<Error>> = Cell::new(None);
         let check = || match ready() {
             Ok(r) => r,
-            Err(v) => {
-                bad.set(Some(v));
+            Err(e) => {
+                bad.set(Some(e));
                 true
             }
         };
@@ -397,23 +666,43 @@ impl Shared {
             ok = spin_until(spin, check);
         }
         loop {
-            if let Some(v) = bad.take() {
-                return Err(self.corrupted(v));
+            self.check_faults()?;
+            if let Some(e) = bad.take() {
+                return Err(e);
             }
             if ok {
                 return Ok(true);
             }
-            let i = peer as usize;
-            if !self.peer_alive(i)? && self.peer_ever(i) {
+            let end = match self.check_peer(peer, watch)? {
+                Peer::Gone { clean: true, .. } => Some(Error::Disconnected {
+                    origin: self.origin().clone(),
+                    peer: peer.name(),
+                }),
+                // The producer does not tell a dead consumer from one
+                // that left: the records stay for the next one either way.
+                Peer::Gone { .. } if peer == Role::Consumer => Some(Error::Disconnected {
+                    origin: self.origin().clone(),
+                    peer: peer.name(),
+                }),
+                Peer::Gone { pid, .. } => Some(Error::PeerDied {
+                    origin: self.origin().clone(),
+                    peer: peer.name(),
+                    pid,
+                }),
+                Peer::Waiting if self.deleted(watch)? && !self.peer_live(peer)? => {
+                    Some(Error::Deleted {
+                        origin: self.origin().clone(),
+                    })
+                }
+                Peer::Waiting => None,
+            };
+            if let Some(e) = end {
                 // It may have made progress just before it left.
                 if check() {
                     ok = true;
                     continue;
                 }
-                return Err(Error::Disconnected {
-                    origin: self.origin().clone(),
-                    peer: peer.name(),
-                });
+                return Err(e);
             }
             let slice = match wait {
                 Wait::No => return Ok(false),
@@ -424,61 +713,21 @@ impl Shared {
             ok = event.wait_until(check, Some(slice), &Futex);
         }
     }
-}
 
-/// The two roles, by their index among the role words.
-#[derive(Clone, Copy)]
-enum Role {
-    Producer = 0,
-    Consumer = 1,
-}
-
-impl Role {
-    fn name(self) -> &'static str {
-        match self {
-            Role::Producer => "producer",
-            Role::Consumer => "consumer",
-        }
+    /// Whether `role` is held by a live process now.
+    fn peer_live(&self, role: Role) -> Result<bool> {
+        Ok(matches!(self.holder_liveness(role)?, Some((_, true))))
     }
 }
 
-/// Why a send did not happen; carries the record back.
-#[derive(Debug)]
-pub enum SendError<T> {
-    /// `try_send`: no space now.
-    Full(T),
-    /// The deadline passed.
-    Timeout(T),
-    /// The queue is full and no live consumer will make space.
-    Disconnected(T),
-    /// Anything else (the record is too large, corrupted shared state).
-    Failed(Error, T),
+/// What [`Shared::attach`] returns.
+struct Attached {
+    q: Shared,
+    read: u64,
+    write: u64,
+    session: u64,
+    watch: Watch,
 }
-
-impl<T> SendError<T> {
-    /// The record that was not sent.
-    pub fn into_inner(self) -> T {
-        match self {
-            SendError::Full(t)
-            | SendError::Timeout(t)
-            | SendError::Disconnected(t)
-            | SendError::Failed(_, t) => t,
-        }
-    }
-}
-
-impl<T> std::fmt::Display for SendError<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Full(_) => write!(f, "the queue is full"),
-            SendError::Timeout(_) => write!(f, "timed out waiting for space in the queue"),
-            SendError::Disconnected(_) => write!(f, "the consumer is gone and the queue is full"),
-            SendError::Failed(e, _) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl<T: std::fmt::Debug> std::error::Error for SendError<T> {}
 
 /// How long to wait: not at all, until a deadline, or forever.
 #[derive(Clone, Copy)]
@@ -486,246 +735,6 @@ enum Wait {
     No,
     Until(Instant),
     Forever,
-}
-
-/// The writing end of a queue.
-///
-/// ```
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use mapshare::queue::{Consumer, Producer};
-/// let dir = tempfile::tempdir().unwrap();
-/// let path = dir.path().join("q");
-/// let mut tx = Producer::open_or_create(&path, 64 * 1024)?;
-/// let mut rx = Consumer::open(&path)?;
-///
-/// let mut grant = tx.reserve(5)?;      // write in place...
-/// grant.copy_from_slice(b"hello");
-/// grant.commit();                      // ...and publish
-/// tx.send(b"world").map_err(|e| e.to_string())?;
-///
-/// assert_eq!(&*rx.recv()?, b"hello");  // read in place, released on drop
-/// assert_eq!(&*rx.recv()?, b"world");
-/// # Ok(()) }
-/// ```
-pub struct Producer {
-    q: Shared,
-    /// Our write position (authoritative; the shared copy is only stored).
-    write: u64,
-    /// The consumer's position as last loaded.
-    read_cache: u64,
-    spin: Spin,
-}
-
-/// Space reserved for one record. Write it through `DerefMut`, then
-/// [`Grant::commit`]; dropping it uncommitted publishes nothing.
-pub struct Grant<'p> {
-    producer: &'p mut Producer,
-    at: u64,
-    len: usize,
-}
-
-impl Producer {
-    fn from_file(file: SharedFile) -> Result<Producer> {
-        let (q, read, write) = Shared::attach(file, Role::Producer)?;
-        Ok(Producer {
-            q,
-            write,
-            read_cache: read,
-            spin: Spin::default(),
-        })
-    }
-
-    /// Opens the queue at `path` as its producer, creating it with
-    /// `capacity` bytes if it does not exist.
-    pub fn open_or_create(path: impl AsRef<Path>, capacity: u64) -> Result<Producer> {
-        Producer::from_file(open_or_create(path, capacity)?)
-    }
-
-    /// Opens an existing queue as its producer.
-    pub fn open(path: impl AsRef<Path>) -> Result<Producer> {
-        Producer::from_file(open_existing(path)?)
-    }
-
-    /// Sets how long a blocked send spins before parking ([`Spin::NONE`]:
-    /// park at once; a long spin: "busy mode").
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
-    }
-
-    /// Ring capacity in bytes.
-    pub fn capacity(&self) -> u64 {
-        self.q.capacity
-    }
-
-    /// Largest record payload.
-    pub fn max_record(&self) -> u64 {
-        self.q.capacity - HEADER
-    }
-
-    /// The queue file.
-    pub fn file(&self) -> &SharedFile {
-        &self.q.file
-    }
-
-    fn free(&self) -> u64 {
-        self.q.capacity - (self.write - self.read_cache)
-    }
-
-    /// Waits until `bytes` are free at our position. `Ok(false)` if `wait`
-    /// ran out.
-    fn make_room(&mut self, bytes: u64, wait: Wait) -> Result<bool> {
-        if self.free() >= bytes {
-            return Ok(true);
-        }
-        let q = &self.q;
-        let ring = q.ring();
-        let (write, cap) = (self.write, q.capacity);
-        let read_seen = Cell::new(self.read_cache);
-        let ok = q.wait_for(&ring.space_event, self.spin, wait, Role::Consumer, || {
-            let r = ring.load_read(write)?;
-            read_seen.set(r);
-            Ok(cap - (write - r) >= bytes)
-        });
-        self.read_cache = read_seen.get();
-        ok
-    }
-
-    fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<Grant<'_>>> {
-        // A forked child must not write as its parent's producer.
-        self.q.file.lease().check_owner(self.q.file.region())?;
-        let max = self.max_record();
-        if len == 0 || len as u64 > max {
-            return Err(Error::TooLarge {
-                origin: self.q.origin().clone(),
-                len: len as u64,
-                max,
-            });
-        }
-        let size = record_size(len as u64);
-        let pad = self.q.ring().pad_before(self.write, size);
-        if pad > 0 {
-            if !self.make_room(pad, wait)? {
-                return Ok(None);
-            }
-            let ring = self.q.ring();
-            ring.write_pad(self.write, pad);
-            self.write += pad;
-            ring.publish(self.write, &Futex);
-        }
-        if !self.make_room(size, wait)? {
-            return Ok(None);
-        }
-        let at = self.write;
-        Ok(Some(Grant {
-            producer: self,
-            at,
-            len,
-        }))
-    }
-
-    /// Reserves space for a `len`-byte record, waiting as long as it takes.
-    pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
-        let origin = self.q.origin().clone();
-        self.reserve_inner(len, Wait::Forever)?
-            .ok_or_else(|| wait_ended(&origin))
-    }
-
-    /// Reserves space if there is some now; `Ok(None)` if the queue is full.
-    pub fn try_reserve(&mut self, len: usize) -> Result<Option<Grant<'_>>> {
-        self.reserve_inner(len, Wait::No)
-    }
-
-    /// Reserves space, waiting at most `timeout`.
-    pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>> {
-        let start = Instant::now();
-        let origin = self.q.origin().clone();
-        match self.reserve_inner(len, Wait::Until(start + timeout))? {
-            Some(g) => Ok(g),
-            None => Err(Error::Timeout {
-                origin,
-                what: "waiting for space in the queue",
-                waited: start.elapsed(),
-            }),
-        }
-    }
-
-    fn send_inner<'d>(
-        &mut self,
-        data: &'d [u8],
-        wait: Wait,
-    ) -> std::result::Result<(), SendError<&'d [u8]>> {
-        match self.reserve_inner(data.len(), wait) {
-            Ok(Some(mut g)) => {
-                g.copy_from_slice(data);
-                g.commit();
-                Ok(())
-            }
-            Ok(None) if matches!(wait, Wait::No) => Err(SendError::Full(data)),
-            Ok(None) => Err(SendError::Timeout(data)),
-            Err(Error::Disconnected { .. }) => Err(SendError::Disconnected(data)),
-            Err(e) => Err(SendError::Failed(e, data)),
-        }
-    }
-
-    /// Sends a copy of `data` as one record, waiting for space.
-    pub fn send<'d>(&mut self, data: &'d [u8]) -> std::result::Result<(), SendError<&'d [u8]>> {
-        self.send_inner(data, Wait::Forever)
-    }
-
-    /// Sends if there is space now.
-    pub fn try_send<'d>(&mut self, data: &'d [u8]) -> std::result::Result<(), SendError<&'d [u8]>> {
-        self.send_inner(data, Wait::No)
-    }
-
-    /// Sends, waiting at most `timeout` for space.
-    pub fn send_timeout<'d>(
-        &mut self,
-        data: &'d [u8],
-        timeout: Duration,
-    ) -> std::result::Result<(), SendError<&'d [u8]>> {
-        self.send_inner(data, Wait::Until(Instant::now() + timeout))
-    }
-
-    /// Sends every record of `records`, publishing once per run of records
-    /// that fit without waiting (one release store and at most one wake per
-    /// run instead of one per record). Returns how many were sent before an
-    /// error.
-    pub fn send_batch(&mut self, records: &[&[u8]]) -> std::result::Result<(), (usize, Error)> {
-        let mut unpublished = false;
-        for (sent, r) in records.iter().enumerate() {
-            let max = self.max_record();
-            if r.is_empty() || r.len() as u64 > max {
-                return Err((
-                    sent,
-                    Error::TooLarge {
-                        origin: self.q.origin().clone(),
-                        len: r.len() as u64,
-                        max,
-                    },
-                ));
-            }
-            let size = record_size(r.len() as u64);
-            let pad = self.q.ring().pad_before(self.write, size);
-            if self.free() < pad + size {
-                // About to wait (or wrap): publish what we have first.
-                if unpublished {
-                    self.q.ring().publish(self.write, &Futex);
-                }
-            }
-            let mut g = match self.reserve_inner(r.len(), Wait::Forever) {
-                Ok(Some(g)) => g,
-                Ok(None) => return Err((sent, wait_ended(self.q.origin()))),
-                Err(e) => return Err((sent, e)),
-            };
-            g.copy_from_slice(r);
-            g.finish();
-            unpublished = true;
-        }
-        if unpublished {
-            self.q.ring().publish(self.write, &Futex);
-        }
-        Ok(())
-    }
 }
 
 /// What an unbounded wait that returned empty-handed is reported as.
@@ -736,327 +745,6 @@ fn wait_ended(origin: &Origin) -> Error {
         origin: origin.clone(),
         what: "queue wait",
         why: "an unbounded wait returned with neither data nor an error".into(),
-    }
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        self.q.unclaim(Role::Producer);
-        // Wake a parked consumer so it notices at once.
-        self.q.ring().data_event.notify(1, &Futex);
-    }
-}
-
-impl<'p> Grant<'p> {
-    fn slice_ptr(&self) -> *mut u8 {
-        let off = self.at % self.producer.q.capacity + HEADER;
-        self.producer.q.bytes.base.wrapping_add(off as usize)
-    }
-
-    /// Writes the header and advances our position, without publishing.
-    fn finish(self) -> &'p mut Producer {
-        let Grant { producer, at, len } = self;
-        producer.q.ring().write_header(at, len as u32);
-        producer.write = at + record_size(len as u64);
-        producer
-    }
-
-    /// Publishes the record: the consumer can see it from now on.
-    pub fn commit(self) {
-        let p = self.finish();
-        p.q.ring().publish(p.write, &Futex);
-    }
-
-    /// Publishes only the first `len` bytes (at most the reserved length).
-    pub fn commit_len(mut self, len: usize) {
-        if len == 0 {
-            return;
-        }
-        self.len = len.min(self.len);
-        self.commit();
-    }
-}
-
-impl Deref for Grant<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the reserved range lies inside the ring (checked when
-        // reserved), beyond the published write position, so the consumer
-        // does not read it and no one else writes it until we commit: an
-        // exclusive grant. The borrow of `&self` ties it to the grant.
-        unsafe { std::slice::from_raw_parts(self.slice_ptr(), self.len) }
-    }
-}
-
-impl DerefMut for Grant<'_> {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `deref`; `&mut self` makes it unique in-process.
-        unsafe { std::slice::from_raw_parts_mut(self.slice_ptr(), self.len) }
-    }
-}
-
-/// The reading end of a queue.
-pub struct Consumer {
-    q: Shared,
-    /// Our read position (authoritative).
-    read: u64,
-    /// The producer's position as last loaded.
-    write_cache: u64,
-    spin: Spin,
-}
-
-/// A record borrowed in place; released to the producer on drop.
-pub struct Record<'c> {
-    consumer: &'c mut Consumer,
-    at: u64,
-    len: usize,
-    next: u64,
-}
-
-/// Records borrowed in place by [`Consumer::recv_batch`]; all released on
-/// drop, with one store.
-pub struct Batch<'c> {
-    consumer: &'c mut Consumer,
-    records: Vec<(u64, usize)>,
-    next: u64,
-}
-
-impl Consumer {
-    fn from_file(file: SharedFile) -> Result<Consumer> {
-        let (q, read, write) = Shared::attach(file, Role::Consumer)?;
-        Ok(Consumer {
-            q,
-            read,
-            write_cache: write,
-            spin: Spin::default(),
-        })
-    }
-
-    /// Opens the queue at `path` as its consumer, creating it with
-    /// `capacity` bytes if it does not exist.
-    pub fn open_or_create(path: impl AsRef<Path>, capacity: u64) -> Result<Consumer> {
-        Consumer::from_file(open_or_create(path, capacity)?)
-    }
-
-    /// Opens an existing queue as its consumer.
-    pub fn open(path: impl AsRef<Path>) -> Result<Consumer> {
-        Consumer::from_file(open_existing(path)?)
-    }
-
-    /// Sets how long a blocked receive spins before parking.
-    pub fn set_spin(&mut self, spin: Spin) {
-        self.spin = spin;
-    }
-
-    /// The queue file.
-    pub fn file(&self) -> &SharedFile {
-        &self.q.file
-    }
-
-    /// Committed bytes not yet released (a snapshot).
-    pub fn pending_bytes(&self) -> Result<u64> {
-        let w = self
-            .q
-            .ring()
-            .load_write(self.read)
-            .map_err(|v| self.q.corrupted(v))?;
-        Ok(w - self.read)
-    }
-
-    /// Finds the next record at our position, skipping pads; waits per
-    /// `wait`. `Ok(None)`: nothing arrived in time.
-    ///
-    /// A skipped pad is released at once (the producer may be waiting for
-    /// that space) unless `borrowed`: then records before it are still
-    /// borrowed in place, and releasing past them would hand their bytes
-    /// back to the producer; the caller releases everything later.
-    fn next_record(&mut self, wait: Wait, borrowed: bool) -> Result<Option<(u64, usize, u64)>> {
-        self.q.file.lease().check_owner(self.q.file.region())?;
-        loop {
-            let avail = self.available(wait)?;
-            if avail == 0 {
-                return Ok(None);
-            }
-            let ring = self.q.ring();
-            match ring
-                .next(self.read, avail)
-                .map_err(|v| self.q.corrupted(v))?
-            {
-                Next::Pad { size } => {
-                    self.read += size;
-                    if !borrowed {
-                        ring.release(self.read, &Futex);
-                    }
-                }
-                Next::Record { at, len, size } => {
-                    return Ok(Some((at, len as usize, self.read + size)))
-                }
-            }
-        }
-    }
-
-    /// Committed bytes after our position, waiting per `wait` for some.
-    fn available(&mut self, wait: Wait) -> Result<u64> {
-        if self.write_cache > self.read {
-            return Ok(self.write_cache - self.read);
-        }
-        let q = &self.q;
-        let ring = q.ring();
-        let read = self.read;
-        let write_seen = Cell::new(self.write_cache);
-        let arrived = q.wait_for(&ring.data_event, self.spin, wait, Role::Producer, || {
-            ring.touch_next(read);
-            let w = ring.load_write(read)?;
-            write_seen.set(w);
-            Ok(w != read)
-        });
-        self.write_cache = write_seen.get();
-        arrived?;
-        Ok(self.write_cache - self.read)
-    }
-
-    fn record(&mut self, found: Option<(u64, usize, u64)>) -> Option<Record<'_>> {
-        found.map(|(at, len, next)| Record {
-            consumer: self,
-            at,
-            len,
-            next,
-        })
-    }
-
-    /// Receives the next record, waiting as long as it takes. Fails with
-    /// [`Error::Disconnected`] once the queue is drained and its producer is
-    /// gone.
-    pub fn recv(&mut self) -> Result<Record<'_>> {
-        let found = self.next_record(Wait::Forever, false)?;
-        let origin = self.q.origin().clone();
-        self.record(found).ok_or_else(|| wait_ended(&origin))
-    }
-
-    /// Receives a record if one is there; `Ok(None)` if the queue is empty
-    /// (and its producer alive or not yet seen).
-    pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
-        let found = self.next_record(Wait::No, false)?;
-        Ok(self.record(found))
-    }
-
-    /// Receives, waiting at most `timeout`.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
-        let start = Instant::now();
-        let found = self.next_record(Wait::Until(start + timeout), false)?;
-        let origin = self.q.origin().clone();
-        self.record(found).ok_or_else(|| Error::Timeout {
-            origin,
-            what: "waiting for a record",
-            waited: start.elapsed(),
-        })
-    }
-
-    /// Receives up to `max` records that are already there (waiting up to
-    /// `timeout` for the first), borrowed in place and released together.
-    pub fn recv_batch(&mut self, max: usize, timeout: Duration) -> Result<Batch<'_>> {
-        let mut records = Vec::new();
-        let start = self.read;
-        let mut wait = Wait::Until(Instant::now() + timeout);
-        while records.len() < max {
-            match self.next_record(wait, !records.is_empty()) {
-                Ok(Some((at, len, next))) => {
-                    records.push((at, len));
-                    // Look past this record without releasing it yet.
-                    self.read = next;
-                    wait = Wait::No;
-                }
-                Ok(None) => break,
-                Err(Error::Disconnected { .. }) if !records.is_empty() => break,
-                Err(e) => {
-                    self.read = start;
-                    return Err(e);
-                }
-            }
-        }
-        let next = self.read;
-        self.read = start;
-        if records.is_empty() {
-            let origin = self.q.origin().clone();
-            return Err(Error::Timeout {
-                origin,
-                what: "waiting for a record",
-                waited: timeout,
-            });
-        }
-        Ok(Batch {
-            consumer: self,
-            records,
-            next,
-        })
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        self.q.unclaim(Role::Consumer);
-        self.q.ring().space_event.notify(1, &Futex);
-    }
-}
-
-impl Record<'_> {
-    /// Payload length.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Always false: records carry at least one byte.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl Deref for Record<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: validated to lie inside the ring and before the published
-        // write position; until we release it the producer does not write
-        // there: an exclusive grant by the protocol.
-        unsafe {
-            std::slice::from_raw_parts(self.consumer.q.bytes.base.add(self.at as usize), self.len)
-        }
-    }
-}
-
-impl Drop for Record<'_> {
-    fn drop(&mut self) {
-        let c = &mut *self.consumer;
-        c.read = self.next;
-        c.q.ring().release(c.read, &Futex);
-    }
-}
-
-impl Batch<'_> {
-    /// Records in the batch.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Whether the batch is empty (never: `recv_batch` errs instead).
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// The records, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let base = self.consumer.q.bytes.base;
-        self.records.iter().map(move |&(at, len)| {
-            // SAFETY: as for `Record`: validated, committed, not yet released.
-            unsafe { std::slice::from_raw_parts(base.add(at as usize), len) }
-        })
-    }
-}
-
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        let c = &mut *self.consumer;
-        c.read = self.next;
-        c.q.ring().release(c.read, &Futex);
     }
 }
 
@@ -1091,12 +779,9 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
         what: "queue state",
         why,
     };
-    if read % 8 != 0 || write % 8 != 0 || read > write || write - read > capacity {
-        return Err(corrupt(format!(
-            "read {read}, write {write}, capacity {capacity}"
-        )));
-    }
-    // Walk the records (bounded: each step advances by at least 8 bytes).
+    ring::check_positions(read, write, capacity).map_err(|v| corrupt(v.0))?;
+    // Walk the records (bounded: each step advances by at least 8 bytes,
+    // and positions are below 2^63, so nothing overflows).
     let mut records = 0;
     let mut pos = read;
     let base = obj + CONTROL_LEN;
@@ -1114,14 +799,14 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
             }
             other => return Err(corrupt(format!("record kind {other:#x} at {pos}"))),
         };
-        if size == 0 || at + size > capacity || pos + size > write {
+        if size == 0 || at + size > capacity || size > write - pos {
             return Err(corrupt(format!("record at {pos} overruns")));
         }
         pos += size;
     }
     let leases = crate::lease::LeaseTable::new(r, h.lease_offset, h.lease_slots);
     let role = |off: u64| -> Result<Option<(u32, bool)>> {
-        let token = r.load_u32(obj + off, Acquire)?;
+        let token = r.load_u64(obj + off, Acquire)?;
         if token == 0 {
             return Ok(None);
         }
@@ -1139,65 +824,4 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
         producer: role(PRODUCER_ROLE)?,
         consumer: role(CONSUMER_ROLE)?,
     })
-}
-
-/// An anonymous queue (a memfd, sealed against shrinking) for a parent and
-/// the children it spawns. Open the two ends with [`Anonymous::producer`]
-/// and [`Anonymous::consumer`] here, or in a child with
-/// [`Producer::from_inherited`] / [`Consumer::from_inherited`].
-pub struct Anonymous {
-    memfd: File,
-    _not_sync: PhantomData<*const ()>,
-}
-
-impl Anonymous {
-    /// Creates an anonymous queue with `capacity` bytes of ring.
-    pub fn new(capacity: u64) -> Result<Anonymous> {
-        let origin = Origin::anonymous("mapshare-queue");
-        check_capacity(&origin, capacity)?;
-        let fd = sys::memfd("mapshare-queue").map_err(|e| Error::io(&origin, "memfd_create", e))?;
-        let memfd = File::from(fd);
-        let a = Anonymous {
-            memfd,
-            _not_sync: PhantomData,
-        };
-        // Initialize through a path to the memfd (a new open file
-        // description, as a child's will be), then seal it.
-        drop(open_or_create(a.path(), capacity)?);
-        sys::seal_against_shrink(&a.memfd).map_err(|e| Error::io(&origin, "seal", e))?;
-        Ok(a)
-    }
-
-    fn path(&self) -> String {
-        format!("/proc/self/fd/{}", self.memfd.as_raw_fd())
-    }
-
-    /// This process's producer end.
-    pub fn producer(&self) -> Result<Producer> {
-        Producer::open(self.path())
-    }
-
-    /// This process's consumer end.
-    pub fn consumer(&self) -> Result<Consumer> {
-        Consumer::open(self.path())
-    }
-
-    /// Lets `cmd`'s child inherit the queue, naming its descriptor in `var`.
-    pub fn share_with(&self, cmd: &mut Command, var: &str) {
-        crate::region::share_fd(self.memfd.as_fd(), cmd, var);
-    }
-}
-
-impl Producer {
-    /// The producer end of an [`Anonymous`] queue a parent shared.
-    pub fn from_inherited(var: &str) -> Result<Producer> {
-        Producer::open(crate::region::inherited_fd_path(var)?)
-    }
-}
-
-impl Consumer {
-    /// The consumer end of an [`Anonymous`] queue a parent shared.
-    pub fn from_inherited(var: &str) -> Result<Consumer> {
-        Consumer::open(crate::region::inherited_fd_path(var)?)
-    }
 }

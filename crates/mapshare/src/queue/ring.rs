@@ -10,7 +10,9 @@
 //! side's position, because the other side is another program:
 //!
 //! - both are multiples of 8;
-//! - `read <= write <= read + capacity`.
+//! - `read <= write <= read + capacity`;
+//! - `write <= MAX_POSITION` (2^63), so that no sum of a position and a
+//!   record size can overflow.
 //!
 //! Each side keeps its own position in a local variable and only ever
 //! stores it; it never trusts the shared copy of its own position after
@@ -44,6 +46,26 @@ pub const PAD: u32 = 0x5041_4421;
 #[inline]
 pub fn record_size(len: u64) -> u64 {
     HEADER + len.div_ceil(8) * 8
+}
+
+/// Positions never exceed this (2^63 bytes: 290 years at 1 GB/s). Every
+/// sum of a position and a record size (at most 2^32 + 8) then fits in a
+/// `u64`, so a position near `u64::MAX` written by a hostile peer is a
+/// [`Violation`], never an overflow.
+pub const MAX_POSITION: u64 = 1 << 63;
+
+/// Checks a (read, write) pair read from shared memory against a ring of
+/// `capacity` bytes: multiples of 8, `read <= write <= read + capacity`,
+/// `write <= MAX_POSITION`.
+#[inline]
+pub fn check_positions(read: u64, write: u64, capacity: u64) -> Result<(), Violation> {
+    if (read | write) % 8 != 0 || read > write || write - read > capacity || write > MAX_POSITION {
+        return Err(Violation(format!(
+            "positions read {read} / write {write} do not fit a ring of {capacity} bytes \
+             (multiples of 8, read <= write <= read + capacity, write <= 2^63)"
+        )));
+    }
+    Ok(())
 }
 
 /// The ring's bytes: reads and writes of ranges that the caller guarantees
@@ -119,19 +141,9 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
     }
 
     /// Checks a (read, write) pair read from shared memory.
+    #[inline]
     pub fn check(&self, read: u64, write: u64) -> Result<(), Violation> {
-        if read % 8 != 0 || write % 8 != 0 {
-            return Err(Violation(format!(
-                "positions read {read} / write {write} are not multiples of 8"
-            )));
-        }
-        if read > write || write - read > self.capacity {
-            return Err(Violation(format!(
-                "positions read {read} / write {write} do not fit a ring of {}",
-                self.capacity
-            )));
-        }
-        Ok(())
+        check_positions(read, write, self.capacity)
     }
 
     /// Producer: the consumer's position, loaded and validated against our
@@ -408,6 +420,12 @@ mod tests {
         assert!(r.check(8, 0).is_err(), "write behind read");
         assert!(r.check(3, 8).is_err(), "unaligned");
         assert!(r.check(8, 16).is_ok());
+        assert!(
+            r.check(u64::MAX - 7, u64::MAX - 7).is_err(),
+            "near u64::MAX"
+        );
+        assert!(r.check(MAX_POSITION - 8, MAX_POSITION).is_ok());
+        assert!(r.check(MAX_POSITION, MAX_POSITION + 8).is_err());
         // Garbage headers.
         heap.write(0, &[0xff; 8]);
         assert!(r.next(0, 64).is_err());

@@ -11,6 +11,11 @@
 //! Every word these primitives share is read as untrusted input: a value
 //! no protocol step can produce is reported as [`Error::Corrupted`], never
 //! a panic or an endless loop.
+//!
+//! A [`Mutex`] is process-shared *and* thread-safe: its owner is a process
+//! (a lease), and threads of that process wait for each other as with
+//! `std::sync::Mutex`. Its raw constructor is `unsafe`, because a guard's
+//! `&mut T` must be the only path to those bytes in this process.
 
 mod event;
 mod file_lock;
@@ -28,10 +33,15 @@ pub use semaphore::{RawSemaphore, Semaphore, SEMAPHORE_LEN};
 pub(crate) use word::spin_until;
 pub use word::{Futex, Park, Spin, Wake, Word, Word64};
 
-use crate::error::Error;
+use crate::error::{Error, Origin};
 
 /// Why a lock was not granted normally. The variants that carry a guard
 /// *did* lock: the caller holds the mutex and must look at the data.
+///
+/// `?` converts it into a [`mapshare::Error`](crate::Error) (in a function
+/// returning [`mapshare::Result`](crate::Result)); a guard it carries is
+/// then released *without* changing the recovery state, so the mutex stays
+/// `OwnerDied` or `Poisoned` for a locker that repairs it.
 #[derive(Debug)]
 pub enum LockError<G> {
     /// The previous holder died while holding the lock. The guard is held;
@@ -40,14 +50,27 @@ pub enum LockError<G> {
     OwnerDied(G),
     /// A previous holder panicked. The guard is held.
     Poisoned(G),
-    /// A taker gave up on repairing it; the mutex can never be locked again.
-    NotRecoverable,
-    /// `try_lock` found it held by a live process.
-    WouldBlock,
-    /// The wait timed out after this long.
-    Timeout(std::time::Duration),
-    /// Anything else: corrupted shared state, this process already holding
-    /// it, a forked child using its parent's lease, an OS error.
+    /// A taker gave up on repairing it; the mutex can never be locked again
+    /// (until a deliberate [`repair`](crate::shared::repair)).
+    NotRecoverable {
+        /// The file.
+        origin: Origin,
+    },
+    /// `try_lock` found it held by a live process (or another thread of
+    /// this one).
+    WouldBlock {
+        /// The file.
+        origin: Origin,
+    },
+    /// The wait timed out.
+    Timeout {
+        /// The file.
+        origin: Origin,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// Anything else: corrupted shared state, a forked child using its
+    /// parent's lease, an OS error.
     Failed(Error),
 }
 
@@ -70,6 +93,34 @@ impl<G> From<Error> for LockError<G> {
     }
 }
 
+impl<T: zerocopy::FromBytes + zerocopy::IntoBytes> From<LockError<MutexGuard<'_, T>>> for Error {
+    fn from(e: LockError<MutexGuard<'_, T>>) -> Error {
+        match e {
+            LockError::OwnerDied(g) => {
+                let origin = g.origin().clone();
+                g.release_unchanged();
+                Error::OwnerDied { origin }
+            }
+            LockError::Poisoned(g) => {
+                let origin = g.origin().clone();
+                g.release_unchanged();
+                Error::Poisoned { origin }
+            }
+            LockError::NotRecoverable { origin } => Error::NotRecoverable { origin },
+            LockError::WouldBlock { origin } => Error::Busy {
+                origin,
+                why: "the mutex is held by another process or thread".into(),
+            },
+            LockError::Timeout { origin, waited } => Error::Timeout {
+                origin,
+                what: "waiting for the mutex",
+                waited,
+            },
+            LockError::Failed(e) => e,
+        }
+    }
+}
+
 impl<G> std::fmt::Display for LockError<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -77,9 +128,21 @@ impl<G> std::fmt::Display for LockError<G> {
             LockError::Poisoned(_) => {
                 write!(f, "a previous holder panicked while holding the lock")
             }
-            LockError::NotRecoverable => write!(f, "the mutex is not recoverable"),
-            LockError::WouldBlock => write!(f, "the mutex is held by another process"),
-            LockError::Timeout(d) => write!(f, "timed out after {d:?} waiting for the mutex"),
+            LockError::NotRecoverable { origin } => {
+                write!(f, "{origin}: the mutex is not recoverable")
+            }
+            LockError::WouldBlock { origin } => {
+                write!(
+                    f,
+                    "{origin}: the mutex is held by another process or thread"
+                )
+            }
+            LockError::Timeout { origin, waited } => {
+                write!(
+                    f,
+                    "{origin}: timed out after {waited:?} waiting for the mutex"
+                )
+            }
             LockError::Failed(e) => write!(f, "{e}"),
         }
     }

@@ -4,22 +4,27 @@
 //!
 //! | offset | |
 //! |---|---|
-//! | 0 | lock word (see `raw_mutex` for its state table) |
-//! | 4 | state word: consistent, owner died, not recoverable, poisoned |
-//! | `max(8, align_of::<T>())` | the `T` |
+//! | 0 | lock word, `u64` (see `raw_mutex` for its state table) |
+//! | 8 | sequence word, `u32`: waiters park on it |
+//! | 12 | state word, `u32`: consistent, owner died, not recoverable, poisoned |
+//! | `max(16, align_of::<T>())` | the `T` |
 //!
 //! Zero-filled memory is an unlocked, consistent mutex over an all-zero `T`.
 //!
 //! The lock word stores the holder's lease token (slot and generation), so
 //! when the holder dies, however it dies, the next locker finds its lease
 //! dead and takes over with [`LockError::OwnerDied`] within one
-//! owner-check interval (20 ms) of parking. See `lease` for why a token can
-//! never name a later process.
+//! owner-check interval (20 ms) of parking. See `lease` for why a token
+//! never names a later process, and how liveness works across PID
+//! namespaces.
+//!
+//! See [`Mutex`] for threads, `fork()` and when a guard's references are
+//! sound.
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use zerocopy::{FromBytes, IntoBytes};
@@ -27,10 +32,15 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::raw_mutex::{self, Acquired, Owner, RawMutex, Refused};
 use super::word::{Futex, Spin};
 use super::LockError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 use crate::file::SharedFile;
 use crate::lease::{Lease, LeaseTable, Liveness, Token};
 use crate::region::Region;
+
+/// Offset of the sequence word.
+const SEQ_AT: u64 = 8;
+/// Offset of the state word.
+const STATE_AT: u64 = 12;
 
 /// What a mutex is doing, as an observer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +49,8 @@ pub enum MutexState {
     Free,
     /// Held by the process `pid`.
     Held {
-        /// The holder's PID (from its lease slot).
+        /// The holder's PID (from its lease slot, in its own PID
+        /// namespace).
         pid: u32,
         /// Whether that process is alive; if not, the next locker takes
         /// over with `OwnerDied`.
@@ -71,8 +82,8 @@ impl std::fmt::Display for MutexState {
 /// Reads the state of the mutex whose lock word is at `offset` of `region`.
 /// Works on read-only mappings, without a lease.
 pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<MutexState> {
-    let word = region.load_u32(offset, Acquire)?;
-    let state = region.load_u32(offset + 4, Acquire)?;
+    let word = region.load_u64(offset, Acquire)?;
+    let state = region.load_u32(offset + STATE_AT, Acquire)?;
     match state {
         raw_mutex::NOT_RECOVERABLE => return Ok(MutexState::NotRecoverable),
         raw_mutex::CONSISTENT | raw_mutex::OWNER_DIED | raw_mutex::POISONED => {}
@@ -110,7 +121,29 @@ pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<
 /// A robust mutex over a `T` at an offset of a mapshare file.
 ///
 /// `T` must accept any bytes ([`FromBytes`]): another process, or an old
-/// version of this one, wrote them.
+/// version of this one, wrote them. Threads and processes contend alike.
+///
+/// # Threads, `fork()`
+///
+/// The lock word names the holding process (its lease), which all its threads share:
+/// threads of one process wait for each other as with `std::sync::Mutex`,
+/// and one holder at a time holds it overall. Locking again on the thread
+/// that holds the guard deadlocks, as with std (`try_lock` says
+/// `WouldBlock`). A guard inherited by a forked child is inert: dropping it
+/// there neither unlocks nor marks anything, since the parent still holds
+/// the lock.
+///
+/// # References into shared memory
+///
+/// A guard derefs to `&T` and `&mut T` over the mapped bytes. That is sound
+/// only while **every** process that maps the file follows the protocol:
+/// nobody touches the `T` without holding the lock. A hostile or buggy
+/// peer that writes without the lock, or a holder wrongly judged dead (a
+/// frozen process whose lease lock was somehow dropped), breaks Rust's
+/// aliasing rules for the `&mut T` you hold, and the compiler may then
+/// return stale values. When the peers are not trusted, copy the value out
+/// instead: [`MutexGuard::copy_out`] and [`Shared::load`](crate::Shared::load)
+/// read the bytes with volatile loads and never form a `&T` over them.
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -119,28 +152,39 @@ pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<
 /// let dir = tempfile::tempdir().unwrap();
 /// let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
 /// let file = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(()))?;
-/// let counter = Mutex::<u64>::at(&file, file.object_offset())?;
-/// *counter.lock().expect("a fresh mutex") += 1;
-/// assert_eq!(*counter.lock().expect("not poisoned"), 1);
+/// // SAFETY: these bytes of the object are used only as this mutex.
+/// let counter = unsafe { Mutex::<u64>::at(&file, file.object_offset())? };
+///
+/// // `?` turns a `LockError` into a `mapshare::Error` naming the file.
+/// fn bump(counter: &Mutex<'_, u64>) -> mapshare::Result<u64> {
+///     let mut n = counter.lock()?;
+///     *n += 1;
+///     Ok(*n)
+/// }
+/// assert_eq!(bump(&counter)?, 1);
+/// assert_eq!(bump(&counter)?, 2);
 /// # Ok(()) }
 /// ```
 pub struct Mutex<'f, T> {
     file: &'f SharedFile,
     offset: u64,
-    word: &'f AtomicU32,
+    word: &'f AtomicU64,
+    seq: &'f AtomicU32,
     state: &'f AtomicU32,
     spin: Spin,
-    _t: PhantomData<fn() -> T>,
+    /// Send and Sync exactly when `std::sync::Mutex<T>` is: the `T` is
+    /// handed from thread to thread.
+    _t: PhantomData<std::sync::Mutex<T>>,
 }
 
 impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     /// Where the `T` starts, relative to the lock word.
     pub const fn data_offset() -> u64 {
         let align = std::mem::align_of::<T>() as u64;
-        if align > 8 {
+        if align > 16 {
             align
         } else {
-            8
+            16
         }
     }
 
@@ -150,11 +194,21 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     }
 
     /// The mutex whose lock word is at `offset` (an offset into the file's
-    /// region, aligned for `T` and to 4).
-    pub fn at(file: &'f SharedFile, offset: u64) -> Result<Mutex<'f, T>> {
+    /// region, aligned for `T` and to 8).
+    ///
+    /// # Safety
+    ///
+    /// The [`footprint`](Self::footprint) bytes at `offset` are used by
+    /// this process only as this mutex (through this or other `Mutex<T>`
+    /// values at the same offset): no overlapping `Mutex`, `Event`,
+    /// `Semaphore`, queue or raw region access (`SharedFile::raw_region`)
+    /// touches them. Otherwise a guard's `&mut T` could alias bytes read or
+    /// written through another path, which is undefined behaviour.
+    pub unsafe fn at(file: &'f SharedFile, offset: u64) -> Result<Mutex<'f, T>> {
         let region = file.region();
-        let word = region.atomic_u32(offset)?;
-        let state = region.atomic_u32(offset + 4)?;
+        let word = region.atomic_u64(offset)?;
+        let seq = region.atomic_u32(offset + SEQ_AT)?;
+        let state = region.atomic_u32(offset + STATE_AT)?;
         let data = offset + Self::data_offset();
         let len = std::mem::size_of::<T>();
         let end = data.checked_add(len as u64);
@@ -179,6 +233,7 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
             file,
             offset,
             word,
+            seq,
             state,
             spin: Spin::default(),
             _t: PhantomData,
@@ -195,6 +250,14 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         self.file.lease()
     }
 
+    fn raw(&self) -> RawMutex<'f, AtomicU64, AtomicU32> {
+        RawMutex {
+            word: self.word,
+            seq: self.seq,
+            state: self.state,
+        }
+    }
+
     fn run(
         &self,
         deadline: Option<Instant>,
@@ -203,16 +266,13 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         let file = self.file;
         let lease = self.lease();
         lease.check_owner(file.region())?;
-        let raw = RawMutex {
-            word: self.word,
-            state: self.state,
-        };
+        let raw = self.raw();
         // Only the slow path asks about owners: build the table view there.
-        let owner = |holder: u32| match Token::from_raw(holder) {
+        // Our own token means another thread of this process: wait.
+        let owner = |holder: u64| match Token::from_raw(holder) {
             None => Owner::Invalid,
             Some(t) => match file.leases().liveness(t, Some(lease)) {
-                Ok(Liveness::Me) => Owner::Me,
-                Ok(Liveness::Alive { .. }) => Owner::Alive,
+                Ok(Liveness::Me | Liveness::Alive { .. }) => Owner::Alive,
                 Ok(Liveness::Dead { .. }) => Owner::Dead,
                 Err(_) => Owner::Invalid,
             },
@@ -226,8 +286,10 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         };
         let guard = |recovering| MutexGuard {
             file,
+            lease,
             offset: self.offset,
             word: self.word,
+            seq: self.seq,
             state: self.state,
             me,
             recovering,
@@ -246,21 +308,19 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         start: Option<Instant>,
         guard: impl Fn(bool) -> MutexGuard<'f, T>,
     ) -> super::LockResult<MutexGuard<'f, T>> {
+        let origin = || file.region().origin().clone();
         match outcome {
             Ok(Acquired::Clean) => Ok(guard(false)),
             Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(guard(true))),
             Ok(Acquired::Poisoned) => Err(LockError::Poisoned(guard(false))),
-            Err(Refused::WouldBlock) => Err(LockError::WouldBlock),
-            Err(Refused::Timeout) => Err(LockError::Timeout(
-                start.map(|s| s.elapsed()).unwrap_or_default(),
-            )),
-            Err(Refused::NotRecoverable) => Err(LockError::NotRecoverable),
-            Err(Refused::Deadlock) => Err(LockError::Failed(Error::Busy {
-                origin: file.region().origin().clone(),
-                why: "this process already holds the mutex (locking again would deadlock)".into(),
-            })),
+            Err(Refused::WouldBlock) => Err(LockError::WouldBlock { origin: origin() }),
+            Err(Refused::Timeout) => Err(LockError::Timeout {
+                origin: origin(),
+                waited: start.map(|s| s.elapsed()).unwrap_or_default(),
+            }),
+            Err(Refused::NotRecoverable) => Err(LockError::NotRecoverable { origin: origin() }),
             Err(Refused::Corrupted(why)) => Err(LockError::Failed(Error::Corrupted {
-                origin: file.region().origin().clone(),
+                origin: origin(),
                 what: "mutex",
                 why,
             })),
@@ -268,13 +328,15 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     }
 
     /// Locks, waiting as long as it takes. A dead holder is detected and
-    /// taken over ([`LockError::OwnerDied`]).
+    /// taken over ([`LockError::OwnerDied`]). Another thread of this
+    /// process holding it is waited for; this thread holding it deadlocks.
     #[inline(always)]
     pub fn lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
         self.run(None, false)
     }
 
-    /// Locks if that is possible without waiting for a live holder.
+    /// Locks if that is possible without waiting for a live holder (this
+    /// process's other threads included).
     pub fn try_lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
         self.run(None, true)
     }
@@ -288,15 +350,39 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     pub fn state(&self) -> Result<MutexState> {
         observe(self.file.region(), &self.file.leases(), self.offset)
     }
+
+    /// Turns a NOT_RECOVERABLE mutex back into a consistent, free one: the
+    /// deliberate way out after a person has checked the data. Fails with
+    /// [`Error::RepairNotApplicable`] in any other state.
+    pub(crate) fn reset_not_recoverable(&self) -> Result<MutexState> {
+        // Nobody can hold a NOT_RECOVERABLE mutex for long (lockers give
+        // it back at once), so the state CAS decides alone.
+        match self.state.compare_exchange(
+            raw_mutex::NOT_RECOVERABLE,
+            raw_mutex::CONSISTENT,
+            Release,
+            Acquire,
+        ) {
+            Ok(_) => self.state(),
+            Err(_) => Err(Error::RepairNotApplicable {
+                origin: self.file.region().origin().clone(),
+                repair: "reset",
+                state: self.state()?.to_string(),
+            }),
+        }
+    }
 }
 
-/// Exclusive access to the `T` while the lock is held. Dropping it unlocks.
+/// Exclusive access to the `T` while the lock is held. Dropping it unlocks
+/// (in the process that locked; in a forked child it does nothing).
 pub struct MutexGuard<'f, T: FromBytes + IntoBytes> {
     file: &'f SharedFile,
+    lease: &'f Lease,
     offset: u64,
-    word: &'f AtomicU32,
+    word: &'f AtomicU64,
+    seq: &'f AtomicU32,
     state: &'f AtomicU32,
-    me: u32,
+    me: u64,
     /// Given out with `OwnerDied` and not yet marked consistent.
     recovering: bool,
     _t: PhantomData<*mut T>,
@@ -306,10 +392,41 @@ impl<T: FromBytes + IntoBytes> MutexGuard<'_, T> {
     /// Declares the protected data repaired after [`LockError::OwnerDied`]
     /// or [`LockError::Poisoned`]: the mutex is normal again. If a guard
     /// given out with `OwnerDied` is dropped without this, the mutex
-    /// becomes not recoverable.
+    /// becomes not recoverable. Does nothing in a forked child.
     pub fn mark_consistent(&mut self) {
+        if !self.lease.is_mine() {
+            return;
+        }
         self.state.store(raw_mutex::CONSISTENT, Release);
         self.recovering = false;
+    }
+
+    /// The file the mutex lives in (for error messages).
+    pub fn origin(&self) -> &Origin {
+        self.file.region().origin()
+    }
+
+    /// A copy of the `T`, read with volatile byte loads: sound even if a
+    /// peer that ignores the lock writes the bytes meanwhile (the copy may
+    /// then mix old and new bytes, which `FromBytes` makes a valid `T`).
+    pub fn copy_out(&self) -> T {
+        let mut value = T::new_zeroed();
+        let dst = value.as_mut_bytes();
+        let src = self.data().cast::<u8>();
+        for (i, b) in dst.iter_mut().enumerate() {
+            // SAFETY: `src..src + size_of::<T>()` is inside the mapping
+            // (checked in `Mutex::at`), which outlives `'f`; a volatile read
+            // of a byte creates no reference to shared memory.
+            *b = unsafe { std::ptr::read_volatile(src.add(i)) };
+        }
+        value
+    }
+
+    /// Unlocks without touching the recovery state: an `OwnerDied` or
+    /// `Poisoned` mutex stays so, for a locker that means to repair it.
+    pub(crate) fn release_unchanged(mut self) {
+        self.recovering = false;
+        // `Drop` unlocks; outside a panic it marks nothing else.
     }
 
     fn data(&self) -> *mut T {
@@ -329,9 +446,10 @@ impl<T: FromBytes + IntoBytes> Deref for MutexGuard<'_, T> {
     fn deref(&self) -> &T {
         // SAFETY: `data()` is in bounds and aligned for `T` (checked in
         // `Mutex::at`) in a read-write mapping that outlives `'f`; `T` is
-        // valid for any bytes (`FromBytes`); and while this guard lives the
-        // lock grants exclusive access: processes that follow the protocol
-        // do not touch the data.
+        // valid for any bytes (`FromBytes`); `Mutex::at`'s contract keeps
+        // every other path of this process off these bytes, and while this
+        // guard lives the lock keeps processes that follow the protocol off
+        // them (see the module docs for peers that do not).
         unsafe { &*self.data() }
     }
 }
@@ -346,13 +464,24 @@ impl<T: FromBytes + IntoBytes> DerefMut for MutexGuard<'_, T> {
 
 impl<T: FromBytes + IntoBytes> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
+        if !self.lease.is_mine() {
+            // A forked child's copy: the parent still holds the lock.
+            return;
+        }
         if self.recovering {
             self.state.store(raw_mutex::NOT_RECOVERABLE, Release);
         } else if std::thread::panicking() {
-            self.state.store(raw_mutex::POISONED, Release);
+            // Never overwrite OWNER_DIED or NOT_RECOVERABLE with POISONED.
+            let _ = self.state.compare_exchange(
+                raw_mutex::CONSISTENT,
+                raw_mutex::POISONED,
+                Release,
+                Acquire,
+            );
         }
         RawMutex {
             word: self.word,
+            seq: self.seq,
             state: self.state,
         }
         .unlock(self.me, &Futex);

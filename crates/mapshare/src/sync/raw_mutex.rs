@@ -1,46 +1,68 @@
-//! The robust lock-word algorithm, independent of where the word lives.
+//! The robust lock-word algorithm, independent of where the words live.
 //!
-//! # Lock word (`u32`, native order)
+//! # Words
+//!
+//! | offset | word | |
+//! |---|---|---|
+//! | 0 | lock (`u64`) | owner token \| `WAITERS` |
+//! | 8 | sequence (`u32`) | bumped by every unlock that may have waiters; waiters park on it |
+//! | 12 | state (`u32`) | recovery state, below |
+//!
+//! # Lock word
 //!
 //! | bits | value | meaning |
 //! |---|---|---|
-//! | 31 | `WAITERS` | someone may be parked on the word: unlock must wake |
-//! | 0..=30 | `0` | free |
-//! | 0..=30 | owner token | held by the lease (slot, generation) it names |
+//! | 63 | `WAITERS` | someone may be parked on the sequence word: unlock must wake |
+//! | 0..=62 | `0` | free |
+//! | 0..=62 | owner token | held by the lease (slot, generation) it names |
 //!
 //! | word | state | allowed transitions |
 //! |---|---|---|
 //! | `0` | free, no waiters | lock: CAS to `me` |
 //! | `W` | free, waiters may be parked (a past holder left it) | lock: CAS to `me \| W` |
 //! | `T` | held by T | unlock by T: CAS to `0`; waiter: CAS to `T \| W`; takeover if T is dead: CAS to `me \| W` |
-//! | `T \| W` | held by T, waiters parked | unlock by T: CAS to `0`, then wake one; takeover as above |
+//! | `T \| W` | held by T, waiters parked | unlock by T: CAS to `0`, bump sequence, wake one; takeover as above |
 //!
-//! A waiter that has parked once always locks with `W` set (as glibc's
-//! "state 2" does), so a chain of waiters is woken one by one and none is
-//! left parked until its timeout.
+//! The owner token names a *process* (its lease), not a thread: threads of
+//! one process share it. A waiter that finds its own token in the word
+//! waits like any other (another thread of this process holds the lock),
+//! so a thread that locks twice deadlocks, as with `std::sync::Mutex`.
 //!
-//! # State word (`u32`, next to the lock word)
+//! **No lost wake-up.** A waiter reads the sequence (acquire) *before* it
+//! makes sure `W` is set on the word it saw, then parks while the sequence
+//! still has that value. An unlock that clears a word with `W` set bumps
+//! the sequence (release) before waking. Either the unlock comes after the
+//! waiter saw `W` (then it bumps and wakes, and the futex compare fails or
+//! the wake reaches the parked waiter), or before (then the waiter's CAS
+//! or re-check of the word fails and it retries). A waiter that has parked
+//! once always locks with `W` set (glibc's "state 2"), so a chain of
+//! waiters is woken one by one and none is left parked until its timeout.
 //!
-//! | value | meaning |
-//! |---|---|
-//! | `0` CONSISTENT | normal |
-//! | `1` OWNER_DIED | the lock was taken over from a dead owner; the data may be half-updated. The taker holds it until it marks it consistent |
-//! | `2` NOT_RECOVERABLE | a taker gave up (dropped its guard without marking consistent): terminal |
-//! | `3` POISONED | a holder panicked; cleared by marking consistent |
+//! # State word
 //!
-//! Any other value is corruption. The algorithm is the futex mutex of
-//! Drepper's "Futexes Are Tricky" (mutex 3), with owner identity in the
-//! word for robustness as in the kernel's robust-futex list, but liveness
-//! decided by leases (see `lease`) instead of the kernel's per-thread list,
-//! which does not survive across libcs, files or reboots.
+//! | value | meaning | allowed transitions |
+//! |---|---|---|
+//! | `0` CONSISTENT | normal | holder panics: → POISONED; takeover: → OWNER_DIED |
+//! | `1` OWNER_DIED | the lock was taken over from a dead owner; the data may be half-updated | holder marks consistent: → CONSISTENT; holder drops unrepaired: → NOT_RECOVERABLE |
+//! | `2` NOT_RECOVERABLE | a taker gave up: terminal for lockers | only a deliberate repair (`shared::repair`, `Reset`) → CONSISTENT |
+//! | `3` POISONED | a holder panicked | holder marks consistent: → CONSISTENT; takeover: → OWNER_DIED |
+//!
+//! Only the lock holder writes the state; a takeover changes it with a CAS
+//! that never leaves NOT_RECOVERABLE. Any other value is corruption. The
+//! algorithm is the futex mutex of Drepper's "Futexes Are Tricky" (mutex
+//! 3) with a separate sequence word to park on (as in Rust std's futex
+//! `Condvar`), owner identity in the word for robustness as in the kernel's
+//! robust-futex list, but liveness decided by leases (see `lease`) instead
+//! of the kernel's per-thread list, which does not survive across libcs,
+//! files or reboots.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
-use super::word::{spin_until, Park, Spin, Wake, Word};
+use super::word::{spin_until, Park, Spin, Wake, Word, Word64};
 
-/// Bit 31 of the lock word: waiters may be parked.
-pub const WAITERS: u32 = 1 << 31;
+/// Bit 63 of the lock word: waiters may be parked.
+pub const WAITERS: u64 = 1 << 63;
 /// State: normal.
 pub const CONSISTENT: u32 = 0;
 /// State: taken over from a dead owner, not yet repaired.
@@ -57,12 +79,10 @@ pub const OWNER_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 /// What the owner named in a lock word is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
-    /// A live process other than the caller.
+    /// A live process (this one included: another thread holds it).
     Alive,
     /// Gone: the lock may be taken over.
     Dead,
-    /// The caller itself: locking again would deadlock.
-    Me,
     /// Not a valid owner (garbage written by a peer).
     Invalid,
 }
@@ -81,27 +101,27 @@ pub enum Acquired {
 /// Why a lock was not acquired.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
-    /// `try_lock`: held by a live owner.
+    /// `try_lock`: held by a live owner (possibly another thread of ours).
     WouldBlock,
     /// The deadline passed.
     Timeout,
     /// The mutex was given up on.
     NotRecoverable,
-    /// The caller already holds it.
-    Deadlock,
     /// The shared words hold impossible values.
     Corrupted(String),
 }
 
-/// A lock word and its state word, wherever they live.
-pub struct RawMutex<'a, W: Word> {
+/// A lock word, its sequence word and its state word, wherever they live.
+pub struct RawMutex<'a, L: Word64, W: Word> {
     /// The lock word.
-    pub word: &'a W,
+    pub word: &'a L,
+    /// The sequence word waiters park on.
+    pub seq: &'a W,
     /// The state word.
     pub state: &'a W,
 }
 
-impl<W: Word> RawMutex<'_, W> {
+impl<L: Word64, W: Word> RawMutex<'_, L, W> {
     fn check_state(&self) -> Result<u32, Refused> {
         match self.state.load(Acquire) {
             NOT_RECOVERABLE => Err(Refused::NotRecoverable),
@@ -112,7 +132,7 @@ impl<W: Word> RawMutex<'_, W> {
 
     /// Called with the lock held: reports how it was acquired, or releases
     /// it again if the mutex is not usable.
-    fn acquired(&self, me: u32, park: &impl Park<W>) -> Result<Acquired, Refused> {
+    fn acquired(&self, me: u64, park: &impl Park<W>) -> Result<Acquired, Refused> {
         match self.check_state() {
             Ok(CONSISTENT) => Ok(Acquired::Clean),
             Ok(OWNER_DIED) => Ok(Acquired::OwnerDied),
@@ -125,24 +145,43 @@ impl<W: Word> RawMutex<'_, W> {
     }
 
     /// Takes over from a dead owner: `cur` is the word as last seen.
-    fn take_over(&self, cur: u32, me: u32) -> bool {
-        if self
-            .word
+    /// `None`: the word changed, look again.
+    fn take_over(
+        &self,
+        cur: u64,
+        me: u64,
+        park: &impl Park<W>,
+    ) -> Option<Result<Acquired, Refused>> {
+        self.word
             .compare_exchange(cur, me | WAITERS, Acquire, Relaxed)
-            .is_ok()
-        {
-            // The dead owner's changes may be half done.
-            self.state.store(OWNER_DIED, Release);
-            return true;
+            .ok()?;
+        // The dead owner's changes may be half done. Never leave
+        // NOT_RECOVERABLE: that is for a deliberate repair only.
+        let mut s = self.state.load(Acquire);
+        loop {
+            match s {
+                NOT_RECOVERABLE => {
+                    self.unlock(me, park);
+                    return Some(Err(Refused::NotRecoverable));
+                }
+                CONSISTENT | OWNER_DIED | POISONED => {}
+                other => {
+                    self.unlock(me, park);
+                    return Some(Err(Refused::Corrupted(format!("mutex state {other:#x}"))));
+                }
+            }
+            match self.state.compare_exchange(s, OWNER_DIED, Release, Acquire) {
+                Ok(_) => return Some(Ok(Acquired::OwnerDied)),
+                Err(now) => s = now,
+            }
         }
-        false
     }
 
     /// One attempt, no waiting. `owner` decides liveness of a holder.
     pub fn try_lock(
         &self,
-        me: u32,
-        owner: impl Fn(u32) -> Owner,
+        me: u64,
+        owner: impl Fn(u64) -> Owner,
         park: &impl Park<W>,
     ) -> Result<Acquired, Refused> {
         self.check_state()?;
@@ -161,14 +200,11 @@ impl<W: Word> RawMutex<'_, W> {
             }
             return match owner(holder) {
                 Owner::Alive => Err(Refused::WouldBlock),
-                Owner::Me => Err(Refused::Deadlock),
                 Owner::Invalid => Err(Refused::Corrupted(format!("lock word {cur:#x}"))),
-                Owner::Dead => {
-                    if self.take_over(cur, me) {
-                        return Ok(Acquired::OwnerDied);
-                    }
-                    continue;
-                }
+                Owner::Dead => match self.take_over(cur, me, park) {
+                    Some(r) => r,
+                    None => continue,
+                },
             };
         }
     }
@@ -177,10 +213,10 @@ impl<W: Word> RawMutex<'_, W> {
     #[inline]
     pub fn lock(
         &self,
-        me: u32,
+        me: u64,
         deadline: Option<Instant>,
         spin: Spin,
-        owner: impl Fn(u32) -> Owner,
+        owner: impl Fn(u64) -> Owner,
         park: &impl Park<W>,
     ) -> Result<Acquired, Refused> {
         if self.word.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
@@ -192,10 +228,10 @@ impl<W: Word> RawMutex<'_, W> {
     #[cold]
     fn lock_slow(
         &self,
-        me: u32,
+        me: u64,
         deadline: Option<Instant>,
         spin: Spin,
-        owner: impl Fn(u32) -> Owner,
+        owner: impl Fn(u64) -> Owner,
         park: &impl Park<W>,
     ) -> Result<Acquired, Refused> {
         self.check_state()?;
@@ -221,16 +257,13 @@ impl<W: Word> RawMutex<'_, W> {
             if next_check.is_none_or(|t| now >= t) {
                 match owner(holder) {
                     Owner::Alive => {}
-                    Owner::Me => return Err(Refused::Deadlock),
                     Owner::Invalid => {
                         return Err(Refused::Corrupted(format!("lock word {cur:#x}")))
                     }
-                    Owner::Dead => {
-                        if self.take_over(cur, me) {
-                            return Ok(Acquired::OwnerDied);
-                        }
-                        continue;
-                    }
+                    Owner::Dead => match self.take_over(cur, me, park) {
+                        Some(r) => return r,
+                        None => continue,
+                    },
                 }
                 next_check = Some(now + OWNER_CHECK_INTERVAL);
             }
@@ -241,16 +274,21 @@ impl<W: Word> RawMutex<'_, W> {
                 }
                 timeout = timeout.min(d - now);
             }
-            if cur & WAITERS == 0
-                && self
+            // The ticket first, then make sure `W` is on the word we saw.
+            let ticket = self.seq.load(Acquire);
+            if cur & WAITERS == 0 {
+                if self
                     .word
                     .compare_exchange(cur, cur | WAITERS, Relaxed, Relaxed)
                     .is_err()
-            {
+                {
+                    continue;
+                }
+            } else if self.word.load(Relaxed) != cur {
                 continue;
             }
             parked = true;
-            if park.wait(self.word, cur | WAITERS, Some(timeout)) == Wake::TimedOut {
+            if park.wait(self.seq, ticket, Some(timeout)) == Wake::TimedOut {
                 // Check the owner on the next round whatever the schedule.
                 next_check = None;
             }
@@ -261,7 +299,7 @@ impl<W: Word> RawMutex<'_, W> {
     /// parked. Returns `false` (and changes nothing) if `me` does not hold
     /// it, which only a misbehaving peer can cause.
     #[inline]
-    pub fn unlock(&self, me: u32, park: &impl Park<W>) -> bool {
+    pub fn unlock(&self, me: u64, park: &impl Park<W>) -> bool {
         // Fast path: held by us, nobody parked.
         if self.word.compare_exchange(me, 0, Release, Relaxed).is_ok() {
             return true;
@@ -270,7 +308,7 @@ impl<W: Word> RawMutex<'_, W> {
     }
 
     #[cold]
-    fn unlock_slow(&self, me: u32, park: &impl Park<W>) -> bool {
+    fn unlock_slow(&self, me: u64, park: &impl Park<W>) -> bool {
         let mut cur = self.word.load(Relaxed);
         loop {
             if cur & !WAITERS != me {
@@ -282,7 +320,8 @@ impl<W: Word> RawMutex<'_, W> {
             }
         }
         if cur & WAITERS != 0 {
-            park.wake(self.word, 1);
+            self.seq.fetch_add(1, Release);
+            park.wake(self.seq, 1);
         }
         true
     }
@@ -292,60 +331,83 @@ impl<W: Word> RawMutex<'_, W> {
 mod tests {
     use super::*;
     use crate::sync::testing::HeapPark;
-    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::{AtomicU32, AtomicU64};
     use std::sync::Arc;
 
-    fn alive(_: u32) -> Owner {
+    fn alive(_: u64) -> Owner {
         Owner::Alive
+    }
+
+    struct Words {
+        word: AtomicU64,
+        seq: AtomicU32,
+        state: AtomicU32,
+        data: AtomicU32,
+    }
+
+    fn words(word: u64) -> Words {
+        Words {
+            word: AtomicU64::new(word),
+            seq: AtomicU32::new(0),
+            state: AtomicU32::new(0),
+            data: AtomicU32::new(0),
+        }
+    }
+
+    fn raw(w: &Words) -> RawMutex<'_, AtomicU64, AtomicU32> {
+        RawMutex {
+            word: &w.word,
+            seq: &w.seq,
+            state: &w.state,
+        }
     }
 
     #[test]
     fn uncontended() {
-        let (w, s) = (AtomicU32::new(0), AtomicU32::new(0));
-        let m = RawMutex {
-            word: &w,
-            state: &s,
-        };
+        let w = words(0);
+        let m = raw(&w);
         let park = HeapPark::default();
         assert_eq!(
             m.lock(5, None, Spin::NONE, alive, &park),
             Ok(Acquired::Clean)
         );
-        assert_eq!(w.load(Relaxed), 5);
+        assert_eq!(w.word.load(Relaxed), 5);
         assert_eq!(m.try_lock(6, alive, &park), Err(Refused::WouldBlock));
-        assert_eq!(m.try_lock(6, |_| Owner::Me, &park), Err(Refused::Deadlock));
+        assert_eq!(
+            m.try_lock(5, alive, &park),
+            Err(Refused::WouldBlock),
+            "another thread of the holder's process waits too"
+        );
         assert!(!m.unlock(6, &park), "only the holder unlocks");
         assert!(m.unlock(5, &park));
-        assert_eq!(w.load(Relaxed), 0);
+        assert_eq!(w.word.load(Relaxed), 0);
+        assert_eq!(w.seq.load(Relaxed), 0, "no waiters, no bump");
     }
 
     #[test]
     fn dead_owner_is_taken_over_and_state_is_checked() {
-        let (w, s) = (AtomicU32::new(9), AtomicU32::new(0));
-        let m = RawMutex {
-            word: &w,
-            state: &s,
-        };
+        let w = words(9);
+        let m = raw(&w);
         let park = HeapPark::default();
-        let dead = |t: u32| if t == 9 { Owner::Dead } else { Owner::Alive };
+        let dead = |t: u64| if t == 9 { Owner::Dead } else { Owner::Alive };
         assert_eq!(
             m.lock(5, None, Spin::NONE, dead, &park),
             Ok(Acquired::OwnerDied)
         );
-        assert_eq!(s.load(Relaxed), OWNER_DIED);
+        assert_eq!(w.state.load(Relaxed), OWNER_DIED);
         assert!(m.unlock(5, &park));
         // The taker did not repair: the next locker hears about it too.
         assert_eq!(m.try_lock(6, alive, &park), Ok(Acquired::OwnerDied));
-        s.store(NOT_RECOVERABLE, Relaxed);
+        w.state.store(NOT_RECOVERABLE, Relaxed);
         assert!(m.unlock(6, &park));
         assert_eq!(m.try_lock(7, alive, &park), Err(Refused::NotRecoverable));
-        s.store(77, Relaxed);
+        w.state.store(77, Relaxed);
         assert!(matches!(
             m.try_lock(7, alive, &park),
             Err(Refused::Corrupted(_))
         ));
-        s.store(CONSISTENT, Relaxed);
-        w.store(0x1234, Relaxed);
+        w.state.store(CONSISTENT, Relaxed);
+        w.word.store(0x1234, Relaxed);
         assert!(matches!(
             m.lock(7, None, Spin::NONE, |_| Owner::Invalid, &park),
             Err(Refused::Corrupted(_))
@@ -353,41 +415,58 @@ mod tests {
     }
 
     #[test]
+    fn takeover_never_undoes_not_recoverable() {
+        // A holder that died while the state was already terminal (a
+        // peer gave up while it was queued): the takeover must not turn
+        // NOT_RECOVERABLE back into OWNER_DIED, and must not keep the lock.
+        let w = words(9);
+        w.state.store(NOT_RECOVERABLE, Relaxed);
+        let m = raw(&w);
+        let park = HeapPark::default();
+        let dead = |_: u64| Owner::Dead;
+        assert_eq!(m.take_over(9, 5, &park), Some(Err(Refused::NotRecoverable)));
+        assert_eq!(w.state.load(Relaxed), NOT_RECOVERABLE);
+        assert_eq!(w.word.load(Relaxed), 0, "released again");
+        w.word.store(9, Relaxed);
+        assert_eq!(m.try_lock(5, dead, &park), Err(Refused::NotRecoverable));
+        assert_eq!(w.state.load(Relaxed), NOT_RECOVERABLE);
+        // Poisoned by a holder that then died: owner died wins.
+        w.state.store(POISONED, Relaxed);
+        w.word.store(9, Relaxed);
+        assert_eq!(m.try_lock(5, dead, &park), Ok(Acquired::OwnerDied));
+        assert_eq!(w.state.load(Relaxed), OWNER_DIED);
+    }
+
+    #[test]
     fn timeout_on_a_live_owner() {
-        let (w, s) = (AtomicU32::new(9), AtomicU32::new(0));
-        let m = RawMutex {
-            word: &w,
-            state: &s,
-        };
+        let w = words(9);
+        let m = raw(&w);
         let park = HeapPark::default();
         let deadline = Instant::now() + Duration::from_millis(30);
         assert_eq!(
             m.lock(5, Some(deadline), Spin::default(), alive, &park),
             Err(Refused::Timeout)
         );
-        assert_eq!(w.load(Relaxed), 9 | WAITERS);
+        assert_eq!(w.word.load(Relaxed), 9 | WAITERS);
     }
 
-    #[test]
-    fn threads_count_exactly() {
-        let words = Arc::new((AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)));
+    fn hammer(tokens: &[u64], rounds: u32) {
+        let w = Arc::new(words(0));
         let park = Arc::new(HeapPark::default());
-        let threads: Vec<_> = (1..=4u32)
-            .map(|me| {
-                let (words, park) = (words.clone(), park.clone());
+        let threads: Vec<_> = tokens
+            .iter()
+            .map(|&me| {
+                let (w, park) = (w.clone(), park.clone());
                 std::thread::spawn(move || {
-                    let m = RawMutex {
-                        word: &words.0,
-                        state: &words.1,
-                    };
-                    for _ in 0..if cfg!(miri) { 20 } else { 5000 } {
+                    let m = raw(&w);
+                    for _ in 0..rounds {
                         assert_eq!(
                             m.lock(me, None, Spin::default(), alive, &*park),
                             Ok(Acquired::Clean)
                         );
                         // A non-atomic-style read-modify-write under the lock.
-                        let v = words.2.load(Relaxed);
-                        words.2.store(v + 1, Relaxed);
+                        let v = w.data.load(Relaxed);
+                        w.data.store(v + 1, Relaxed);
                         assert!(m.unlock(me, &*park));
                     }
                 })
@@ -396,6 +475,19 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
-        assert_eq!(words.2.load(Relaxed), if cfg!(miri) { 80 } else { 20000 });
+        assert_eq!(w.data.load(Relaxed), rounds * tokens.len() as u32);
+        assert_eq!(w.word.load(Relaxed) & !WAITERS, 0);
+    }
+
+    #[test]
+    fn threads_count_exactly() {
+        hammer(&[1, 2, 3, 4], if cfg!(miri) { 20 } else { 5000 });
+    }
+
+    #[test]
+    fn threads_sharing_one_token_count_exactly() {
+        // Two processes with two threads each: threads of one process
+        // share their lease's token.
+        hammer(&[1, 1, 2, 2], if cfg!(miri) { 20 } else { 5000 });
     }
 }

@@ -74,6 +74,14 @@ pub trait Word64 {
     fn load(&self, order: Ordering) -> u64;
     /// `store`.
     fn store(&self, value: u64, order: Ordering);
+    /// `compare_exchange` (strong).
+    fn compare_exchange(
+        &self,
+        current: u64,
+        new: u64,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u64, u64>;
 }
 
 macro_rules! impl_word64 {
@@ -86,6 +94,16 @@ macro_rules! impl_word64 {
             #[inline]
             fn store(&self, value: u64, order: Ordering) {
                 <$t>::store(self, value, order)
+            }
+            #[inline]
+            fn compare_exchange(
+                &self,
+                current: u64,
+                new: u64,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<u64, u64> {
+                <$t>::compare_exchange(self, current, new, success, failure)
             }
         }
     };

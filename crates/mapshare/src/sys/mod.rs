@@ -14,6 +14,7 @@ pub mod futex;
 pub mod lock;
 pub(crate) mod mem;
 pub(crate) mod open;
+pub mod proc;
 pub(crate) mod sigbus;
 
 use std::fs::File;

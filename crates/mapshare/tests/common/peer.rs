@@ -140,6 +140,33 @@ impl Peer {
         Self::spawn_with(|_| {})
     }
 
+    /// Starts a peer as the last arguments of `wrapper` (e.g. `unshare
+    /// --pid --fork --kill-child`): `wrapper... test-binary peer-args...`.
+    pub fn spawn_under(wrapper: &[&str]) -> Peer {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(exe)
+            .args([
+                "--exact",
+                "peer_entry",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ])
+            .env(ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn wrapped peer");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Peer {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
     /// Sends one command and returns the peer's answer: `Ok(rest)` for
     /// `@@ ok rest`, `Err(name)` for `@@ err name`.
     pub fn cmd(&mut self, line: &str) -> Result<String, String> {
@@ -215,6 +242,14 @@ impl Drop for Peer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The whole mapping of a raw sync file. The tests use its semaphore,
+/// event and value words at disjoint offsets, never through a mutex.
+pub fn raw(f: &SharedFile) -> &Region {
+    // SAFETY: no typed object of these files hands out references to the
+    // bytes the tests touch through the region (see `sync_spec`).
+    unsafe { f.raw_region() }
 }
 
 /// The error variant's name, e.g. `Truncated`.
@@ -331,11 +366,110 @@ pub fn serve() {
                         Ok(_) => "locked".into(),
                         Err(LockError::OwnerDied(_)) => "OwnerDied".into(),
                         Err(LockError::Poisoned(_)) => "Poisoned".into(),
-                        Err(LockError::NotRecoverable) => "NotRecoverable".into(),
-                        Err(LockError::WouldBlock) => "WouldBlock".into(),
-                        Err(LockError::Timeout(_)) => "Timeout".into(),
+                        Err(LockError::NotRecoverable { .. }) => "NotRecoverable".into(),
+                        Err(LockError::WouldBlock { .. }) => "WouldBlock".into(),
+                        Err(LockError::Timeout { .. }) => "Timeout".into(),
                         Err(LockError::Failed(e)) => variant(&e),
                     }
+                }
+                ["locktimeout", ms] => {
+                    // How a lock with a timeout ends, by name; an OwnerDied
+                    // guard is repaired (a = b) and marked consistent.
+                    let p = pair.as_ref().expect("no pair open");
+                    match p
+                        .mutex()
+                        .lock_timeout(Duration::from_millis(ms.parse().unwrap()))
+                    {
+                        Ok(_) => "locked".into(),
+                        Err(LockError::OwnerDied(mut g)) => {
+                            g.a = g.b;
+                            g.mark_consistent();
+                            "OwnerDied".into()
+                        }
+                        Err(LockError::Poisoned(_)) => "Poisoned".into(),
+                        Err(LockError::NotRecoverable { .. }) => "NotRecoverable".into(),
+                        Err(LockError::WouldBlock { .. }) => "WouldBlock".into(),
+                        Err(LockError::Timeout { .. }) => "Timeout".into(),
+                        Err(LockError::Failed(e)) => variant(&e),
+                    }
+                }
+                ["threads", n] => {
+                    // Two threads of this process increment the pair n
+                    // times each, contending with each other.
+                    let p = pair.as_ref().expect("no pair open");
+                    let n: u64 = n.parse().unwrap();
+                    let failed = std::thread::scope(|s| {
+                        let workers: Vec<_> = (0..2)
+                            .map(|_| {
+                                s.spawn(move || {
+                                    for _ in 0..n {
+                                        increment(p, 0);
+                                    }
+                                })
+                            })
+                            .collect();
+                        workers.into_iter().filter_map(|w| w.join().err()).count()
+                    });
+                    if failed > 0 {
+                        return Ok(format!("FAILED {failed}"));
+                    }
+                    let v = p.load()?;
+                    format!("{} {}", v.a, v.b)
+                }
+                ["nsprobe", path] => {
+                    // Start a holder of the pair as our own child (so in
+                    // our PID namespace), then report how a try_lock ends
+                    // while it holds, and how a lock ends once it is killed.
+                    let p = pair.as_ref().expect("no pair open");
+                    let mut holder = Peer::spawn();
+                    holder.ok(&format!("pair {path}"));
+                    assert_eq!(holder.ok("hold"), "holding");
+                    let held = match p.mutex().try_lock() {
+                        Ok(_) => "locked".to_string(),
+                        Err(LockError::OwnerDied(_)) => "OwnerDied".into(),
+                        Err(LockError::WouldBlock { .. }) => "WouldBlock".into(),
+                        Err(e) => format!("other:{e}"),
+                    };
+                    holder.kill();
+                    let after = match p.mutex().lock_timeout(Duration::from_secs(10)) {
+                        Err(LockError::OwnerDied(mut g)) => {
+                            g.a = g.b;
+                            g.mark_consistent();
+                            "OwnerDied".to_string()
+                        }
+                        Ok(_) => "locked".into(),
+                        Err(e) => format!("other:{e}"),
+                    };
+                    format!("{held} {after}")
+                }
+                ["forkdrop"] => {
+                    // Lock, fork; the child drops its copy of the guard and
+                    // exits; the parent holds on until told to release.
+                    let p = pair.as_ref().expect("no pair open");
+                    let g = p.lock().expect("lock");
+                    // SAFETY: the child only runs the guard's drop (atomic
+                    // loads, no allocation), then _exits.
+                    let child = unsafe { libc::fork() };
+                    if child == 0 {
+                        drop(g);
+                        // SAFETY: exit without running the parent's destructors.
+                        unsafe { libc::_exit(0) }
+                    }
+                    let mut status = 0;
+                    // SAFETY: waiting for our own forked child.
+                    unsafe { libc::waitpid(child, &mut status, 0) };
+                    println!("@@ ok held");
+                    std::io::stdout().flush().unwrap();
+                    // Wait for one more line. Not through `std::io::stdin()`:
+                    // this loop holds its lock. Nothing is buffered yet: the
+                    // test sends the line only after reading "held".
+                    let mut byte = [0u8; 1];
+                    // SAFETY: reading one byte from fd 0 into a local buffer.
+                    while unsafe { libc::read(0, byte.as_mut_ptr().cast(), 1) } == 1
+                        && byte[0] != b'\n'
+                    {}
+                    drop(g);
+                    "released".into()
                 }
                 ["token"] => {
                     let f = pair
@@ -360,7 +494,7 @@ pub fn serve() {
                 ["post", n] => {
                     let f = sync_file.as_ref().expect("no sync file");
                     // SAFETY: the sync file's layout reserves SEM for it.
-                    let sem = unsafe { Semaphore::at(f.region(), f.object_offset() + SEM)? };
+                    let sem = unsafe { Semaphore::at(raw(f), f.object_offset() + SEM)? };
                     for _ in 0..n.parse::<u64>().unwrap() {
                         sem.post()?;
                     }
@@ -369,7 +503,7 @@ pub fn serve() {
                 ["waitn", n] => {
                     let f = sync_file.as_ref().expect("no sync file");
                     // SAFETY: the sync file's layout reserves SEM for it.
-                    let sem = unsafe { Semaphore::at(f.region(), f.object_offset() + SEM)? };
+                    let sem = unsafe { Semaphore::at(raw(f), f.object_offset() + SEM)? };
                     for _ in 0..n.parse::<u64>().unwrap() {
                         sem.wait_timeout(Duration::from_secs(30))?;
                     }
@@ -379,8 +513,8 @@ pub fn serve() {
                     // Answer odd values with the next even one, n times.
                     let f = sync_file.as_ref().expect("no sync file");
                     // SAFETY: the sync file's layout reserves EVENT for it.
-                    let ev = unsafe { Event::at(f.region(), f.object_offset() + EVENT)? };
-                    let value = f.region().atomic_u32(f.object_offset() + VALUE)?;
+                    let ev = unsafe { Event::at(raw(f), f.object_offset() + EVENT)? };
+                    let value = raw(f).atomic_u32(f.object_offset() + VALUE)?;
                     for i in 0..n.parse::<u32>().unwrap() {
                         ev.wait_while(
                             || value.load(Ordering::Acquire) != 2 * i + 1,
@@ -527,7 +661,7 @@ pub fn serve() {
                     let f = SharedFile::open_or_create(path, &spec, |r, h| {
                         r.write_at(h.object_offset, &std::process::id().to_le_bytes())
                     })?;
-                    let who = f.region().read_vec(f.object_offset(), 4)?;
+                    let who = raw(&f).read_vec(f.object_offset(), 4)?;
                     format!(
                         "{} {}",
                         if f.created() { "created" } else { "existing" },

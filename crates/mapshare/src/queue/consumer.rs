@@ -1,0 +1,438 @@
+//! The reading end: [`Consumer`], [`Record`] and [`Batch`].
+
+use std::cell::Cell;
+use std::ops::Deref;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::ring::{Next, HEADER};
+use super::{open_existing, open_or_create, wait_ended, Role, Shared, Wait, Watch};
+use crate::error::{Error, Result};
+use crate::file::SharedFile;
+use crate::sync::{Futex, Spin};
+
+/// The reading end of a queue.
+///
+/// Either end may start first. A consumer waits for records until a
+/// producer of its session (live when it attached, attached since, or the
+/// writer of records pending when it attached) is gone and every record is
+/// received; then it reports [`Error::Disconnected`] if that producer left
+/// cleanly, [`Error::PeerDied`] if it died. A producer of an earlier run
+/// does not end it. See the [module docs](super) for the session rules.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mapshare::queue::{Consumer, Producer};
+/// use std::time::Duration;
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("q");
+/// let mut rx = Consumer::open_or_create(&path, 4096)?; // may start first
+/// assert!(rx.try_recv()?.is_none());                  // nothing yet
+///
+/// let mut tx = Producer::open(&path)?;
+/// for word in ["one", "two", "three"] {
+///     tx.send(word.as_bytes()).map_err(|e| e.to_string())?;
+/// }
+/// drop(tx);
+///
+/// // In place: the record stays in the ring until it is dropped.
+/// assert_eq!(&*rx.recv_timeout(Duration::from_secs(1))?, b"one");
+/// // Copied out with atomic loads (sound whatever a peer does).
+/// let mut buf = Vec::new();
+/// assert_eq!(rx.recv_into(&mut buf)?, 3);
+/// assert_eq!(buf, b"two");
+/// let batch = rx.recv_batch(10, Duration::from_secs(1))?;
+/// assert_eq!(batch.iter().collect::<Vec<_>>(), [b"three"]);
+/// drop(batch);
+/// // Drained, and the producer closed its session.
+/// assert!(matches!(rx.recv(), Err(mapshare::Error::Disconnected { .. })));
+/// # Ok(()) }
+/// ```
+pub struct Consumer {
+    q: Shared,
+    /// Our scan position (authoritative): the next record to look at.
+    read: u64,
+    /// What we stored to the shared read position. Equal to `read`
+    /// except while records are borrowed in place ([`Record`], [`Batch`]).
+    released: u64,
+    /// The producer's position as last loaded.
+    write_cache: u64,
+    spin: Spin,
+    /// Our session number.
+    session: u64,
+    /// What we know of the producers of our session.
+    watch: Watch,
+}
+
+/// A record borrowed in place; released to the producer on drop.
+///
+/// The `&[u8]` it derefs to points into the shared mapping. It is
+/// immutable only while the producer follows the queue protocol (it never
+/// writes before the released read position): a buggy or hostile producer,
+/// or one wrongly judged dead whose role was taken over while it still
+/// runs, can change the bytes under the reference, which is undefined
+/// behaviour. Against such a peer use [`Record::copy_to`] or
+/// [`Consumer::recv_into`] instead of `Deref`.
+pub struct Record<'c> {
+    consumer: &'c mut Consumer,
+    at: u64,
+    len: usize,
+    next: u64,
+}
+
+/// Records borrowed in place by [`Consumer::recv_batch`]; all released on
+/// drop, with one store. The same caveat as for [`Record`] holds for
+/// [`Batch::iter`]; [`Batch::copy_to`] is the copy-out path.
+pub struct Batch<'c> {
+    consumer: &'c mut Consumer,
+    records: Vec<(u64, usize)>,
+    next: u64,
+}
+
+impl Consumer {
+    fn from_file(file: SharedFile) -> Result<Consumer> {
+        let a = Shared::attach(file, Role::Consumer)?;
+        Ok(Consumer {
+            q: a.q,
+            read: a.read,
+            released: a.read,
+            write_cache: a.write,
+            spin: Spin::default(),
+            session: a.session,
+            watch: a.watch,
+        })
+    }
+
+    /// Opens the queue at `path` as its consumer, creating it with
+    /// `capacity` bytes if it does not exist.
+    pub fn open_or_create(path: impl AsRef<Path>, capacity: u64) -> Result<Consumer> {
+        Consumer::from_file(open_or_create(path, capacity)?)
+    }
+
+    /// Opens an existing queue as its consumer.
+    pub fn open(path: impl AsRef<Path>) -> Result<Consumer> {
+        Consumer::from_file(open_existing(path)?)
+    }
+
+    /// Sets how long a blocked receive spins before parking.
+    pub fn set_spin(&mut self, spin: Spin) {
+        self.spin = spin;
+    }
+
+    /// The queue file.
+    pub fn file(&self) -> &SharedFile {
+        &self.q.file
+    }
+
+    /// Committed bytes not yet released (a snapshot).
+    pub fn pending_bytes(&self) -> Result<u64> {
+        let w = self
+            .q
+            .ring()
+            .load_write(self.released)
+            .map_err(|v| self.q.corrupted(v))?;
+        Ok(w - self.released)
+    }
+
+    /// Gives everything before `pos` back to the producer.
+    fn release(&mut self, pos: u64) {
+        self.released = pos;
+        self.q.ring().release(pos, &Futex);
+    }
+
+    /// Finds the next record at our position, skipping pads; waits per
+    /// `wait`. `Ok(None)`: nothing arrived in time.
+    ///
+    /// A skipped pad is released at once (the producer may be waiting for
+    /// that space) unless `borrowed`: then records before it are still
+    /// borrowed in place, and releasing past them would hand their bytes
+    /// back to the producer; the caller releases everything later.
+    fn next_record(&mut self, wait: Wait, borrowed: bool) -> Result<Option<(u64, usize, u64)>> {
+        self.q.file.lease().check_owner(self.q.file.region())?;
+        loop {
+            let avail = self.available(wait)?;
+            if avail == 0 {
+                return Ok(None);
+            }
+            let ring = self.q.ring();
+            match ring
+                .next(self.read, avail)
+                .map_err(|v| self.q.corrupted(v))?
+            {
+                Next::Pad { size } => {
+                    self.read += size;
+                    if !borrowed {
+                        self.release(self.read);
+                    }
+                }
+                Next::Record { at, len, size } => {
+                    self.q.check_faults()?;
+                    return Ok(Some((at, len as usize, self.read + size)));
+                }
+            }
+        }
+    }
+
+    /// Committed bytes after our position, waiting per `wait` for some.
+    fn available(&mut self, wait: Wait) -> Result<u64> {
+        if self.write_cache > self.read {
+            return Ok(self.write_cache - self.read);
+        }
+        let q = &self.q;
+        let ring = q.ring();
+        let read = self.read;
+        let write_seen = Cell::new(self.write_cache);
+        let arrived = q.wait_for(
+            &ring.data_event,
+            self.spin,
+            wait,
+            Role::Producer,
+            &mut self.watch,
+            || {
+                ring.touch_next(read);
+                let w = ring.load_write(read).map_err(|v| q.corrupted(v))?;
+                write_seen.set(w);
+                Ok(w != read)
+            },
+        );
+        self.write_cache = write_seen.get();
+        arrived?;
+        Ok(self.write_cache - self.read)
+    }
+
+    fn record(&mut self, found: Option<(u64, usize, u64)>) -> Option<Record<'_>> {
+        found.map(|(at, len, next)| Record {
+            consumer: self,
+            at,
+            len,
+            next,
+        })
+    }
+
+    /// Receives the next record, waiting as long as it takes. Fails with
+    /// [`Error::Disconnected`] (or [`Error::PeerDied`]) once the queue is
+    /// drained and the producer of this session is gone.
+    pub fn recv(&mut self) -> Result<Record<'_>> {
+        let found = self.next_record(Wait::Forever, false)?;
+        let origin = self.q.origin().clone();
+        self.record(found).ok_or_else(|| wait_ended(&origin))
+    }
+
+    /// Receives a record if one is there; `Ok(None)` if the queue is empty
+    /// (and the producer of this session alive or not yet seen).
+    pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
+        let found = self.next_record(Wait::No, false)?;
+        Ok(self.record(found))
+    }
+
+    /// Receives, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
+        let start = Instant::now();
+        let found = self.next_record(Wait::Until(start + timeout), false)?;
+        let origin = self.q.origin().clone();
+        self.record(found).ok_or_else(|| Error::Timeout {
+            origin,
+            what: "waiting for a record",
+            waited: start.elapsed(),
+        })
+    }
+
+    /// Copies the next record into `buf` (replacing its contents) and
+    /// releases it; returns its length. Waits as [`Consumer::recv`] does.
+    ///
+    /// Unlike the in-place [`Record`], this is sound whatever the producer
+    /// does: the shared bytes are read with atomic loads only, and the
+    /// record's header is checked again after the copy (a change is
+    /// [`Error::Corrupted`], and nothing is released).
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
+        let origin = self.q.origin().clone();
+        self.recv_into_inner(Wait::Forever, buf)?
+            .ok_or_else(|| wait_ended(&origin))
+    }
+
+    /// [`Consumer::recv_into`] if a record is there now; `Ok(None)` if the
+    /// queue is empty.
+    pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+        self.recv_into_inner(Wait::No, buf)
+    }
+
+    /// [`Consumer::recv_into`], waiting at most `timeout`.
+    pub fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
+        let start = Instant::now();
+        let origin = self.q.origin().clone();
+        self.recv_into_inner(Wait::Until(start + timeout), buf)?
+            .ok_or_else(|| Error::Timeout {
+                origin,
+                what: "waiting for a record",
+                waited: start.elapsed(),
+            })
+    }
+
+    fn recv_into_inner(&mut self, wait: Wait, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+        let Some((at, len, next)) = self.next_record(wait, false)? else {
+            return Ok(None);
+        };
+        self.q.bytes.copy_out(at, len, buf);
+        self.q.check_faults()?;
+        self.check_unchanged(at, len, next)?;
+        self.read = next;
+        self.release(next);
+        Ok(Some(len))
+    }
+
+    /// Checks that the record header before `at` still describes the
+    /// record found there (`len` bytes, ending at `next`).
+    fn check_unchanged(&self, at: u64, len: usize, next: u64) -> Result<()> {
+        let start = next - super::ring::record_size(len as u64);
+        match self.q.ring().next(start, next - start) {
+            Ok(Next::Record { at: a, len: l, .. }) if a == at && l as usize == len => Ok(()),
+            _ => Err(Error::Corrupted {
+                origin: self.q.origin().clone(),
+                what: "queue record",
+                why: format!(
+                    "the header of the record at {} changed while it was read",
+                    at - HEADER
+                ),
+            }),
+        }
+    }
+
+    /// Receives up to `max` records that are already there (waiting up to
+    /// `timeout` for the first), borrowed in place and released together.
+    /// A session end or deletion met after the first record ends the batch
+    /// early; it is reported by the next call.
+    pub fn recv_batch(&mut self, max: usize, timeout: Duration) -> Result<Batch<'_>> {
+        let mut records = Vec::new();
+        let mut wait = Wait::Until(Instant::now() + timeout);
+        while records.len() < max {
+            match self.next_record(wait, !records.is_empty()) {
+                Ok(Some((at, len, next))) => {
+                    records.push((at, len));
+                    // Look past this record without releasing it yet.
+                    self.read = next;
+                    wait = Wait::No;
+                }
+                Ok(None) => break,
+                Err(
+                    Error::Disconnected { .. } | Error::PeerDied { .. } | Error::Deleted { .. },
+                ) if !records.is_empty() => break,
+                Err(e) => {
+                    // Back to the first unreleased byte: never behind a
+                    // pad already released (the producer may reuse it).
+                    self.read = self.released;
+                    return Err(e);
+                }
+            }
+        }
+        let next = self.read;
+        self.read = self.released;
+        if records.is_empty() {
+            let origin = self.q.origin().clone();
+            return Err(Error::Timeout {
+                origin,
+                what: "waiting for a record",
+                waited: timeout,
+            });
+        }
+        Ok(Batch {
+            consumer: self,
+            records,
+            next,
+        })
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Closes the session cleanly (nothing in a forked child).
+        self.q.leave(Role::Consumer, self.session);
+    }
+}
+
+impl Record<'_> {
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: records carry at least one byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the payload into `buf` (replacing its contents) with atomic
+    /// loads only: sound whatever the producer does, unlike `Deref`. The
+    /// record is still released on drop, so a caller can release it only
+    /// after it has put the copy somewhere safe.
+    pub fn copy_to(&self, buf: &mut Vec<u8>) {
+        self.consumer.q.bytes.copy_out(self.at, self.len, buf);
+    }
+}
+
+impl Deref for Record<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: validated to lie inside the ring and before the published
+        // write position; until we release it a producer that follows the
+        // protocol does not write there: an exclusive grant by the protocol
+        // (see the type's docs for a peer that does not follow it).
+        unsafe { std::slice::from_raw_parts(self.consumer.q.bytes.ptr(self.at), self.len) }
+    }
+}
+
+impl Drop for Record<'_> {
+    fn drop(&mut self) {
+        let c = &mut *self.consumer;
+        c.read = self.next;
+        // A forked child must not release what its parent holds.
+        if c.q.is_owner() {
+            c.release(self.next);
+        }
+    }
+}
+
+impl Batch<'_> {
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the batch is empty (never: `recv_batch` errs instead).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records, in order, in place.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let bytes = &self.consumer.q.bytes;
+        self.records.iter().map(move |&(at, len)| {
+            // SAFETY: as for `Record`: validated, committed, not yet
+            // released.
+            unsafe { std::slice::from_raw_parts(bytes.ptr(at), len) }
+        })
+    }
+
+    /// Copies record `index` into `buf` (replacing its contents) with
+    /// atomic loads only, as [`Record::copy_to`]; `false` if there is no
+    /// such record.
+    pub fn copy_to(&self, index: usize, buf: &mut Vec<u8>) -> bool {
+        match self.records.get(index) {
+            Some(&(at, len)) => {
+                self.consumer.q.bytes.copy_out(at, len, buf);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        let c = &mut *self.consumer;
+        c.read = self.next;
+        // A forked child must not release what its parent holds.
+        if c.q.is_owner() {
+            c.release(self.next);
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The writing end: [`Producer`], [`Grant`] and [`SendError`].
+
+use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::ring::{self, record_size, HEADER};
+use super::{open_existing, open_or_create, wait_ended, Role, Shared, Wait, Watch};
+use crate::error::{Error, Result};
+use crate::file::SharedFile;
+use crate::sync::{Futex, Spin};
+
+/// Why a send did not happen; carries the record back.
+#[derive(Debug)]
+pub enum SendError<T> {
+    /// `try_send`: no space now.
+    Full(T),
+    /// The deadline passed.
+    Timeout(T),
+    /// The queue is full and the consumer of this producer's session is
+    /// gone (it left, or died), so no one will make space.
+    Disconnected(T),
+    /// Anything else (the record is too large, corrupted shared state, the
+    /// file was deleted, a forked child).
+    Failed(Error, T),
+}
+
+impl<T> SendError<T> {
+    /// The record that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Full(t)
+            | SendError::Timeout(t)
+            | SendError::Disconnected(t)
+            | SendError::Failed(_, t) => t,
+        }
+    }
+}
+
+impl<T> std::fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Full(_) => write!(f, "the queue is full"),
+            SendError::Timeout(_) => write!(f, "timed out waiting for space in the queue"),
+            SendError::Disconnected(_) => write!(f, "the consumer is gone and the queue is full"),
+            SendError::Failed(e, _) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::error::Error for SendError<T> {}
+
+/// The writing end of a queue.
+///
+/// Either end may start first. A producer with no consumer waits for space
+/// when the ring is full; it reports `Disconnected` only when a consumer
+/// of its session (live when it attached, or attached since) is gone. See
+/// the [module docs](super) for the session rules.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mapshare::queue::{Consumer, Producer};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("q");
+/// let mut tx = Producer::open_or_create(&path, 64 * 1024)?;
+/// let mut rx = Consumer::open(&path)?;
+///
+/// let mut grant = tx.reserve(5)?;      // write in place...
+/// grant.copy_from_slice(b"hello");
+/// grant.commit();                      // ...and publish
+/// tx.send(b"world").map_err(|e| e.to_string())?;
+///
+/// assert_eq!(&*rx.recv()?, b"hello");  // read in place, released on drop
+/// assert_eq!(&*rx.recv()?, b"world");
+/// drop(tx);                            // a clean end of the session:
+/// assert!(matches!(rx.recv(), Err(mapshare::Error::Disconnected { .. })));
+/// # Ok(()) }
+/// ```
+pub struct Producer {
+    q: Shared,
+    /// Our write position (authoritative; the shared copy is only stored).
+    write: u64,
+    /// The consumer's position as last loaded.
+    read_cache: u64,
+    spin: Spin,
+    /// Our session number (the producer `sessions` word after our claim).
+    session: u64,
+    /// What we know of the consumers of our session.
+    watch: Watch,
+}
+
+/// Space reserved for one record. Write it through `DerefMut`, then
+/// [`Grant::commit`]; dropping it uncommitted publishes nothing.
+///
+/// The `&mut [u8]` points into the shared mapping. It is exclusive only
+/// while the consumer follows the queue protocol (it never reads past the
+/// published write position); see "Soundness of in-place access" in the
+/// [module docs](super).
+pub struct Grant<'p> {
+    producer: &'p mut Producer,
+    at: u64,
+    len: usize,
+}
+
+impl Producer {
+    fn from_file(file: SharedFile) -> Result<Producer> {
+        let a = Shared::attach(file, Role::Producer)?;
+        Ok(Producer {
+            q: a.q,
+            write: a.write,
+            read_cache: a.read,
+            spin: Spin::default(),
+            session: a.session,
+            watch: a.watch,
+        })
+    }
+
+    /// Opens the queue at `path` as its producer, creating it with
+    /// `capacity` bytes if it does not exist.
+    pub fn open_or_create(path: impl AsRef<Path>, capacity: u64) -> Result<Producer> {
+        Producer::from_file(open_or_create(path, capacity)?)
+    }
+
+    /// Opens an existing queue as its producer.
+    pub fn open(path: impl AsRef<Path>) -> Result<Producer> {
+        Producer::from_file(open_existing(path)?)
+    }
+
+    /// Sets how long a blocked send spins before parking ([`Spin::NONE`]:
+    /// park at once; a long spin: "busy mode").
+    pub fn set_spin(&mut self, spin: Spin) {
+        self.spin = spin;
+    }
+
+    /// Ring capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.q.capacity
+    }
+
+    /// Largest record payload (`capacity - 8`). A record this large needs
+    /// the whole ring: it goes through when the ring is empty and a
+    /// consumer is attached to release the padding before it.
+    pub fn max_record(&self) -> u64 {
+        self.q.capacity - HEADER
+    }
+
+    /// The queue file.
+    pub fn file(&self) -> &SharedFile {
+        &self.q.file
+    }
+
+    fn free(&self) -> u64 {
+        self.q.capacity - (self.write - self.read_cache)
+    }
+
+    /// Waits until `bytes` are free at our position (and, if
+    /// `need_consumer`, a live consumer is attached). `Ok(false)` if
+    /// `wait` ran out.
+    fn make_room(&mut self, bytes: u64, wait: Wait, need_consumer: bool) -> Result<bool> {
+        if self.free() >= bytes && !need_consumer {
+            return Ok(true);
+        }
+        let q = &self.q;
+        let ring = q.ring();
+        let (write, cap) = (self.write, q.capacity);
+        let read_seen = Cell::new(self.read_cache);
+        let ok =
+            q.wait_for(
+                &ring.space_event,
+                self.spin,
+                wait,
+                Role::Consumer,
+                &mut self.watch,
+                || {
+                    let r = ring.load_read(write).map_err(|v| q.corrupted(v))?;
+                    read_seen.set(r);
+                    Ok(cap - (write - r) >= bytes
+                        && (!need_consumer || q.peer_live(Role::Consumer)?))
+                },
+            );
+        self.read_cache = read_seen.get();
+        ok
+    }
+
+    fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<Grant<'_>>> {
+        // A forked child must not write as its parent's producer.
+        self.q.file.lease().check_owner(self.q.file.region())?;
+        // A record written since the last call may have gone into a page
+        // an outside truncate cut away: report it now.
+        self.q.check_faults()?;
+        let max = self.max_record();
+        if len == 0 || len as u64 > max {
+            return Err(Error::TooLarge {
+                origin: self.q.origin().clone(),
+                len: len as u64,
+                max,
+            });
+        }
+        let cap = self.q.capacity;
+        let size = record_size(len as u64);
+        // pad + size <= 2 * capacity: with this, no sum below overflows
+        // and the consumer never sees a position past MAX_POSITION.
+        if self.write > ring::MAX_POSITION - 2 * cap {
+            return Err(Error::Corrupted {
+                origin: self.q.origin().clone(),
+                what: "queue state",
+                why: format!("write position {} is exhausted", self.write),
+            });
+        }
+        let pad = self.q.ring().pad_before(self.write, size);
+        if pad > 0 {
+            if pad + size <= cap {
+                // Room for both first, so a send that fails writes nothing;
+                // the pad is published with the record.
+                if !self.make_room(pad + size, wait, false)? {
+                    return Ok(None);
+                }
+                self.q.ring().write_pad(self.write, pad);
+                self.write += pad;
+            } else {
+                // The record needs the ring's start and more than what the
+                // pad leaves: the pad must be published and released on its
+                // own. Write it only with a live consumer to release it, so
+                // that without one smaller records still fit.
+                if !self.make_room(pad, wait, true)? {
+                    return Ok(None);
+                }
+                let ring = self.q.ring();
+                ring.write_pad(self.write, pad);
+                self.write += pad;
+                ring.publish(self.write, &Futex);
+            }
+        }
+        if !self.make_room(size, wait, false)? {
+            return Ok(None);
+        }
+        let at = self.write;
+        Ok(Some(Grant {
+            producer: self,
+            at,
+            len,
+        }))
+    }
+
+    /// Reserves space for a `len`-byte record, waiting as long as it takes.
+    pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
+        let origin = self.q.origin().clone();
+        self.reserve_inner(len, Wait::Forever)?
+            .ok_or_else(|| wait_ended(&origin))
+    }
+
+    /// Reserves space if there is some now; `Ok(None)` if the queue is full.
+    pub fn try_reserve(&mut self, len: usize) -> Result<Option<Grant<'_>>> {
+        self.reserve_inner(len, Wait::No)
+    }
+
+    /// Reserves space, waiting at most `timeout`.
+    pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>> {
+        let start = Instant::now();
+        let origin = self.q.origin().clone();
+        match self.reserve_inner(len, Wait::Until(start + timeout))? {
+            Some(g) => Ok(g),
+            None => Err(Error::Timeout {
+                origin,
+                what: "waiting for space in the queue",
+                waited: start.elapsed(),
+            }),
+        }
+    }
+
+    fn send_inner<'d>(
+        &mut self,
+        data: &'d [u8],
+        wait: Wait,
+    ) -> std::result::Result<(), SendError<&'d [u8]>> {
+        match self.reserve_inner(data.len(), wait) {
+            Ok(Some(mut g)) => {
+                g.copy_from_slice(data);
+                g.commit();
+                match self.q.check_faults() {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(SendError::Failed(e, data)),
+                }
+            }
+            Ok(None) if matches!(wait, Wait::No) => Err(SendError::Full(data)),
+            Ok(None) => Err(SendError::Timeout(data)),
+            Err(Error::Disconnected { .. }) => Err(SendError::Disconnected(data)),
+            Err(e) => Err(SendError::Failed(e, data)),
+        }
+    }
+
+    /// Sends a copy of `data` as one record, waiting for space.
+    pub fn send<'d>(&mut self, data: &'d [u8]) -> std::result::Result<(), SendError<&'d [u8]>> {
+        self.send_inner(data, Wait::Forever)
+    }
+
+    /// Sends if there is space now.
+    pub fn try_send<'d>(&mut self, data: &'d [u8]) -> std::result::Result<(), SendError<&'d [u8]>> {
+        self.send_inner(data, Wait::No)
+    }
+
+    /// Sends, waiting at most `timeout` for space.
+    pub fn send_timeout<'d>(
+        &mut self,
+        data: &'d [u8],
+        timeout: Duration,
+    ) -> std::result::Result<(), SendError<&'d [u8]>> {
+        self.send_inner(data, Wait::Until(Instant::now() + timeout))
+    }
+
+    /// Sends every record of `records`, waiting for space as `send` does,
+    /// publishing once per run of records that fit without waiting (one
+    /// release store and at most one wake per run instead of one per
+    /// record). On an error, `Err((n, e))`: the first `n` records were
+    /// sent and published, the others not.
+    pub fn send_batch(&mut self, records: &[&[u8]]) -> std::result::Result<(), (usize, Error)> {
+        let mut unpublished = false;
+        let result = self.send_batch_inner(records, &mut unpublished);
+        // Whatever happened, what was written is published: the count
+        // reported is the count the consumer gets.
+        if unpublished {
+            self.q.ring().publish(self.write, &Futex);
+        }
+        result
+    }
+
+    fn send_batch_inner(
+        &mut self,
+        records: &[&[u8]],
+        unpublished: &mut bool,
+    ) -> std::result::Result<(), (usize, Error)> {
+        for (sent, r) in records.iter().enumerate() {
+            let size = record_size(r.len() as u64);
+            let pad = self.q.ring().pad_before(self.write, size);
+            if *unpublished && self.free() < pad + size {
+                // About to wait (or wrap): publish what we have first.
+                self.q.ring().publish(self.write, &Futex);
+                *unpublished = false;
+            }
+            let mut g = match self.reserve_inner(r.len(), Wait::Forever) {
+                Ok(Some(g)) => g,
+                Ok(None) => return Err((sent, wait_ended(self.q.origin()))),
+                Err(e) => return Err((sent, e)),
+            };
+            g.copy_from_slice(r);
+            if g.finish().is_some() {
+                *unpublished = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // Closes the session cleanly (nothing in a forked child).
+        self.q.leave(Role::Producer, self.session);
+    }
+}
+
+impl<'p> Grant<'p> {
+    fn slice_ptr(&self) -> *mut u8 {
+        let q = &self.producer.q;
+        q.bytes.ptr(self.at % q.capacity + HEADER)
+    }
+
+    /// Writes the header and advances our position, without publishing;
+    /// `None` (and nothing written) in a forked child.
+    fn finish(self) -> Option<&'p mut Producer> {
+        let Grant { producer, at, len } = self;
+        if !producer.q.is_owner() {
+            return None;
+        }
+        producer.q.ring().write_header(at, len as u32);
+        producer.write = at + record_size(len as u64);
+        Some(producer)
+    }
+
+    /// Publishes the record: the consumer can see it from now on. (In a
+    /// forked child that inherited the grant, does nothing.)
+    pub fn commit(self) {
+        if let Some(p) = self.finish() {
+            p.q.ring().publish(p.write, &Futex);
+        }
+    }
+
+    /// Publishes only the first `len` bytes (at most the reserved length);
+    /// `len == 0` publishes nothing.
+    pub fn commit_len(mut self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.len = len.min(self.len);
+        self.commit();
+    }
+}
+
+impl Deref for Grant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the reserved range lies inside the ring (checked when
+        // reserved), beyond the published write position, so a consumer
+        // that follows the protocol does not read it and no one else
+        // writes it until we commit: an exclusive grant (see the module
+        // docs for a peer that does not follow it). The borrow of `&self`
+        // ties it to the grant.
+        unsafe { std::slice::from_raw_parts(self.slice_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for Grant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; `&mut self` makes it unique in-process.
+        unsafe { std::slice::from_raw_parts_mut(self.slice_ptr(), self.len) }
+    }
+}
