@@ -12,7 +12,15 @@
 //! never loses a record (the unflushed ones are delivered again). If
 //! standard output fails (a full disk, a closed pipe), `recv` releases
 //! exactly the records that were written in full and exits 1; a record cut
-//! short is delivered again whole to the next consumer.
+//! short is delivered again whole to the next consumer. Records are
+//! copied out of the queue with atomic loads (`Batch::copy_to`), never
+//! read in place, so a misbehaving producer cannot make `recv` unsound;
+//! `recv_into` would release each record before it is written, so `recv`
+//! copies out of a batch that it releases only after the write.
+//!
+//! `recv` ends cleanly (exit 0) when a producer it has seen closes its
+//! session; a producer that died mid-stream (`PeerDied`) is an error that
+//! names the process, because the stream may be incomplete.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -136,6 +144,7 @@ pub fn recv(
     let mut received = 0u64;
     let mut buf = Vec::with_capacity(1 << 16);
     let mut ends = Vec::new();
+    let mut record = Vec::new();
     // Wait "forever" in slices, so a timeout of None still notices a
     // departed producer promptly (recv_batch reports it).
     let slice = timeout.unwrap_or(Duration::from_secs(3600));
@@ -153,6 +162,15 @@ pub fn recv(
                 }
                 None => break,
             },
+            // The producer crashed: the stream is not complete, even if
+            // every record it committed arrived.
+            Err(Error::PeerDied { peer, pid, .. }) => {
+                return Err(Failure(format!(
+                    "{}: the {peer} (pid {pid}) died mid-stream; got {} records",
+                    path.display(),
+                    tally(received, count)
+                )))
+            }
             Err(Error::Timeout { .. }) if timeout.is_none() => continue,
             Err(Error::Timeout { waited, .. }) => {
                 return Err(Failure(format!(
@@ -165,13 +183,17 @@ pub fn recv(
         };
         buf.clear();
         ends.clear();
-        for r in batch.iter() {
+        for i in 0..batch.len() {
+            // A copy made with atomic loads: sound whatever the producer
+            // does to the shared bytes (unlike reading them in place). The
+            // batch stays unreleased until the copies are written.
+            batch.copy_to(i, &mut record);
             if frames {
-                buf.extend_from_slice(&(r.len() as u32).to_le_bytes());
-                buf.extend_from_slice(r);
+                buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
+                buf.extend_from_slice(&record);
             } else {
-                buf.extend_from_slice(r);
-                if r.last() != Some(&b'\n') {
+                buf.extend_from_slice(&record);
+                if record.last() != Some(&b'\n') {
                     buf.push(b'\n');
                 }
             }

@@ -556,9 +556,12 @@ fn recv_count_timeout_frames_and_info() {
     assert_eq!(&o.stdout[4..7], b"a\nb");
     let o = mapshare(&["recv", s(&q), "--count", "1"]);
     assert_eq!(stdout(&o), "x\n");
-    // Drained and the producer gone: recv ends cleanly at once.
-    let o = mapshare(&["recv", s(&q)]);
-    assert!(o.status.success());
+    // Drained, and the producer left before this recv started: a new
+    // session, so recv waits for the next producer (here: until --timeout)
+    // instead of ending at once with nothing.
+    let o = mapshare(&["recv", s(&q), "--timeout", "100ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("timed out"), "{}", stderr(&o));
     assert_eq!(o.stdout.len(), 0);
 
     // A queue nobody ever produced into: --timeout ends the wait.
@@ -1083,4 +1086,86 @@ fn info_shows_owner_died_and_not_recoverable() {
         "{}",
         stdout(&o)
     );
+}
+
+/// Issue 7, C11 (CLI half): a producer that dies mid-stream makes `recv`
+/// exit non-zero with one line naming the dead process; a clean end is 0.
+#[test]
+fn recv_reports_a_producer_that_died_mid_stream() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let mut recv = Command::new(bin())
+        .args(["recv", s(&q), "--capacity", "64KiB"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut send = Command::new(bin())
+        .args(["send", s(&q), "--capacity", "64KiB"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = send.stdin.take().unwrap();
+    input.write_all(b"a\nb\n").unwrap();
+    input.flush().unwrap();
+    let mut out = BufReader::new(recv.stdout.take().unwrap());
+    let mut got = String::new();
+    for _ in 0..2 {
+        out.read_line(&mut got).unwrap();
+    }
+    assert_eq!(got, "a\nb\n");
+    let pid = send.id();
+    send.kill().unwrap();
+    send.wait().unwrap();
+    drop(input);
+    let o = recv.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the producer (pid {pid}) died mid-stream; got 2 records"
+        )),
+        "{err}"
+    );
+}
+
+/// Issue 7, C10: a reused queue file works in both orders, again and again
+/// (the README's `send &` then `recv`, and `recv &` then `send`).
+#[test]
+fn send_and_recv_reuse_a_queue_file_in_either_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    let q = s(&q);
+    let n = 20_000;
+    let expected: String = (1..=n).map(|i| format!("{i}\n")).collect();
+    for round in 0..6 {
+        let consumer_first = round % 2 == 0;
+        let out_path = dir.path().join(format!("out-{round}"));
+        let recv = || {
+            Command::new(bin())
+                .args(["recv", q, "--capacity", "4KiB"])
+                .stdout(std::fs::File::create(&out_path).unwrap())
+                .spawn()
+                .unwrap()
+        };
+        let mut consumer = consumer_first.then(recv);
+        let mut send = Command::new("sh")
+            .arg("-c")
+            .arg(format!("seq {n} | \"$0\" send {q} --capacity 4KiB"))
+            .arg(bin())
+            .spawn()
+            .unwrap();
+        let status = consumer.take().unwrap_or_else(recv).wait().unwrap();
+        assert!(status.success(), "round {round}");
+        assert!(send.wait().unwrap().success(), "round {round}");
+        let text = std::fs::read_to_string(&out_path).unwrap();
+        assert!(
+            text == expected,
+            "round {round} (consumer first: {consumer_first}): {} bytes of {}",
+            text.len(),
+            expected.len()
+        );
+    }
 }
