@@ -15,6 +15,7 @@ mod dump;
 mod hexdump;
 mod info;
 mod lock;
+mod repair;
 mod stream;
 mod units;
 mod write;
@@ -195,6 +196,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Repair the mutex of a value file after a person checked its data.
+    ///
+    /// --mark-consistent clears "owner died" (a holder died mid-update) or
+    /// "poisoned" (a holder panicked), taking over a dead holder's lock.
+    /// --reset turns "not recoverable" back into a free mutex. Never waits:
+    /// refuses (exit 1) while a live process holds the lock, or if the
+    /// mutex is not in a state that repair applies to. `mapshare info`
+    /// shows the state; `mapshare dump` shows the data to check.
+    Repair {
+        /// The value file (kind `value`).
+        file: PathBuf,
+        #[command(flatten)]
+        how: repair::How,
+    },
     /// A narrated tour of the classic mmap examples, done right.
     ///
     /// Runs four short scenes with child processes in a temporary directory
@@ -319,6 +334,7 @@ fn main() -> ExitCode {
             no_sync,
         } => write::run(&file, offset, &data, !no_sync),
         Command::Info { file, json } => info::run(&file, json),
+        Command::Repair { file, how } => repair::run(&file, &how),
         Command::Create {
             file,
             size,

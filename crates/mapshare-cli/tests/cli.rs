@@ -1169,3 +1169,70 @@ fn send_and_recv_reuse_a_queue_file_in_either_order() {
         );
     }
 }
+
+/// Issue 7, A4 (CLI half): `mapshare repair` is the way out of "owner
+/// died" and "not recoverable", and refuses what does not apply.
+#[test]
+fn repair_marks_consistent_and_resets() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("v");
+    // A fresh value: nothing to repair.
+    let _ = mapshare::Shared::<u64>::open_or_create(&f, &5).unwrap();
+    let o = mapshare(&["repair", s(&f), "--mark-consistent"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    // Exactly one of the two.
+    assert_eq!(mapshare(&["repair", s(&f)]).status.code(), Some(2));
+    assert_eq!(
+        mapshare(&["repair", s(&f), "--reset", "--mark-consistent"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    // A holder died mid-update: --mark-consistent clears it.
+    kill_a_holder(&f);
+    let o = mapshare(&["repair", s(&f), "--reset"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "reset applies only to not recoverable"
+    );
+    let o = mapshare(&["repair", s(&f), "--mark-consistent"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("mutex is now free"), "{}", stdout(&o));
+    let value = mapshare::Shared::<u64>::open(&f).unwrap();
+    assert!(
+        value.lock().is_ok(),
+        "the lock works again, with no OwnerDied"
+    );
+
+    // Not recoverable (a taker gave up): --reset brings it back.
+    drop(value);
+    kill_a_holder(&f);
+    let value = mapshare::Shared::<u64>::open(&f).unwrap();
+    match value.lock() {
+        Err(mapshare::sync::LockError::OwnerDied(g)) => drop(g),
+        other => panic!("expected OwnerDied, got {:?}", other.map(|g| *g)),
+    }
+    assert!(stdout(&mapshare(&["info", s(&f)])).contains("mutex:     not recoverable"));
+    let o = mapshare(&["repair", s(&f), "--mark-consistent"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let o = mapshare(&["repair", s(&f), "--reset"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("mutex is now free"), "{}", stdout(&o));
+    assert!(stdout(&mapshare(&["info", s(&f)])).contains("mutex:     free"));
+    assert_eq!(*value.lock().expect("usable again"), 5, "the data is kept");
+
+    // A live holder: refused, nothing changed.
+    let guard = value.lock().unwrap();
+    let o = mapshare(&["repair", s(&f), "--mark-consistent"]);
+    assert_eq!(o.status.code(), Some(1));
+    drop(guard);
+    // Not a value file.
+    let plain = file_with(dir.path(), "plain", b"hello");
+    assert_eq!(
+        mapshare(&["repair", s(&plain), "--reset"]).status.code(),
+        Some(1)
+    );
+}
