@@ -141,6 +141,13 @@ pub fn recv(
         .map(File::from)
         .map_err(|e| Failure(format!("standard output: {e}")))?;
     let mut rx = Consumer::open_or_create(path, capacity)?;
+    // A page cut off by an outside truncate reads as zeros (the library's
+    // SIGBUS handler maps one in). `Batch::copy_to` does not report that,
+    // so each batch's copies are trusted only if the file still has its
+    // full length afterwards; checked on our own descriptor (one fstat
+    // per batch).
+    let full_len = rx.file().header().file_len;
+    let watch = File::open(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?;
     let mut received = 0u64;
     let mut buf = Vec::with_capacity(1 << 16);
     let mut ends = Vec::new();
@@ -200,6 +207,15 @@ pub fn recv(
             ends.push(buf.len());
         }
         let n = batch.len() as u64;
+        let now = watch.metadata()?.len();
+        if now < full_len {
+            std::mem::forget(batch); // nothing from this batch is trusted
+            return Err(Failure(format!(
+                "{}: truncated from {full_len} to {now} bytes by another program; got {} records",
+                path.display(),
+                tally(received, count)
+            )));
+        }
         match write_counting(&mut out, &buf) {
             Ok(()) => {
                 received += n;
