@@ -200,9 +200,10 @@ enum Command {
     ///
     /// --mark-consistent clears "owner died" (a holder died mid-update) or
     /// "poisoned" (a holder panicked), taking over a dead holder's lock.
-    /// --reset turns "not recoverable" back into a free mutex. Never waits:
-    /// refuses (exit 1) while a live process holds the lock, or if the
-    /// mutex is not in a state that repair applies to. `mapshare info`
+    /// --reset turns "not recoverable" back into a free mutex. Never waits
+    /// for the lock (only, up to 5 seconds, for a file still being
+    /// created): refuses (exit 1) while a live process holds the lock, or
+    /// if the mutex is not in a state that repair applies to. `mapshare info`
     /// shows the state; `mapshare dump` shows the data to check.
     Repair {
         /// The value file (kind `value`).

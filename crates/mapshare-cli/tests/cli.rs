@@ -726,7 +726,8 @@ fn units_offsets_durations_and_modes_parse_the_same_everywhere() {
 #[test]
 fn help_says_when_each_command_waits_and_gives_up() {
     for cmd in [
-        "byte", "dump", "write", "create", "lock", "send", "recv", "info", "demo", "bench",
+        "byte", "dump", "write", "create", "lock", "send", "recv", "info", "repair", "demo",
+        "bench",
     ] {
         let o = mapshare(&[cmd, "--help"]);
         assert!(o.status.success(), "{cmd}");
