@@ -141,13 +141,6 @@ pub fn recv(
         .map(File::from)
         .map_err(|e| Failure(format!("standard output: {e}")))?;
     let mut rx = Consumer::open_or_create(path, capacity)?;
-    // A page cut off by an outside truncate reads as zeros (the library's
-    // SIGBUS handler maps one in). `Batch::copy_to` does not report that,
-    // so each batch's copies are trusted only if the file still has its
-    // full length afterwards; checked on our own descriptor (one fstat
-    // per batch).
-    let full_len = rx.file().header().file_len;
-    let watch = File::open(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?;
     let mut received = 0u64;
     let mut buf = Vec::with_capacity(1 << 16);
     let mut ends = Vec::new();
@@ -194,7 +187,16 @@ pub fn recv(
             // A copy made with atomic loads: sound whatever the producer
             // does to the shared bytes (unlike reading them in place). The
             // batch stays unreleased until the copies are written.
-            batch.copy_to(i, &mut record);
+            // A page cut off by an outside truncate reads as zeros (the
+            // library's SIGBUS handler maps one in): `copy_to` reports it,
+            // and nothing of this batch is trusted or released.
+            if let Err(e) = batch.copy_to(i, &mut record) {
+                std::mem::forget(batch);
+                return Err(Failure(format!(
+                    "{e}; got {} records",
+                    tally(received, count)
+                )));
+            }
             if frames {
                 buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
                 buf.extend_from_slice(&record);
@@ -207,15 +209,6 @@ pub fn recv(
             ends.push(buf.len());
         }
         let n = batch.len() as u64;
-        let now = watch.metadata()?.len();
-        if now < full_len {
-            std::mem::forget(batch); // nothing from this batch is trusted
-            return Err(Failure(format!(
-                "{}: truncated from {full_len} to {now} bytes by another program; got {} records",
-                path.display(),
-                tally(received, count)
-            )));
-        }
         match write_counting(&mut out, &buf) {
             Ok(()) => {
                 received += n;

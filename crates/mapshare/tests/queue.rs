@@ -804,13 +804,13 @@ fn copy_out_paths_match_in_place_reads() {
         assert_eq!((n, check_record(&buf)), (buf.len(), Ok(seq)));
     }
     let r = rx.recv().unwrap();
-    r.copy_to(&mut buf);
+    r.copy_to(&mut buf).unwrap();
     assert_eq!(buf, &*r);
     drop(r);
     let b = rx.recv_batch(100, Duration::from_secs(1)).unwrap();
     for (i, r) in b.iter().enumerate() {
-        assert!(b.copy_to(i, &mut buf));
+        assert!(b.copy_to(i, &mut buf).unwrap());
         assert_eq!((buf.as_slice(), check_record(&buf)), (r, Ok(6 + i as u64)));
     }
-    assert!(!b.copy_to(b.len(), &mut buf));
+    assert!(!b.copy_to(b.len(), &mut buf).unwrap());
 }

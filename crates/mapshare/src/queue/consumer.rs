@@ -363,9 +363,12 @@ impl Record<'_> {
     /// Copies the payload into `buf` (replacing its contents) with atomic
     /// loads only: sound whatever the producer does, unlike `Deref`. The
     /// record is still released on drop, so a caller can release it only
-    /// after it has put the copy somewhere safe.
-    pub fn copy_to(&self, buf: &mut Vec<u8>) {
+    /// after it has put the copy somewhere safe. Fails with
+    /// [`Error::Truncated`] if a page of the queue was cut away by an
+    /// outside truncate (the copy would hold zeros).
+    pub fn copy_to(&self, buf: &mut Vec<u8>) -> Result<()> {
         self.consumer.q.bytes.copy_out(self.at, self.len, buf);
+        self.consumer.q.check_faults()
     }
 }
 
@@ -413,15 +416,17 @@ impl Batch<'_> {
     }
 
     /// Copies record `index` into `buf` (replacing its contents) with
-    /// atomic loads only, as [`Record::copy_to`]; `false` if there is no
-    /// such record.
-    pub fn copy_to(&self, index: usize, buf: &mut Vec<u8>) -> bool {
+    /// atomic loads only, as [`Record::copy_to`]; `Ok(false)` if there is
+    /// no such record, [`Error::Truncated`] if a page of the queue was cut
+    /// away by an outside truncate.
+    pub fn copy_to(&self, index: usize, buf: &mut Vec<u8>) -> Result<bool> {
         match self.records.get(index) {
             Some(&(at, len)) => {
                 self.consumer.q.bytes.copy_out(at, len, buf);
-                true
+                self.consumer.q.check_faults()?;
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 }
