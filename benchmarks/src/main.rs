@@ -186,7 +186,7 @@ fn rtrb_throughput(n: u64) -> f64 {
     let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; 64]>::new((1 << 20) / 64);
     let item = [0x5au8; 64];
     let producer = std::thread::spawn(move || {
-        let _ = mapshare::sys::pin_to_cpu(CHILD_CPU);
+        let _ = mapshare::unstable::sys::pin_to_cpu(CHILD_CPU);
         for _ in 0..n {
             while tx.push(item).is_err() {
                 std::hint::spin_loop();
@@ -212,7 +212,7 @@ fn rtrb_throughput(n: u64) -> f64 {
 }
 
 fn child(args: &[String]) -> Result<(), Error> {
-    let _ = mapshare::sys::pin_to_cpu(CHILD_CPU);
+    let _ = mapshare::unstable::sys::pin_to_cpu(CHILD_CPU);
     match args {
         [what, n] if what == "mapshare-echo" => {
             let (mut rx, mut tx) = (Consumer::from_inherited(Q1)?, Producer::from_inherited(Q2)?);
@@ -294,7 +294,7 @@ fn main() -> Result<(), Error> {
     }
     let json_out = args.iter().any(|a| a == "--json");
     let quick = args.iter().any(|a| a == "--quick");
-    let _ = mapshare::sys::pin_to_cpu(PARENT_CPU);
+    let _ = mapshare::unstable::sys::pin_to_cpu(PARENT_CPU);
     let rounds = if quick { 5_000 } else { 100_000 };
     let items = if quick { 1_000_000 } else { 20_000_000 };
 

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mapshare::sync::{Event, FileLock, LockKind, Mutex, Spin};
-use mapshare::sys::futex;
+use mapshare::unstable::sys::futex;
 use mapshare::{Fingerprint, Kind, SharedFile, Spec};
 use serde_json::{json, Value};
 
@@ -127,7 +127,7 @@ fn histogram() -> Histogram<u64> {
 /// Pins to `cpu` where the machine has it; a one-CPU machine runs both
 /// sides on one core (the figures then say so: see `docs/benchmarks.md`).
 pub(crate) fn pin(cpu: usize) {
-    let _ = mapshare::sys::pin_to_cpu(cpu);
+    let _ = mapshare::unstable::sys::pin_to_cpu(cpu);
 }
 
 /// Per-operation cost of `op`, measured over batches.

@@ -174,7 +174,7 @@ fn words_ping_pong(case: &str, rounds: u32) -> Result<Dist, Failure> {
         if spinning {
             spin_for(b, i + 1);
         } else {
-            let _ = mapshare::sys::futex::wake(a, 1);
+            let _ = mapshare::unstable::sys::futex::wake(a, 1);
             futex_for(b, i + 1);
         }
     });

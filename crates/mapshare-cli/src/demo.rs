@@ -29,7 +29,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mapshare::sys::futex;
+use mapshare::unstable::sys::futex;
 use mapshare::Region;
 
 use crate::byte;

@@ -5,15 +5,15 @@
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use mapshare::lease::LeaseTable;
 use mapshare::sync::observe_mutex;
+use mapshare::unstable::lease::LeaseTable;
 use mapshare::{Access, Error, Inspection, Kind, RegionOptions};
 use serde_json::{json, Value};
 
 use crate::Failure;
 
 pub fn run(file: &Path, json: bool) -> Result<(), Failure> {
-    let page = mapshare::sys::page_size();
+    let page = mapshare::unstable::sys::page_size();
     let opened = RegionOptions::new().access(Access::ReadOnly).open(file);
     let (size, resident, total) = match &opened {
         Ok(region) => {

@@ -20,7 +20,7 @@ use crate::Failure;
 
 /// "Whole file": every byte below mapshare's own lock bytes, so a whole-
 /// file lock never waits on a process that merely maps the file.
-pub const WHOLE_FILE_END: u64 = mapshare::lease::LEASE_LOCK_BASE;
+pub const WHOLE_FILE_END: u64 = mapshare::unstable::lease::LEASE_LOCK_BASE;
 
 /// Parses `START..END` (numbers or sizes; END may be omitted for "to the
 /// end of the lockable range").

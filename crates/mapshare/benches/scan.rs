@@ -176,14 +176,14 @@ fn first_touch(c: &mut Criterion) {
     let path = bench_file();
     warm(&path);
     const LEN: usize = 64 << 20;
-    let pages = LEN / mapshare::sys::page_size();
+    let pages = LEN / mapshare::unstable::sys::page_size();
     let mut g = c.benchmark_group("first_touch_64MiB");
     g.throughput(Throughput::Elements(pages as u64));
     g.sample_size(20);
     let touch = |r: &Region| {
         let p = r.as_ptr();
         let mut acc = 0u8;
-        for i in (0..r.len()).step_by(mapshare::sys::page_size()) {
+        for i in (0..r.len()).step_by(mapshare::unstable::sys::page_size()) {
             // SAFETY: in bounds; a volatile read of the read-only mapping.
             acc ^= unsafe { std::ptr::read_volatile(p.add(i)) };
         }

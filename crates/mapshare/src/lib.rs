@@ -3,9 +3,9 @@
 //!
 //! The crate is built in layers, each a module, bottom to top:
 //!
-//! - [`sys`]: the only code that calls the operating system directly
-//!   (futexes on shared words, OFD byte-range locks, `fallocate`, memfd
-//!   seals, `mincore`).
+//! - `sys` (internal): the only code that calls the operating system
+//!   directly (futexes on shared words, OFD byte-range locks, `fallocate`,
+//!   memfd seals, `mincore`, the SIGBUS handler).
 //! - [`region`]: a mapping of any window of a file, or of an anonymous
 //!   shared memfd: create, grow, refresh, flush, advise, residency,
 //!   prefault, and bounds-checked access that never hands out `&[u8]` over
@@ -13,8 +13,8 @@
 //! - [`shm`]: named regions under `/dev/shm`.
 //! - [`format`](mod@format): the self-describing header of mapshare files; [`file`](mod@file):
 //!   the create-or-open protocol ([`SharedFile`]).
-//! - [`lease`]: which processes are attached to a file, and whether they
-//!   are alive.
+//! - `lease` (internal): which processes are attached to a file, and
+//!   whether they are alive.
 //! - [`sync`]: a robust process-shared [`sync::Mutex`], a
 //!   [`sync::Semaphore`], an [`sync::Event`], and byte-range
 //!   [`sync::FileLock`]s.
@@ -37,6 +37,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Internals that mapshare's own CLI, benchmarks and tests reach into
+//! (system-call wrappers, the lease table, the lock-word and ring
+//! algorithms) live under [`unstable`]: no stability promise.
+//!
 //! # Non-goals
 //!
 //! - Portability beyond Linux: mapshare relies on futexes, OFD locks,
@@ -54,13 +58,38 @@
 pub mod error;
 pub mod file;
 pub mod format;
-pub mod lease;
+mod lease;
 pub mod queue;
 pub mod region;
 pub mod shared;
 pub mod shm;
 pub mod sync;
-pub mod sys;
+mod sys;
+
+pub mod unstable {
+    //! Internals, **not covered by any stability promise**: they change
+    //! whenever the algorithms do. They are public only so that mapshare's
+    //! own CLI, benchmarks, loom models and tests can reach them. Use the
+    //! objects at the crate root and in [`sync`](crate::sync),
+    //! [`queue`](crate::queue) and [`shared`](crate::shared) instead.
+
+    /// System-call wrappers (futex, OFD locks, memfd, `/proc` probes).
+    pub mod sys {
+        pub use crate::sys::*;
+    }
+    /// The lease table: slots, tokens, liveness.
+    pub mod lease {
+        pub use crate::lease::*;
+    }
+    /// The robust lock-word algorithm over any [`Word64`](crate::sync::Word64).
+    pub mod raw_mutex {
+        pub use crate::sync::raw_mutex::*;
+    }
+    /// The queue's position protocol and record format over any memory.
+    pub mod ring {
+        pub use crate::queue::ring::*;
+    }
+}
 
 pub use error::{Error, Origin, Result};
 pub use file::{Inspection, SharedFile, Spec};

@@ -1100,7 +1100,7 @@ impl Region {
     /// that reads the mapping through atomics or raw pointers calls it
     /// after reading and before trusting what it read. The fault is sticky:
     /// every call reports it until [`Region::refresh`] remaps the region.
-    /// See [`sys::sigbus`](crate::sys) for how a fault becomes a zero page
+    /// See the `sys::sigbus` module (internal) for how a fault becomes a zero page
     /// instead of a crash.
     #[inline]
     pub fn check_faults(&self) -> Result<()> {

@@ -18,8 +18,8 @@ use std::time::Duration;
 use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
-use mapshare::sync::raw_mutex::{Acquired, Owner, RawMutex};
 use mapshare::sync::{Park, RawEvent, RawSemaphore, Spin, Wake};
+use mapshare::unstable::raw_mutex::{Acquired, Owner, RawMutex};
 
 /// A futex model: one lock makes check-and-sleep atomic with wake.
 #[derive(Default)]
@@ -354,7 +354,7 @@ mod ring_model {
     use super::*;
     use loom::cell::UnsafeCell;
     use loom::sync::atomic::AtomicU64;
-    use mapshare::queue::ring::{record_size, Bytes, Next, Ring, HEADER};
+    use mapshare::unstable::ring::{record_size, Bytes, Next, Ring, HEADER};
 
     const CAP: u64 = 32;
 

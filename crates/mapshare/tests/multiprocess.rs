@@ -72,7 +72,7 @@ fn anonymous_region_is_shared_with_a_child() {
     std::thread::scope(|s| {
         let waiter = s.spawn(|| peer.ok("wait32 0 7"));
         word.store(7, Ordering::Release);
-        mapshare::sys::futex::wake_all(word).unwrap();
+        mapshare::unstable::sys::futex::wake_all(word).unwrap();
         waiter.join().unwrap();
     });
 }

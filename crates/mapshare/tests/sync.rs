@@ -9,8 +9,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::peer::{increment, raw, rounds, sync_spec, Pair, Peer, ENV, EVENT, SEM, VALUE};
-use mapshare::lease::Liveness;
 use mapshare::sync::{Event, FileLock, LockError, LockKind, MutexState, Semaphore};
+use mapshare::unstable::lease::Liveness;
 use mapshare::{Error, Fingerprint, Kind, Shared, SharedFile, Spec};
 
 #[test]
@@ -638,7 +638,7 @@ fn leases_list_attached_processes() {
 
     let answer = peers[0].ok("token");
     let raw: u64 = answer.split(' ').next().unwrap().parse().unwrap();
-    let token = mapshare::lease::Token::from_raw(raw).unwrap();
+    let token = mapshare::unstable::lease::Token::from_raw(raw).unwrap();
     assert_eq!(
         leases.liveness(token, Some(me)).unwrap(),
         Liveness::Alive {
@@ -682,7 +682,7 @@ fn a_forked_child_does_not_pass_for_its_parent() {
         .unwrap()
         .parse()
         .unwrap();
-    let token = mapshare::lease::Token::from_raw(raw).unwrap();
+    let token = mapshare::unstable::lease::Token::from_raw(raw).unwrap();
     parent.send("forkhold");
     let answers = [parent.answer().unwrap(), parent.answer().unwrap()];
     assert!(

@@ -130,7 +130,7 @@
 mod anonymous;
 mod consumer;
 mod producer;
-pub mod ring;
+pub(crate) mod ring;
 
 pub use anonymous::Anonymous;
 pub use consumer::{Batch, Consumer, Record};

@@ -20,7 +20,7 @@
 mod event;
 mod file_lock;
 mod mutex;
-pub mod raw_mutex;
+pub(crate) mod raw_mutex;
 mod semaphore;
 #[cfg(test)]
 pub(crate) mod testing;

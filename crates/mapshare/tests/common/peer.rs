@@ -762,15 +762,19 @@ pub fn serve() {
                                 }
                                 let now = Instant::now();
                                 assert!(now < deadline, "timed out waiting for {want}");
-                                mapshare::sys::futex::wait(word, seen, Some(deadline - now))
-                                    .unwrap();
+                                mapshare::unstable::sys::futex::wait(
+                                    word,
+                                    seen,
+                                    Some(deadline - now),
+                                )
+                                .unwrap();
                             }
                             String::new()
                         }
                         ("store32", [off, value]) => {
                             let word = r.atomic_u32(off.parse().unwrap())?;
                             word.store(value.parse().unwrap(), Ordering::Release);
-                            mapshare::sys::futex::wake_all(word).unwrap();
+                            mapshare::unstable::sys::futex::wake_all(word).unwrap();
                             String::new()
                         }
                         _ => panic!("unknown command {line:?}"),
