@@ -202,3 +202,58 @@ fn a_peer_reading_a_page_cut_behind_its_back_gets_truncated_not_sigbus() {
     assert_eq!(peer.ok("len"), "4096");
     assert_eq!(peer.ok("read 4095 1"), hex(&[(4095 % 251) as u8]));
 }
+
+/// The environment variable that makes `sigbus_sent_child` act: it names
+/// the disposition to set before mapping (`ign` or `dfl`) and the file.
+const SIGBUS_CHILD: &str = "MAPSHARE_SIGBUS_CHILD";
+
+/// Child half of `a_sent_sigbus_keeps_the_previous_disposition` (does
+/// nothing in a normal test run): sets SIGBUS's disposition, maps a file
+/// (which installs mapshare's handler over it), then sends itself SIGBUS
+/// with `raise` (as `kill -BUS` would, not a fault).
+#[test]
+fn sigbus_sent_child() {
+    let Some(arg) = std::env::var_os(SIGBUS_CHILD) else {
+        return;
+    };
+    let arg = arg.into_string().unwrap();
+    let (mode, path) = arg.split_once(':').unwrap();
+    let disposition = if mode == "ign" {
+        libc::SIG_IGN
+    } else {
+        libc::SIG_DFL
+    };
+    // SAFETY: setting a standard disposition; no handler code involved.
+    unsafe { libc::signal(libc::SIGBUS, disposition) };
+    let _region = Region::open(path).unwrap();
+    // SAFETY: sends a signal to this thread; what happens is the test.
+    unsafe { libc::raise(libc::SIGBUS) };
+}
+
+/// A SIGBUS sent by another process (not a fault in a mapping) meets the
+/// disposition the program had before mapshare installed its handler: an
+/// ignored one stays ignored, a default one still kills.
+#[test]
+fn a_sent_sigbus_keeps_the_previous_disposition() {
+    use std::os::unix::process::ExitStatusExt;
+    let (_dir, path) = temp_file(4096);
+    let run = |mode: &str| {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "sigbus_sent_child", "--test-threads=1", "-q"])
+            .env(SIGBUS_CHILD, format!("{mode}:{}", path.display()))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap()
+    };
+    let ignored = run("ign");
+    assert!(
+        ignored.success(),
+        "an ignored SIGBUS sent with kill must stay ignored: {ignored:?}"
+    );
+    let default = run("dfl");
+    assert_eq!(
+        default.signal(),
+        Some(libc::SIGBUS),
+        "a default SIGBUS sent with kill must still kill: {default:?}"
+    );
+}

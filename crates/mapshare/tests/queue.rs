@@ -814,3 +814,59 @@ fn copy_out_paths_match_in_place_reads() {
     }
     assert!(!b.copy_to(b.len(), &mut buf).unwrap());
 }
+
+/// Makes `producers_that_come_and_go_child` act: `PATH:N`.
+const FLAP_CHILD: &str = "MAPSHARE_FLAP_CHILD";
+
+/// Child half of `producers_that_leave_cleanly_are_never_reported_dead`
+/// (does nothing in a normal run): opens and drops a producer N times.
+#[test]
+fn producers_that_come_and_go_child() {
+    let Some(arg) = std::env::var_os(FLAP_CHILD) else {
+        return;
+    };
+    let arg = arg.into_string().unwrap();
+    let (path, n) = arg.rsplit_once(':').unwrap();
+    for _ in 0..n.parse::<u64>().unwrap() {
+        drop(Producer::open(path).unwrap());
+    }
+}
+
+/// A consumer polls while producers attach and leave cleanly as fast as
+/// they can in another process. Its check of the producer reads three
+/// words one after another; a producer that left between those loads used
+/// to be reported as `PeerDied` (pid 0, or the pid of the lease it had
+/// just released). No producer dies here, so only `Disconnected` may end
+/// a poll. The race is rare: before the fix, `MAPSHARE_LONG=5` (250,000
+/// sessions, ~18 s) reported 9 live producers dead; the default 50,000
+/// sessions catch it only sometimes.
+#[test]
+fn producers_that_leave_cleanly_are_never_reported_dead() {
+    let (_dir, path) = new_queue(4096);
+    let mut rx = Consumer::open(&path).unwrap();
+    let n = 50_000 * rounds(1) as u64;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "producers_that_come_and_go_child",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(FLAP_CHILD, format!("{}:{n}", path.display()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut disconnected, mut died) = (0u64, Vec::new());
+    while child.try_wait().unwrap().is_none() {
+        match rx.try_recv() {
+            Ok(None) => {}
+            Ok(Some(r)) => panic!("no producer sends, got {} bytes", r.len()),
+            Err(Error::Disconnected { .. }) => disconnected += 1,
+            Err(Error::PeerDied { pid, .. }) => died.push(pid),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(disconnected > 0, "the polls saw producers leave");
+    assert!(died.is_empty(), "reported dead (pids): {died:?}");
+}

@@ -595,26 +595,52 @@ impl Shared {
     }
 
     /// Checks the peer (`role`) against our session's `watch`.
+    ///
+    /// The three words are read one after another while the peer may
+    /// attach or leave, so a verdict "gone" is only given on a stable
+    /// reading: the words are read again after the liveness check, and if
+    /// the session count or the holder changed meanwhile, the check is
+    /// repeated (a few times, then it says `Waiting` and the next check
+    /// decides). Without that, a peer that left cleanly between our loads
+    /// looked like one that died (with pid 0, or with the pid of a lease
+    /// it had just released).
     fn check_peer(&self, role: Role, watch: &mut Watch) -> Result<Peer> {
-        // Sessions and closed first, the holder last: a new peer that
-        // attaches in between is then seen as live, never as a dead one.
-        let sessions = self.word(role, SESSIONS).load(Acquire);
-        let closed = self.word(role, CLOSED).load(Acquire);
-        if sessions != watch.since {
-            watch.seen = true;
+        for _ in 0..4 {
+            // Sessions and closed first, the holder last: a new peer that
+            // attaches in between is then seen as live, never as a dead one.
+            let sessions = self.word(role, SESSIONS).load(Acquire);
+            let closed = self.word(role, CLOSED).load(Acquire);
+            if sessions != watch.since {
+                watch.seen = true;
+            }
+            let token = self.word(role, HOLDER).load(Acquire);
+            let (pid, alive) = if token == 0 {
+                (0, false)
+            } else {
+                self.liveness(token)?
+            };
+            if alive {
+                watch.seen = true;
+                return Ok(Peer::Waiting);
+            }
+            if !watch.seen {
+                return Ok(Peer::Waiting);
+            }
+            // Stable? A leaving peer stores its close mark before it gives
+            // the role back, so an unchanged holder and session count mean
+            // `closed` is the final word on this session.
+            let closed_again = self.word(role, CLOSED).load(Acquire);
+            if self.word(role, SESSIONS).load(Acquire) == sessions
+                && self.word(role, HOLDER).load(Acquire) == token
+                && closed_again == closed
+            {
+                return Ok(Peer::Gone {
+                    clean: closed == sessions,
+                    pid,
+                });
+            }
         }
-        let (pid, alive) = self.holder_liveness(role)?.unwrap_or((0, false));
-        if alive {
-            watch.seen = true;
-            return Ok(Peer::Waiting);
-        }
-        if !watch.seen {
-            return Ok(Peer::Waiting);
-        }
-        Ok(Peer::Gone {
-            clean: closed == sessions,
-            pid,
-        })
+        Ok(Peer::Waiting)
     }
 
     /// Whether the file lost its last name since we opened it (checked at

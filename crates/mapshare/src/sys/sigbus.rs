@@ -48,11 +48,13 @@
 //!
 //! - a previous `SA_SIGINFO` handler is called with the same arguments;
 //! - a previous plain handler is called with the signal number;
-//! - a previous `SIG_DFL` or `SIG_IGN` (ignoring a fault is impossible: the
-//!   kernel kills anyway) is restored as `SIG_DFL`, and the handler returns:
-//!   a hardware fault repeats and kills the process as it would have
-//!   without mapshare; a `SIGBUS` sent by `kill` is raised again and kills
-//!   on return.
+//! - a previous `SIG_IGN` keeps ignoring a `SIGBUS` sent by a process
+//!   (`kill`, `tgkill`, `sigqueue`: `si_code <= 0`): the handler returns;
+//! - a previous `SIG_DFL`, or `SIG_IGN` for a fault (ignoring a fault is
+//!   impossible: the kernel kills anyway), is restored as `SIG_DFL`, and the
+//!   handler returns: a hardware fault repeats and kills the process as it
+//!   would have without mapshare; a `SIGBUS` sent by `kill` is raised again
+//!   and kills on return.
 //!
 //! Rust's standard library installs a `SIGBUS` handler of its own (for
 //! stack overflow on some targets); it is chained like any other.
@@ -369,17 +371,25 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         }
         return;
     }
-    // Default (or ignored, which the kernel does not honour for faults):
-    // restore the default action. A hardware fault repeats on return and
-    // kills; a signal sent with kill() is raised again and kills once the
-    // handler returns (SIGBUS is blocked while we run).
+    // SAFETY: `info` is the kernel's, valid while the handler runs.
+    let sent = unsafe { (*info).si_code } <= 0;
+    if handler == libc::SIG_IGN && sent {
+        // A signal sent by a process (kill, tgkill, sigqueue: si_code <= 0)
+        // to a program that ignores SIGBUS: ignored, as without us.
+        return;
+    }
+    // Default, or ignored for a fault (which the kernel does not honour:
+    // it kills anyway): restore the default action. A hardware fault
+    // repeats on return and kills; a signal sent with kill() is raised
+    // again and kills once the handler returns (SIGBUS is blocked while
+    // we run).
     // SAFETY: a zeroed `sigaction` with `SIG_DFL` is a valid disposition;
     // sigaction and raise are async-signal-safe.
     unsafe {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
-        if (*info).si_code <= 0 {
+        if sent {
             libc::raise(libc::SIGBUS);
         }
     }
