@@ -338,10 +338,10 @@ fn scene_anonymous() -> Result<(), Failure> {
 
     println!("  parent: writing {MESSAGE:?}");
     region.write_at(MSG, MESSAGE.as_bytes())?;
-    region
-        .atomic_u32(MSG_LEN)?
-        .store(MESSAGE.len() as u32, Ordering::Relaxed);
-    let ready = region.atomic_u32(READY)?;
+    // SAFETY: READY and MSG_LEN are words of the demo region used only as
+    // these atomics; the message bytes are elsewhere.
+    let (msg_len, ready) = unsafe { (region.atomic_u32(MSG_LEN)?, region.atomic_u32(READY)?) };
+    msg_len.store(MESSAGE.len() as u32, Ordering::Relaxed);
     ready.store(1, Ordering::Release);
     let woken = futex::wake_all(ready).map_err(|e| Failure(format!("futex wake: {e}")))?;
     println!("  parent: set the ready word and woke {woken} waiter(s); waiting for the child");
@@ -382,7 +382,8 @@ fn child_watch(path: &Path, offset: &str) -> Result<(), Failure> {
 
 fn child_anonymous() -> Result<(), Failure> {
     let region = Region::from_inherited(FD_VAR)?;
-    let ready = region.atomic_u32(READY)?;
+    // SAFETY: READY and MSG_LEN are words of the demo region used only as these atomics; the message bytes are elsewhere.
+    let ready = unsafe { region.atomic_u32(READY) }?;
     println!(
         "(pid {}) mapped the inherited region; parking on the ready word",
         std::process::id()
@@ -400,7 +401,8 @@ fn child_anonymous() -> Result<(), Failure> {
     }
     let waited = start.elapsed();
     // The length came from another process: check it before using it.
-    let len = region.atomic_u32(MSG_LEN)?.load(Ordering::Relaxed) as usize;
+    // SAFETY: READY and MSG_LEN are words of the demo region used only as these atomics; the message bytes are elsewhere.
+    let len = unsafe { region.atomic_u32(MSG_LEN) }?.load(Ordering::Relaxed) as usize;
     if len > REGION_LEN - MSG as usize {
         return Err(Failure(format!(
             "message length {len} does not fit the region"

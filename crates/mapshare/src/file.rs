@@ -439,7 +439,7 @@ impl SharedFile {
         init(&mut region, &header)?;
         region.flush()?;
         region
-            .atomic_u32(format::INIT_STATE_OFFSET)?
+            .atomic32(format::INIT_STATE_OFFSET)?
             .store(READY, Ordering::Release);
         region.flush_range(0, HEADER_LEN, crate::region::Flush::Sync)?;
         Ok(())

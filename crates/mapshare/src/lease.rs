@@ -281,7 +281,7 @@ impl<'r> LeaseTable<'r> {
         }
         let base = self.slot_offset(i);
         let r = self.region;
-        let gen_word: &AtomicU64 = r.atomic_u64(base + GENERATION_AT)?;
+        let gen_word: &AtomicU64 = r.atomic64(base + GENERATION_AT)?;
         // We hold the slot's lock: nobody else writes its generation now.
         let mut generation = gen_word.load(Ordering::Relaxed).wrapping_add(1) & GEN_MASK;
         if generation == 0 {
@@ -294,17 +294,15 @@ impl<'r> LeaseTable<'r> {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as u64;
-        r.atomic_u32(base + PID_AT)?
-            .store(me.pid, Ordering::Relaxed);
-        r.atomic_u64(base + SINCE_AT)?
-            .store(since, Ordering::Relaxed);
-        r.atomic_u64(base + NS_DEV_AT)?
+        r.atomic32(base + PID_AT)?.store(me.pid, Ordering::Relaxed);
+        r.atomic64(base + SINCE_AT)?.store(since, Ordering::Relaxed);
+        r.atomic64(base + NS_DEV_AT)?
             .store(me.ns_dev, Ordering::Relaxed);
-        r.atomic_u64(base + NS_INO_AT)?
+        r.atomic64(base + NS_INO_AT)?
             .store(me.ns_ino, Ordering::Relaxed);
-        r.atomic_u64(base + START_AT)?
+        r.atomic64(base + START_AT)?
             .store(me.start, Ordering::Relaxed);
-        r.atomic_u32(base + STATE_AT)?
+        r.atomic32(base + STATE_AT)?
             .store(ATTACHED, Ordering::Relaxed);
         gen_word.store(generation, Ordering::Release);
         Ok(Some(Lease {
@@ -348,7 +346,7 @@ impl<'r> LeaseTable<'r> {
         }
         let slot = self
             .region
-            .atomic_u32(self.slot_offset(lease.token.slot()) + STATE_AT)?;
+            .atomic32(self.slot_offset(lease.token.slot()) + STATE_AT)?;
         slot.store(FREE, Ordering::Release);
         sys::lock::unlock(self.region.file(), lock_byte(lease.token.slot()), 1)
             .map_err(|e| Error::io(self.region.origin(), "unlock lease slot", e))

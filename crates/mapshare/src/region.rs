@@ -17,8 +17,15 @@
 //! - copying ([`Region::read_at`], [`Region::write_at`]), where a concurrent
 //!   writer in another process can at worst make the copy inconsistent, never
 //!   unsound; within one process, writes need `&mut Region`;
-//! - atomics ([`Region::atomic_u32`], [`Region::atomic_u64`]), which are
-//!   made for memory that changes underneath;
+//! - atomic loads ([`Region::load_u32`], [`Region::load_u64`]), and atomic
+//!   views ([`Region::atomic_u32`], [`Region::atomic_u64`]), which are
+//!   made for memory that changes underneath. A view is an `unsafe fn`:
+//!   `Region` is `Sync`, so safe code on another thread could otherwise
+//!   `read_at` the same bytes while this thread stores through the view,
+//!   a data race in Rust's memory model (and views of two sizes over the
+//!   same bytes are mixed-size atomics, also undefined). The caller
+//!   vouches that, in this process, those bytes are used only through that
+//!   view;
 //! - raw pointers, for experts, under `unsafe`.
 //!
 //! Against `SIGBUS`, every `Region` over a file holds a shared OFD lock on
@@ -427,12 +434,13 @@ impl Drop for Region {
 }
 
 // SAFETY: `Region` owns its mapping and file; the raw pointer is only an
-// address into that mapping. Writes through safe methods need `&mut self`,
-// and reads through `&self` copy bytes out, so sharing `&Region` between
-// threads creates no data race that safe code can observe beyond what
-// another process could cause anyway.
+// address into that mapping, valid on any thread.
 unsafe impl Send for Region {}
-// SAFETY: see `Send`; `&Region` methods only read (copies, atomics).
+// SAFETY: the safe `&Region` methods only read (plain copies and atomic
+// loads, which never race each other); writes through safe methods need
+// `&mut self`. Stores through `&self` are possible only through atomic
+// views, which are `unsafe fn`s whose contract rules out any other access
+// to those bytes in this process, so no safe code can race them.
 unsafe impl Sync for Region {}
 
 impl std::fmt::Debug for Region {
@@ -871,20 +879,51 @@ impl Region {
     ///
     /// Atomics are the one way to share a word that other processes change:
     /// use them for flags, counters and futex words.
-    pub fn atomic_u32(&self, offset: u64) -> Result<&AtomicU32> {
-        let p = self.atomic_ptr(offset, 4)?;
-        // SAFETY: `p` is 4-aligned, in bounds of a writable mapping that lives
-        // as long as `&self` (remapping needs `&mut self`), and `AtomicU32`
-        // has the size and alignment of `u32`. Concurrent changes by other
-        // processes are exactly what atomics are for.
-        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
+    ///
+    /// # Safety
+    ///
+    /// While the returned reference lives, this process must not access
+    /// those 4 bytes in any other way: not with [`Region::read_at`] /
+    /// [`Region::write_at`] (plain copies), not through an atomic view of
+    /// another size or offset that overlaps them (mixed-size atomic
+    /// accesses are undefined behaviour), and not as part of a typed object
+    /// (a mutex, event, queue...). Rust's memory model makes a plain read
+    /// racing an atomic store in the same process undefined behaviour, and
+    /// `Region` is `Sync`, so the borrow checker cannot rule it out. Other
+    /// processes are outside this contract: what they do can change the
+    /// value, never the soundness of this view.
+    pub unsafe fn atomic_u32(&self, offset: u64) -> Result<&AtomicU32> {
+        self.atomic32(offset)
     }
 
     /// An atomic view of the 8 bytes at `offset`, which must be 8-aligned in
     /// memory. See [`Region::atomic_u32`].
-    pub fn atomic_u64(&self, offset: u64) -> Result<&AtomicU64> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`Region::atomic_u32`], for these 8 bytes.
+    pub unsafe fn atomic_u64(&self, offset: u64) -> Result<&AtomicU64> {
+        self.atomic64(offset)
+    }
+
+    /// [`Region::atomic_u32`] for the crate's own objects, whose words are
+    /// only ever accessed atomically and with one size (each object's
+    /// layout says so) and which safe code cannot reach otherwise.
+    pub(crate) fn atomic32(&self, offset: u64) -> Result<&AtomicU32> {
+        let p = self.atomic_ptr(offset, 4)?;
+        // SAFETY: `p` is 4-aligned, in bounds of a writable mapping that lives
+        // as long as `&self` (remapping needs `&mut self`), and `AtomicU32`
+        // has the size and alignment of `u32`. Concurrent changes by other
+        // processes are exactly what atomics are for; in this process the
+        // callers' contract (above) rules out other kinds of access.
+        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
+    }
+
+    /// [`Region::atomic_u64`] for the crate's own objects (see
+    /// [`Region::atomic32`]).
+    pub(crate) fn atomic64(&self, offset: u64) -> Result<&AtomicU64> {
         let p = self.atomic_ptr(offset, 8)?;
-        // SAFETY: as in `atomic_u32`, with 8-byte size and alignment.
+        // SAFETY: as in `atomic32`, with 8-byte size and alignment.
         Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
     }
 

@@ -68,7 +68,8 @@ fn anonymous_region_is_shared_with_a_child() {
     assert_eq!(region.read_vec(5000, 14).unwrap(), b"from the child");
 
     // A futex hand-off across the processes: the peer waits for 7.
-    let word = region.atomic_u32(0).unwrap();
+    // SAFETY: bytes 0..4 are only this futex word in this process.
+    let word = unsafe { region.atomic_u32(0) }.unwrap();
     std::thread::scope(|s| {
         let waiter = s.spawn(|| peer.ok("wait32 0 7"));
         word.store(7, Ordering::Release);

@@ -86,7 +86,11 @@ fn read_only_regions_refuse_writes() {
         region.write_at(0, b"x"),
         Err(Error::ReadOnly { .. })
     ));
-    assert!(matches!(region.atomic_u32(0), Err(Error::ReadOnly { .. })));
+    assert!(matches!(
+        // SAFETY: these bytes are accessed only through this atomic view here.
+        unsafe { region.atomic_u32(0) },
+        Err(Error::ReadOnly { .. })
+    ));
     assert!(matches!(region.as_mut_ptr(), Err(Error::ReadOnly { .. })));
     assert!(matches!(region.grow(100), Err(Error::ReadOnly { .. })));
     assert_eq!(std::fs::read(&path).unwrap(), b"read only please");
@@ -204,24 +208,33 @@ fn bad_input_gets_typed_errors() {
         Err(Error::OutOfBounds { .. })
     ));
     assert!(matches!(
-        region.atomic_u32(2),
+        // SAFETY: these bytes are accessed only through this atomic view here.
+        unsafe { region.atomic_u32(2) },
         Err(Error::Misaligned { .. })
     ));
     assert!(matches!(
-        region.atomic_u64(4),
+        // SAFETY: these bytes are accessed only through this atomic view here.
+        unsafe { region.atomic_u64(4) },
         Err(Error::Misaligned { .. })
     ));
     assert!(matches!(
-        region.atomic_u32(998),
+        // SAFETY: these bytes are accessed only through this atomic view here.
+        unsafe { region.atomic_u32(998) },
         Err(Error::OutOfBounds { .. })
     ));
-    region.atomic_u64(8).unwrap();
+    // SAFETY: these bytes are accessed only through this atomic view here.
+    unsafe { region.atomic_u64(8) }.unwrap();
 
     // A window at an odd offset: alignment is about the address, not the
     // offset in the window.
     let odd = RegionOptions::new().window(3, 100).open(&path).unwrap();
-    assert!(matches!(odd.atomic_u32(0), Err(Error::Misaligned { .. })));
-    odd.atomic_u32(1).unwrap();
+    assert!(matches!(
+        // SAFETY: these bytes are accessed only through this atomic view here.
+        unsafe { odd.atomic_u32(0) },
+        Err(Error::Misaligned { .. })
+    ));
+    // SAFETY: these bytes are accessed only through this atomic view here.
+    unsafe { odd.atomic_u32(1) }.unwrap();
 
     // Flush and advise ranges are bounds-checked too.
     assert!(matches!(
@@ -399,9 +412,12 @@ fn atomics_are_shared_between_regions_of_one_file() {
     let a = Region::create(&path, PAGE).unwrap();
     let b = Region::open(&path).unwrap();
     use std::sync::atomic::Ordering::SeqCst;
-    a.atomic_u64(64).unwrap().fetch_add(5, SeqCst);
-    b.atomic_u64(64).unwrap().fetch_add(6, SeqCst);
-    assert_eq!(a.atomic_u64(64).unwrap().load(SeqCst), 11);
+    // SAFETY: these bytes are accessed only through this atomic view here.
+    unsafe { a.atomic_u64(64) }.unwrap().fetch_add(5, SeqCst);
+    // SAFETY: these bytes are accessed only through this atomic view here.
+    unsafe { b.atomic_u64(64) }.unwrap().fetch_add(6, SeqCst);
+    // SAFETY: these bytes are accessed only through this atomic view here.
+    assert_eq!(unsafe { a.atomic_u64(64) }.unwrap().load(SeqCst), 11);
     drop((a, b));
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(u64::from_ne_bytes(bytes[64..72].try_into().unwrap()), 11);

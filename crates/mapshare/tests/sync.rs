@@ -212,7 +212,8 @@ fn event_ping_pong_across_processes_loses_no_wakeup() {
     peer.send(&format!("pingpong {rounds}"));
     // SAFETY: the sync file's layout reserves EVENT for this event.
     let ev = unsafe { Event::at(raw(&f), f.object_offset() + EVENT) }.unwrap();
-    let value = raw(&f).atomic_u32(f.object_offset() + VALUE).unwrap();
+    // SAFETY: VALUE is only this atomic word in this process.
+    let value = unsafe { raw(&f).atomic_u32(f.object_offset() + VALUE) }.unwrap();
     use std::sync::atomic::Ordering;
     for i in 0..rounds {
         value.store(2 * i + 1, Ordering::Release);

@@ -361,13 +361,13 @@ impl Shared {
         let capacity = file.object_len().saturating_sub(CONTROL_LEN);
         check_capacity(&origin, capacity)?;
         let r = file.region();
-        let write = NonNull::from(r.atomic_u64(obj + WRITE_POS)?);
-        let read = NonNull::from(r.atomic_u64(obj + READ_POS)?);
-        let events = NonNull::from(r.atomic_u32(obj + DATA_EVENT)?);
+        let write = NonNull::from(r.atomic64(obj + WRITE_POS)?);
+        let read = NonNull::from(r.atomic64(obj + READ_POS)?);
+        let events = NonNull::from(r.atomic32(obj + DATA_EVENT)?);
         // The space event's words, and every role word, are checked too.
-        r.atomic_u32(obj + SPACE_EVENT + 4)?;
-        let roles = NonNull::from(r.atomic_u64(obj + PRODUCER_ROLE)?);
-        r.atomic_u64(obj + CONSUMER_ROLE + 8 * CLOSED as u64)?;
+        r.atomic32(obj + SPACE_EVENT + 4)?;
+        let roles = NonNull::from(r.atomic64(obj + PRODUCER_ROLE)?);
+        r.atomic64(obj + CONSUMER_ROLE + 8 * CLOSED as u64)?;
         let start = obj + CONTROL_LEN;
         let base = r.as_mut_ptr()?.wrapping_add(start as usize);
         if start + capacity > r.len() as u64 {

@@ -158,7 +158,8 @@ impl<W: Word> RawEvent<'_, W> {
 /// use mapshare::{sync::Event, Region};
 /// use std::time::Duration;
 /// let region = Region::anonymous(4096)?;
-/// let ready = region.atomic_u32(0)?;
+/// // SAFETY: bytes 0..4 of this private region are only this flag.
+/// let ready = unsafe { region.atomic_u32(0)? };
 /// // SAFETY: bytes 8..16 of this private region are used only as this
 /// // event (`ready` is bytes 0..4).
 /// let event = unsafe { Event::at(&region, 8)? };
@@ -197,8 +198,8 @@ impl<'r> Event<'r> {
         Ok(Event {
             region,
             raw: RawEvent {
-                seq: region.atomic_u32(offset)?,
-                sleepers: region.atomic_u32(offset + 4)?,
+                seq: region.atomic32(offset)?,
+                sleepers: region.atomic32(offset + 4)?,
             },
             spin: Spin::default(),
         })

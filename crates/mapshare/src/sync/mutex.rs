@@ -206,9 +206,9 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     /// written through another path, which is undefined behaviour.
     pub unsafe fn at(file: &'f SharedFile, offset: u64) -> Result<Mutex<'f, T>> {
         let region = file.region();
-        let word = region.atomic_u64(offset)?;
-        let seq = region.atomic_u32(offset + SEQ_AT)?;
-        let state = region.atomic_u32(offset + STATE_AT)?;
+        let word = region.atomic64(offset)?;
+        let seq = region.atomic32(offset + SEQ_AT)?;
+        let state = region.atomic32(offset + STATE_AT)?;
         let data = offset + Self::data_offset();
         let len = std::mem::size_of::<T>();
         let end = data.checked_add(len as u64);

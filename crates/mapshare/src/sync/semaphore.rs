@@ -137,8 +137,8 @@ impl<'r> Semaphore<'r> {
         Ok(Semaphore {
             region,
             raw: RawSemaphore {
-                count: region.atomic_u32(offset)?,
-                sleepers: region.atomic_u32(offset + 4)?,
+                count: region.atomic32(offset)?,
+                sleepers: region.atomic32(offset + 4)?,
             },
             spin: Spin::default(),
         })

@@ -514,7 +514,8 @@ pub fn serve() {
                     let f = sync_file.as_ref().expect("no sync file");
                     // SAFETY: the sync file's layout reserves EVENT for it.
                     let ev = unsafe { Event::at(raw(f), f.object_offset() + EVENT)? };
-                    let value = raw(f).atomic_u32(f.object_offset() + VALUE)?;
+                    // SAFETY: the test gives the word at this offset no other use in this process.
+                    let value = unsafe { raw(f).atomic_u32(f.object_offset() + VALUE) }?;
                     for i in 0..n.parse::<u32>().unwrap() {
                         ev.wait_while(
                             || value.load(Ordering::Acquire) != 2 * i + 1,
@@ -752,7 +753,8 @@ pub fn serve() {
                             String::new()
                         }
                         ("wait32", [off, value]) => {
-                            let word = r.atomic_u32(off.parse().unwrap())?;
+                            // SAFETY: the test gives the word at this offset no other use in this process.
+                            let word = unsafe { r.atomic_u32(off.parse().unwrap()) }?;
                             let want: u32 = value.parse().unwrap();
                             let deadline = Instant::now() + Duration::from_secs(10);
                             loop {
@@ -772,7 +774,8 @@ pub fn serve() {
                             String::new()
                         }
                         ("store32", [off, value]) => {
-                            let word = r.atomic_u32(off.parse().unwrap())?;
+                            // SAFETY: the test gives the word at this offset no other use in this process.
+                            let word = unsafe { r.atomic_u32(off.parse().unwrap()) }?;
                             word.store(value.parse().unwrap(), Ordering::Release);
                             mapshare::unstable::sys::futex::wake_all(word).unwrap();
                             String::new()
