@@ -115,7 +115,10 @@
 //!
 //! A forked child inherits its parent's `Producer`, `Consumer`, and any
 //! `Record`, `Batch` or `Grant`, as copies of memory. Using them fails with
-//! [`Error::ForkedChild`]; dropping them writes nothing to shared memory
+//! [`Error::ForkedChild`] (one exception: an inherited `Grant` still
+//! derefs to the parent's reserved bytes, which the child shares through
+//! the mapping, so a child that writes there races its parent; its
+//! `commit` publishes nothing); dropping them writes nothing to shared memory
 //! (no role given back, no position stored, no wake-up), so a child can
 //! never release what its parent holds. The check is a relaxed load of a
 //! fork counter, not a system call.
