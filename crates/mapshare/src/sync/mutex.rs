@@ -23,7 +23,7 @@
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
@@ -284,17 +284,7 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         } else {
             raw.lock(me, deadline, self.spin, owner, &Futex)
         };
-        let guard = |recovering| MutexGuard {
-            file,
-            lease,
-            offset: self.offset,
-            word: self.word,
-            seq: self.seq,
-            state: self.state,
-            me,
-            recovering,
-            _t: PhantomData,
-        };
+        let guard = |recovering| self.guard(recovering);
         if outcome == Ok(Acquired::Clean) {
             return Ok(guard(false));
         }
@@ -332,7 +322,38 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     /// process holding it is waited for; this thread holding it deadlocks.
     #[inline(always)]
     pub fn lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
+        // Fast path, inline: not a forked child, one CAS on a free word,
+        // a consistent state. Everything else is out of line.
+        let lease = self.lease();
+        let me = lease.token().raw();
+        if lease.is_mine() && self.word.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
+            if self.state.load(Acquire) == raw_mutex::CONSISTENT {
+                return Ok(self.guard(false));
+            }
+            return self.locked_unusual(me);
+        }
         self.run(None, false)
+    }
+
+    #[inline]
+    fn guard(&self, recovering: bool) -> MutexGuard<'f, T> {
+        MutexGuard {
+            file: self.file,
+            word: self.word,
+            recovering,
+            _t: PhantomData,
+        }
+    }
+
+    /// The fast path took the word but the state is not consistent: let
+    /// the algorithm decide (owner died, poisoned, or not recoverable,
+    /// which releases the lock again).
+    #[cold]
+    fn locked_unusual(&self, me: u64) -> super::LockResult<MutexGuard<'f, T>> {
+        let outcome = self.raw().acquired(me, &Futex);
+        Self::unusual(self.file, outcome, None, |recovering| {
+            self.guard(recovering)
+        })
     }
 
     /// Locks if that is possible without waiting for a live holder (this
@@ -376,28 +397,44 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
 /// Exclusive access to the `T` while the lock is held. Dropping it unlocks
 /// (in the process that locked; in a forked child it does nothing).
 pub struct MutexGuard<'f, T: FromBytes + IntoBytes> {
+    // Three words on purpose: a guard is moved through every `LockResult`,
+    // and a small one keeps the uncontended path cheap. The sequence and
+    // state words, the data and our token are derived from these.
     file: &'f SharedFile,
-    lease: &'f Lease,
-    offset: u64,
+    /// The lock word; the sequence and state words follow it (`Mutex::at`
+    /// checked all three and the data).
     word: &'f AtomicU64,
-    seq: &'f AtomicU32,
-    state: &'f AtomicU32,
-    me: u64,
     /// Given out with `OwnerDied` and not yet marked consistent.
     recovering: bool,
     _t: PhantomData<*mut T>,
 }
 
-impl<T: FromBytes + IntoBytes> MutexGuard<'_, T> {
+impl<'f, T: FromBytes + IntoBytes> MutexGuard<'f, T> {
+    #[inline]
+    fn lease(&self) -> &'f Lease {
+        self.file.lease()
+    }
+
+    /// The token this process stores in the lock word.
+    #[inline]
+    fn me(&self) -> u64 {
+        self.file.lease().token().raw()
+    }
+
+    #[inline]
+    fn state(&self) -> &'f AtomicU32 {
+        word32(self.word, STATE_AT)
+    }
+
     /// Declares the protected data repaired after [`LockError::OwnerDied`]
     /// or [`LockError::Poisoned`]: the mutex is normal again. If a guard
     /// given out with `OwnerDied` is dropped without this, the mutex
     /// becomes not recoverable. Does nothing in a forked child.
     pub fn mark_consistent(&mut self) {
-        if !self.lease.is_mine() {
+        if !self.lease().is_mine() {
             return;
         }
-        self.state.store(raw_mutex::CONSISTENT, Release);
+        self.state().store(raw_mutex::CONSISTENT, Release);
         self.recovering = false;
     }
 
@@ -430,12 +467,10 @@ impl<T: FromBytes + IntoBytes> MutexGuard<'_, T> {
     }
 
     fn data(&self) -> *mut T {
-        let off = self.offset + Mutex::<T>::data_offset();
         // In bounds and aligned: checked in `Mutex::at`.
-        self.file
-            .region()
-            .as_ptr()
-            .wrapping_add(off as usize)
+        (self.word as *const AtomicU64)
+            .cast::<u8>()
+            .wrapping_add(Mutex::<T>::data_offset() as usize)
             .cast::<T>()
             .cast_mut()
     }
@@ -463,35 +498,80 @@ impl<T: FromBytes + IntoBytes> DerefMut for MutexGuard<'_, T> {
 }
 
 impl<T: FromBytes + IntoBytes> Drop for MutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        if !self.lease.is_mine() {
-            // A forked child's copy: the parent still holds the lock.
+        // Fast path, inline: a normal unlock by the process that locked,
+        // with nobody parked.
+        if !self.recovering
+            && self.lease().is_mine()
+            && !std::thread::panicking()
+            && self
+                .word
+                .compare_exchange(self.me(), 0, Release, Relaxed)
+                .is_ok()
+        {
             return;
         }
-        if self.recovering {
-            self.state.store(raw_mutex::NOT_RECOVERABLE, Release);
-        } else if std::thread::panicking() {
-            // Never overwrite OWNER_DIED or NOT_RECOVERABLE with POISONED.
-            let _ = self.state.compare_exchange(
-                raw_mutex::CONSISTENT,
-                raw_mutex::POISONED,
-                Release,
-                Acquire,
-            );
-        }
-        RawMutex {
-            word: self.word,
-            seq: self.seq,
-            state: self.state,
-        }
-        .unlock(self.me, &Futex);
+        drop_slow(self.file, self.word, self.recovering);
+    }
+}
+
+/// A guard's unusual drop: a forked child's copy (does nothing), a
+/// recovering or panicking holder (marks the state first), or waiters to
+/// wake. Takes the guard's parts by value, not the guard, so that the
+/// guard's address never escapes the inlined fast path and it can live in
+/// registers.
+#[cold]
+#[inline(never)]
+fn drop_slow(file: &SharedFile, word: &AtomicU64, recovering: bool) {
+    let lease = file.lease();
+    if !lease.is_mine() {
+        // A forked child's copy: the parent still holds the lock.
+        return;
+    }
+    let raw = raw_at(word);
+    if recovering {
+        raw.state.store(raw_mutex::NOT_RECOVERABLE, Release);
+    } else if std::thread::panicking() {
+        // Never overwrite OWNER_DIED or NOT_RECOVERABLE with POISONED.
+        let _ = raw.state.compare_exchange(
+            raw_mutex::CONSISTENT,
+            raw_mutex::POISONED,
+            Release,
+            Acquire,
+        );
+    }
+    raw.unlock(lease.token().raw(), &Futex);
+}
+
+/// The `u32` word `at` bytes past a lock word that `Mutex::at` checked.
+#[inline]
+fn word32(word: &AtomicU64, at: u64) -> &AtomicU32 {
+    let p = (word as *const AtomicU64)
+        .cast::<u8>()
+        .wrapping_add(at as usize)
+        .cast::<AtomicU32>();
+    // SAFETY: `Mutex::at` checked that the sequence (+8) and state (+12)
+    // words lie in the mapping, 4-aligned (the lock word is 8-aligned); the
+    // returned reference lives no longer than `word`'s borrow of the
+    // mapping, and these words are only ever accessed as `AtomicU32`s.
+    unsafe { &*p }
+}
+
+/// The algorithm's view of the mutex whose checked lock word is `word`.
+#[inline]
+fn raw_at(word: &AtomicU64) -> RawMutex<'_, AtomicU64, AtomicU32> {
+    RawMutex {
+        word,
+        seq: word32(word, SEQ_AT),
+        state: word32(word, STATE_AT),
     }
 }
 
 impl<T: FromBytes + IntoBytes> std::fmt::Debug for MutexGuard<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MutexGuard")
-            .field("offset", &self.offset)
+            .field("word", &(self.word as *const AtomicU64))
             .field("recovering", &self.recovering)
             .finish_non_exhaustive()
     }

@@ -132,7 +132,8 @@ impl<L: Word64, W: Word> RawMutex<'_, L, W> {
 
     /// Called with the lock held: reports how it was acquired, or releases
     /// it again if the mutex is not usable.
-    fn acquired(&self, me: u64, park: &impl Park<W>) -> Result<Acquired, Refused> {
+    #[inline]
+    pub(crate) fn acquired(&self, me: u64, park: &impl Park<W>) -> Result<Acquired, Refused> {
         match self.check_state() {
             Ok(CONSISTENT) => Ok(Acquired::Clean),
             Ok(OWNER_DIED) => Ok(Acquired::OwnerDied),
