@@ -1003,3 +1003,112 @@ fn one_pid_namespace_with_a_foreign_proc_judges_its_own_pids() {
         "WouldBlock OwnerDied"
     );
 }
+
+/// Whether `wrapper true` runs here; prints why not when it does not.
+fn wrapper_works(wrapper: &[&str]) -> bool {
+    match std::process::Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg("true")
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipped: `{}` failed here: {}",
+                wrapper.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run `{}`: {e}", wrapper[0]);
+            false
+        }
+    }
+}
+
+/// A holder in another *time* namespace (same PID namespace) whose boot
+/// clock is offset: `/proc/<pid>/stat` shows each reader the start time
+/// shifted by the reader's own boot-time offset, so the start time the
+/// holder recorded differs from the one the taker reads. The live holder
+/// must still be alive.
+#[test]
+fn a_holder_in_another_time_namespace_is_alive_until_it_dies() {
+    let wrapper = [
+        "unshare",
+        "--time",
+        "--boottime",
+        "100000",
+        "--fork",
+        "--kill-child",
+    ];
+    if !wrapper_works(&wrapper) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut holder = Peer::spawn_under(&wrapper);
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    let state = pair.state().unwrap();
+    let took = pair
+        .mutex()
+        .try_lock()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        matches!(state, MutexState::Held { alive: true, .. }),
+        "{state:?}, try_lock: {took:?}"
+    );
+    assert!(
+        took.clone().is_err_and(|e| e.contains("held by another")),
+        "{took:?}"
+    );
+    let mut other = Peer::spawn();
+    other.ok(&format!("pair {}", path.display()));
+    assert_eq!(other.ok("locktimeout 100"), "Timeout");
+    holder.kill();
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
+
+/// A taker that cannot see the holder in `/proc` (`hidepid=2`, another
+/// user): a missing `/proc/<pid>` is not proof of death there. The live
+/// holder must still be alive; once killed, it is dead.
+#[test]
+fn a_holder_hidden_by_hidepid_is_alive_until_it_dies() {
+    let holder_wrapper = [
+        "setpriv",
+        "--reuid",
+        "1000",
+        "--regid",
+        "1000",
+        "--clear-groups",
+    ];
+    let script = "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid 65534 --regid 65534 --clear-groups \"$@\"";
+    let taker_wrapper = ["unshare", "--mount", "sh", "-c", script, "sh"];
+    if !wrapper_works(&holder_wrapper) || !wrapper_works(&taker_wrapper) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("pair");
+    drop(Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut holder = Peer::spawn_under(&holder_wrapper);
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    let mut taker = Peer::spawn_under(&taker_wrapper);
+    taker.ok(&format!("pair {}", path.display()));
+    assert_eq!(taker.ok("trylock"), "WouldBlock");
+    assert_eq!(taker.ok("locktimeout 100"), "Timeout");
+    holder.kill();
+    assert_eq!(taker.ok("locktimeout 10000"), "OwnerDied");
+}
