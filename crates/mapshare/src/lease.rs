@@ -223,6 +223,18 @@ pub enum Liveness {
 }
 
 /// The lease table of a mapped mapshare file.
+///
+/// Public for inspection only: a process cannot give up the lease of a
+/// file it still has open (a holder of one of its mutexes would look dead):
+///
+/// ```compile_fail
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let pair = mapshare::Shared::<u64>::open_or_create(dir.path().join("v"), &0)?;
+/// let _guard = pair.lock().expect("fresh");
+/// pair.file().leases().release(pair.file().lease())?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTable<'r> {
     region: &'r Region,
@@ -357,7 +369,12 @@ impl<'r> LeaseTable<'r> {
     }
 
     /// Gives the slot back: marks it free and drops its lock.
-    pub fn release(&self, lease: &Lease) -> Result<()> {
+    ///
+    /// Crate-private: only a `SharedFile` that is going away may drop its
+    /// proof of life. Safe code that released the lease of a file whose
+    /// mutex it holds would let another process take the mutex over as
+    /// if the holder had died (two holders, and two `&mut T`).
+    pub(crate) fn release(&self, lease: &Lease) -> Result<()> {
         if lease.pid != sys::pid() {
             // A forked child must not free its parent's slot.
             return Ok(());
