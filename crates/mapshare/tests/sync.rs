@@ -1112,3 +1112,56 @@ fn a_holder_hidden_by_hidepid_is_alive_until_it_dies() {
     holder.kill();
     assert_eq!(taker.ok("locktimeout 10000"), "OwnerDied");
 }
+
+/// A holder whose main thread left with `pthread_exit` while another
+/// thread keeps the process (and its lease) alive: `/proc/<pid>/stat`
+/// shows the thread-group leader as a zombie, yet the process holds the
+/// mutex. It must stay alive until it is killed.
+#[test]
+fn a_holder_whose_main_thread_exited_is_alive_until_it_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("holdexitmain"), "holding");
+    let stat = format!("/proc/{}/stat", holder.pid());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never became a zombie"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let threads = std::fs::read_dir(format!("/proc/{}/task", holder.pid()))
+        .unwrap()
+        .count();
+    assert!(threads >= 2, "the holder must still run another thread");
+    let state = pair.state().unwrap();
+    let took = pair
+        .mutex()
+        .try_lock()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        matches!(state, MutexState::Held { alive: true, .. }),
+        "{state:?}, try_lock: {took:?}"
+    );
+    assert!(
+        took.clone().is_err_and(|e| e.contains("held by another")),
+        "{took:?}"
+    );
+    holder.kill();
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}

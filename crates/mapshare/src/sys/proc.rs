@@ -118,7 +118,8 @@ fn read_stat(path: &str) -> Option<Stat> {
 ///
 /// With `/proc` from this namespace: `/proc/<pid>/stat` (state and start
 /// time). Otherwise, or when `/proc/<pid>` cannot be read (it is hidden
-/// from other users with `hidepid=2`, or the process is gone): `pidfd_open(2)` and a zero-timeout `poll(2)` (a pidfd
+/// from other users with `hidepid=2`, or the process is gone), or shows a
+/// zombie (which may be a thread-group leader whose other threads run on): `pidfd_open(2)` and a zero-timeout `poll(2)` (a pidfd
 /// is readable once the process has exited, zombie or not); PID reuse
 /// cannot be told apart there, so the answer errs towards `Running`.
 pub fn probe(pid: u32, start: u64) -> Probe {
@@ -134,8 +135,12 @@ fn probe_via(pid: u32, start: u64, use_proc: bool) -> Probe {
     };
     if use_proc {
         match read_stat(&format!("/proc/{pid}/stat")) {
-            Some(s) if s.state == b'Z' || s.state == b'X' => return Probe::Gone,
             Some(s) if start != 0 && s.start != start => return Probe::Gone,
+            // A zombie *leader* is not proof of death either: its main
+            // thread may have left with `pthread_exit` while other
+            // threads run on. The pidfd below is readable only once the
+            // whole thread group has exited.
+            Some(s) if s.state == b'Z' || s.state == b'X' => {}
             Some(_) => return Probe::Running,
             // Not proof of death: `/proc` mounted with `hidepid=2` hides
             // other users' processes. Ask the pidfd below.
