@@ -1165,3 +1165,99 @@ fn a_holder_whose_main_thread_exited_is_alive_until_it_dies() {
         other => panic!("expected OwnerDied, got {other:?}"),
     };
 }
+
+/// Hostile words: random lock, sequence and state words, and random lease
+/// slots (generations, PIDs, namespace ids, start times), in a file a live
+/// peer also holds a lease on. Every call ends, with a typed answer, and
+/// never panics; a bounded lock never waits much past its timeout.
+#[test]
+fn garbage_in_the_mutex_and_lease_words_is_a_typed_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut peer = Peer::spawn();
+    peer.ok(&format!("pair {}", path.display()));
+    let f = pair.file();
+    let (lease_at, slots) = (f.header().lease_offset, f.header().lease_slots);
+    let obj = f.object_offset();
+    // SAFETY: no guard lives while the test writes these words.
+    let r = unsafe { f.raw_region() };
+    let me = mapshare::sys::proc::Identity::current();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..rounds(300) {
+        let slot = next() % u64::from(slots + 2);
+        let generation = next() % 4;
+        let word = match next() % 4 {
+            0 => next(),
+            1 => generation << 10 | slot,
+            2 => 1 << 63 | generation << 10 | slot,
+            _ => 0,
+        };
+        r.atomic_u64(obj)
+            .unwrap()
+            .store(word, std::sync::atomic::Ordering::SeqCst);
+        r.atomic_u32(obj + 8)
+            .unwrap()
+            .store(next() as u32, std::sync::atomic::Ordering::SeqCst);
+        let state = if next() % 2 == 0 {
+            (next() % 5) as u32
+        } else {
+            next() as u32
+        };
+        r.atomic_u32(obj + 12)
+            .unwrap()
+            .store(state, std::sync::atomic::Ordering::SeqCst);
+        let s = lease_at + (slot % u64::from(slots)) * 64;
+        let gen = if next() % 2 == 0 { generation } else { next() };
+        let fields: [u64; 6] = [
+            if next() % 2 == 0 {
+                u64::from(me.pid) | next() << 32
+            } else {
+                next()
+            },
+            next() % 2,
+            if next() % 2 == 0 { me.ns_dev } else { next() },
+            if next() % 2 == 0 { me.ns_ino } else { next() },
+            if next() % 2 == 0 { me.start } else { next() },
+            if next() % 2 == 0 { me.time_dev } else { next() },
+        ];
+        // Leave our own slot (0) and the peer's (1) alone except for the
+        // generation word sometimes: a peer may scribble anywhere.
+        if slot >= 2 {
+            r.atomic_u64(s)
+                .unwrap()
+                .store(gen, std::sync::atomic::Ordering::SeqCst);
+            for (i, v) in fields.iter().enumerate() {
+                r.atomic_u64(s + 8 + 8 * i as u64)
+                    .unwrap()
+                    .store(*v, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _ = pair.state();
+        let start = Instant::now();
+        match pair.mutex().lock_timeout(Duration::from_millis(30)) {
+            Ok(g) => drop(g),
+            Err(LockError::OwnerDied(mut g)) | Err(LockError::Poisoned(mut g)) => {
+                g.mark_consistent()
+            }
+            Err(_) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a bounded lock hung"
+        );
+        match pair.mutex().try_lock() {
+            Ok(g) => drop(g),
+            Err(e) => drop(e.into_guard()),
+        }
+        // (Not `load`: it waits without a deadline, and a forged word
+        // naming a live process is a holder that never lets go.)
+        assert_eq!(peer.ok("trylock").is_empty(), false);
+    }
+}
