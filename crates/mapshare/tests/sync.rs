@@ -1258,6 +1258,6 @@ fn garbage_in_the_mutex_and_lease_words_is_a_typed_answer() {
         }
         // (Not `load`: it waits without a deadline, and a forged word
         // naming a live process is a holder that never lets go.)
-        assert_eq!(peer.ok("trylock").is_empty(), false);
+        assert!(!peer.ok("trylock").is_empty());
     }
 }
