@@ -19,7 +19,9 @@
 //! | 16 | since (`u64`) | milliseconds since the Unix epoch when taken |
 //! | 24 | ns dev (`u64`) | device of the taker's `/proc/self/ns/pid` (0: unknown) |
 //! | 32 | ns ino (`u64`) | inode of the same (0: unknown) |
-//! | 40 | start (`u64`) | the taker's start time, clock ticks after boot (0: unknown) |
+//! | 40 | start (`u64`) | the taker's start time, clock ticks after boot as its time namespace shows it (0: unknown) |
+//! | 48 | time ns dev (`u64`) | device of the taker's `/proc/self/ns/time` (0: unknown) |
+//! | 56 | time ns ino (`u64`) | inode of the same (0: unknown) |
 //!
 //! Everything in a slot is written by other processes and is validated
 //! before use; only the lock proves anything.
@@ -44,7 +46,10 @@
 //! recorded PID must also name a running process with the recorded start
 //! time: a dead, zombie or reused PID means the holder is dead, whatever the
 //! child holds (see [`crate::sys::proc::probe`]; `/proc` mounted from
-//! another namespace is detected and a pidfd used instead). Across PID
+//! another namespace, or hiding other users' processes with `hidepid`, is
+//! detected and a pidfd used instead). The start time is compared only
+//! when the checker also shares the holder's *time* namespace (stored
+//! too): `/proc/<pid>/stat` shifts it by the reader's boot-time offset. Across PID
 //! namespaces a PID means nothing to the checker, so only the lock counts
 //! there: a holder in a container is never declared dead while it lives.
 //! The one case that errs is a forked child outliving its parent in another
@@ -85,7 +90,9 @@ const SINCE_AT: u64 = 16;
 const NS_DEV_AT: u64 = 24;
 const NS_INO_AT: u64 = 32;
 const START_AT: u64 = 40;
-const _: () = assert!(START_AT + 8 <= LEASE_SLOT_LEN);
+const TIME_DEV_AT: u64 = 48;
+const TIME_INO_AT: u64 = 56;
+const _: () = assert!(TIME_INO_AT + 8 <= LEASE_SLOT_LEN);
 
 /// The lock byte of slot `slot`.
 pub fn lock_byte(slot: u32) -> u64 {
@@ -163,20 +170,20 @@ impl Lease {
         if self.is_mine() {
             return Ok(());
         }
-        self.check_pid(region)
+        self.forked_child(region)
     }
 
+    /// The fork counter moved: only a forked child sees that (the counter
+    /// is bumped by a child-side `pthread_atfork` handler). No PID
+    /// comparison: a child that is PID 1 of a new PID namespace, of a
+    /// parent that was PID 1 of its own, would pass one.
     #[cold]
-    fn check_pid(&self, region: &Region) -> Result<()> {
-        let pid = sys::pid();
-        if pid != self.pid {
-            return Err(Error::ForkedChild {
-                origin: region.origin().clone(),
-                owner: self.pid,
-                pid,
-            });
-        }
-        Ok(())
+    fn forked_child(&self, region: &Region) -> Result<()> {
+        Err(Error::ForkedChild {
+            origin: region.origin().clone(),
+            owner: self.pid,
+            pid: sys::pid(),
+        })
     }
 }
 
@@ -216,6 +223,18 @@ pub enum Liveness {
 }
 
 /// The lease table of a mapped mapshare file.
+///
+/// Public for inspection only: a process cannot give up the lease of a
+/// file it still has open (a holder of one of its mutexes would look dead):
+///
+/// ```compile_fail
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let pair = mapshare::Shared::<u64>::open_or_create(dir.path().join("v"), &0)?;
+/// let _guard = pair.lock().expect("fresh");
+/// pair.file().leases().release(pair.file().lease())?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTable<'r> {
     region: &'r Region,
@@ -231,6 +250,7 @@ struct SlotView {
     since_ms: u64,
     ns: (u64, u64),
     start: u64,
+    time_ns: (u64, u64),
 }
 
 impl<'r> LeaseTable<'r> {
@@ -269,6 +289,10 @@ impl<'r> LeaseTable<'r> {
                 r.load_u64(base + NS_INO_AT, Ordering::Relaxed)?,
             ),
             start: r.load_u64(base + START_AT, Ordering::Relaxed)?,
+            time_ns: (
+                r.load_u64(base + TIME_DEV_AT, Ordering::Relaxed)?,
+                r.load_u64(base + TIME_INO_AT, Ordering::Relaxed)?,
+            ),
         })
     }
 
@@ -302,6 +326,10 @@ impl<'r> LeaseTable<'r> {
             .store(me.ns_ino, Ordering::Relaxed);
         r.atomic64(base + START_AT)?
             .store(me.start, Ordering::Relaxed);
+        r.atomic64(base + TIME_DEV_AT)?
+            .store(me.time_dev, Ordering::Relaxed);
+        r.atomic64(base + TIME_INO_AT)?
+            .store(me.time_ino, Ordering::Relaxed);
         r.atomic32(base + STATE_AT)?
             .store(ATTACHED, Ordering::Relaxed);
         gen_word.store(generation, Ordering::Release);
@@ -339,7 +367,12 @@ impl<'r> LeaseTable<'r> {
     }
 
     /// Gives the slot back: marks it free and drops its lock.
-    pub fn release(&self, lease: &Lease) -> Result<()> {
+    ///
+    /// Crate-private: only a `SharedFile` that is going away may drop its
+    /// proof of life. Safe code that released the lease of a file whose
+    /// mutex it holds would let another process take the mutex over as
+    /// if the holder had died (two holders, and two `&mut T`).
+    pub(crate) fn release(&self, lease: &Lease) -> Result<()> {
         if lease.pid != sys::pid() {
             // A forked child must not free its parent's slot.
             return Ok(());
@@ -386,7 +419,7 @@ impl<'r> LeaseTable<'r> {
         if again != token.generation() {
             return Ok(Liveness::Dead { pid });
         }
-        if pid_test_applies(&slot) && sys::proc::probe(pid, slot.start) == Probe::Gone {
+        if pid_test_applies(&slot) && sys::proc::probe(pid, start_to_check(&slot)) == Probe::Gone {
             return Ok(Liveness::Dead { pid });
         }
         Ok(Liveness::Alive { pid })
@@ -414,7 +447,9 @@ impl<'r> LeaseTable<'r> {
                 .unwrap_or(UNIX_EPOCH);
             let same_ns = same_namespace(&slot);
             let alive = mine
-                || (locked && !(same_ns && sys::proc::probe(slot.pid, slot.start) == Probe::Gone));
+                || (locked
+                    && !(same_ns
+                        && sys::proc::probe(slot.pid, start_to_check(&slot)) == Probe::Gone));
             out.push(Attached {
                 slot: i,
                 generation: slot.generation,
@@ -434,6 +469,20 @@ fn same_namespace(slot: &SlotView) -> bool {
         return false;
     }
     sys::proc::pid_namespace().is_ok_and(|mine| mine == slot.ns)
+}
+
+/// The recorded start time if the caller reads start times as the holder
+/// did (same time namespace, known), else 0: do not compare. Another time
+/// namespace may shift `/proc/<pid>/stat`'s start time by another boot-time
+/// offset, and a mismatch would declare a live holder dead.
+fn start_to_check(slot: &SlotView) -> u64 {
+    if slot.time_ns == (0, 0) {
+        return 0;
+    }
+    match sys::proc::time_namespace() {
+        Ok(mine) if mine == slot.time_ns => slot.start,
+        _ => 0,
+    }
 }
 
 /// Whether a PID test may judge the slot's holder.

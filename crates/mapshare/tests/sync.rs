@@ -1004,3 +1004,257 @@ fn one_pid_namespace_with_a_foreign_proc_judges_its_own_pids() {
         "WouldBlock OwnerDied"
     );
 }
+
+/// Whether `wrapper true` runs here; prints why not when it does not.
+fn wrapper_works(wrapper: &[&str]) -> bool {
+    match std::process::Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg("true")
+        .output()
+    {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipped: `{}` failed here: {}",
+                wrapper.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run `{}`: {e}", wrapper[0]);
+            false
+        }
+    }
+}
+
+/// A holder in another *time* namespace (same PID namespace) whose boot
+/// clock is offset: `/proc/<pid>/stat` shows each reader the start time
+/// shifted by the reader's own boot-time offset, so the start time the
+/// holder recorded differs from the one the taker reads. The live holder
+/// must still be alive.
+#[test]
+fn a_holder_in_another_time_namespace_is_alive_until_it_dies() {
+    let wrapper = [
+        "unshare",
+        "--time",
+        "--boottime",
+        "100000",
+        "--fork",
+        "--kill-child",
+    ];
+    if !wrapper_works(&wrapper) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut holder = Peer::spawn_under(&wrapper);
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    let state = pair.state().unwrap();
+    let took = pair
+        .mutex()
+        .try_lock()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        matches!(state, MutexState::Held { alive: true, .. }),
+        "{state:?}, try_lock: {took:?}"
+    );
+    assert!(
+        took.clone().is_err_and(|e| e.contains("held by another")),
+        "{took:?}"
+    );
+    let mut other = Peer::spawn();
+    other.ok(&format!("pair {}", path.display()));
+    assert_eq!(other.ok("locktimeout 100"), "Timeout");
+    holder.kill();
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
+
+/// A taker that cannot see the holder in `/proc` (`hidepid=2`, another
+/// user): a missing `/proc/<pid>` is not proof of death there. The live
+/// holder must still be alive; once killed, it is dead.
+#[test]
+fn a_holder_hidden_by_hidepid_is_alive_until_it_dies() {
+    let holder_wrapper = [
+        "setpriv",
+        "--reuid",
+        "1000",
+        "--regid",
+        "1000",
+        "--clear-groups",
+    ];
+    let script = "mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid 65534 --regid 65534 --clear-groups \"$@\"";
+    let taker_wrapper = ["unshare", "--mount", "sh", "-c", script, "sh"];
+    if !wrapper_works(&holder_wrapper) || !wrapper_works(&taker_wrapper) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = dir.path().join("pair");
+    drop(Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut holder = Peer::spawn_under(&holder_wrapper);
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    let mut taker = Peer::spawn_under(&taker_wrapper);
+    taker.ok(&format!("pair {}", path.display()));
+    assert_eq!(taker.ok("trylock"), "WouldBlock");
+    assert_eq!(taker.ok("locktimeout 100"), "Timeout");
+    holder.kill();
+    assert_eq!(taker.ok("locktimeout 10000"), "OwnerDied");
+}
+
+/// A holder whose main thread left with `pthread_exit` while another
+/// thread keeps the process (and its lease) alive: `/proc/<pid>/stat`
+/// shows the thread-group leader as a zombie, yet the process holds the
+/// mutex. It must stay alive until it is killed.
+#[test]
+fn a_holder_whose_main_thread_exited_is_alive_until_it_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut holder = Peer::spawn();
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("holdexitmain"), "holding");
+    let stat = format!("/proc/{}/stat", holder.pid());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never became a zombie"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let threads = std::fs::read_dir(format!("/proc/{}/task", holder.pid()))
+        .unwrap()
+        .count();
+    assert!(threads >= 2, "the holder must still run another thread");
+    let state = pair.state().unwrap();
+    let took = pair
+        .mutex()
+        .try_lock()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        matches!(state, MutexState::Held { alive: true, .. }),
+        "{state:?}, try_lock: {took:?}"
+    );
+    assert!(
+        took.clone().is_err_and(|e| e.contains("held by another")),
+        "{took:?}"
+    );
+    holder.kill();
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
+
+/// Hostile words: random lock, sequence and state words, and random lease
+/// slots (generations, PIDs, namespace ids, start times), in a file a live
+/// peer also holds a lease on. Every call ends, with a typed answer, and
+/// never panics; a bounded lock never waits much past its timeout.
+#[test]
+fn garbage_in_the_mutex_and_lease_words_is_a_typed_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let mut peer = Peer::spawn();
+    peer.ok(&format!("pair {}", path.display()));
+    let f = pair.file();
+    let (lease_at, slots) = (f.header().lease_offset, f.header().lease_slots);
+    let obj = f.object_offset();
+    // SAFETY: no guard lives while the test writes these words.
+    let r = unsafe { f.raw_region() };
+    let me = mapshare::unstable::sys::proc::Identity::current();
+    use std::sync::atomic::Ordering::SeqCst;
+    // SAFETY: this thread is the only one in this process touching these
+    // words while the test scribbles, and no view outlives its store.
+    let store64 = |at: u64, v: u64| unsafe { r.atomic_u64(at) }.unwrap().store(v, SeqCst);
+    // SAFETY: as for `store64`.
+    let store32 = |at: u64, v: u32| unsafe { r.atomic_u32(at) }.unwrap().store(v, SeqCst);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..rounds(300) {
+        let slot = next() % u64::from(slots + 2);
+        let generation = next() % 4;
+        let word = match next() % 4 {
+            0 => next(),
+            1 => generation << 10 | slot,
+            2 => 1 << 63 | generation << 10 | slot,
+            _ => 0,
+        };
+        store64(obj, word);
+        store32(obj + 8, next() as u32);
+        let state = if next() % 2 == 0 {
+            (next() % 5) as u32
+        } else {
+            next() as u32
+        };
+        store32(obj + 12, state);
+        let s = lease_at + (slot % u64::from(slots)) * 64;
+        let gen = if next() % 2 == 0 { generation } else { next() };
+        let fields: [u64; 6] = [
+            if next() % 2 == 0 {
+                u64::from(me.pid) | next() << 32
+            } else {
+                next()
+            },
+            next() % 2,
+            if next() % 2 == 0 { me.ns_dev } else { next() },
+            if next() % 2 == 0 { me.ns_ino } else { next() },
+            if next() % 2 == 0 { me.start } else { next() },
+            if next() % 2 == 0 { me.time_dev } else { next() },
+        ];
+        // Leave our own slot (0) and the peer's (1) alone except for the
+        // generation word sometimes: a peer may scribble anywhere.
+        if slot >= 2 {
+            store64(s, gen);
+            for (i, v) in fields.iter().enumerate() {
+                store64(s + 8 + 8 * i as u64, *v);
+            }
+        }
+        let _ = pair.state();
+        let start = Instant::now();
+        match pair.mutex().lock_timeout(Duration::from_millis(30)) {
+            Ok(g) => drop(g),
+            Err(LockError::OwnerDied(mut g)) | Err(LockError::Poisoned(mut g)) => {
+                g.mark_consistent()
+            }
+            Err(_) => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "a bounded lock hung"
+        );
+        match pair.mutex().try_lock() {
+            Ok(g) => drop(g),
+            Err(e) => drop(e.into_guard()),
+        }
+        // (Not `load`: it waits without a deadline, and a forged word
+        // naming a live process is a holder that never lets go.)
+        assert!(!peer.ok("trylock").is_empty());
+    }
+}

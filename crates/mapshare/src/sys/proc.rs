@@ -25,8 +25,15 @@ pub struct Identity {
     pub ns_dev: u64,
     /// Inode of `/proc/self/ns/pid`; 0 when unknown.
     pub ns_ino: u64,
-    /// Start time in clock ticks after boot; 0 when unknown.
+    /// Start time in clock ticks after boot, as this process's time
+    /// namespace shows it; 0 when unknown.
     pub start: u64,
+    /// Device of `/proc/self/ns/time`; 0 with `time_ino` when unknown.
+    pub time_dev: u64,
+    /// Inode of `/proc/self/ns/time`: start times read by processes in
+    /// different time namespaces may be shifted by different boot-time
+    /// offsets, so they compare only within one. 0 when unknown.
+    pub time_ino: u64,
 }
 
 impl Identity {
@@ -36,11 +43,14 @@ impl Identity {
         let pid = super::pid();
         let (ns_dev, ns_ino) = pid_namespace().unwrap_or((0, 0));
         let start = read_stat("/proc/self/stat").map(|s| s.start).unwrap_or(0);
+        let (time_dev, time_ino) = time_namespace().unwrap_or((0, 0));
         Identity {
             pid,
             ns_dev,
             ns_ino,
             start,
+            time_dev,
+            time_ino,
         }
     }
 
@@ -53,6 +63,17 @@ impl Identity {
 /// Device and inode of this process's PID namespace.
 pub fn pid_namespace() -> io::Result<(u64, u64)> {
     let m = std::fs::metadata("/proc/self/ns/pid")?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Device and inode of this process's time namespace.
+///
+/// `/proc/<pid>/stat` shows the start time shifted by the *reader's*
+/// boot-time offset (`unshare --time --boottime`), so a start time recorded
+/// by one process may be compared with one read by another only when both
+/// read it in the same time namespace.
+pub fn time_namespace() -> io::Result<(u64, u64)> {
+    let m = std::fs::metadata("/proc/self/ns/time")?;
     Ok((m.dev(), m.ino()))
 }
 
@@ -96,7 +117,9 @@ fn read_stat(path: &str) -> Option<Stat> {
 /// `start` (0: unknown), is still running. Zombies count as gone.
 ///
 /// With `/proc` from this namespace: `/proc/<pid>/stat` (state and start
-/// time). Otherwise: `pidfd_open(2)` and a zero-timeout `poll(2)` (a pidfd
+/// time). Otherwise, or when `/proc/<pid>` cannot be read (it is hidden
+/// from other users with `hidepid=2`, or the process is gone), or shows a
+/// zombie (which may be a thread-group leader whose other threads run on): `pidfd_open(2)` and a zero-timeout `poll(2)` (a pidfd
 /// is readable once the process has exited, zombie or not); PID reuse
 /// cannot be told apart there, so the answer errs towards `Running`.
 pub fn probe(pid: u32, start: u64) -> Probe {
@@ -111,12 +134,18 @@ fn probe_via(pid: u32, start: u64, use_proc: bool) -> Probe {
         return Probe::Gone;
     };
     if use_proc {
-        return match read_stat(&format!("/proc/{pid}/stat")) {
-            None => Probe::Gone,
-            Some(s) if s.state == b'Z' || s.state == b'X' => Probe::Gone,
-            Some(s) if start != 0 && s.start != start => Probe::Gone,
-            Some(_) => Probe::Running,
-        };
+        match read_stat(&format!("/proc/{pid}/stat")) {
+            Some(s) if start != 0 && s.start != start => return Probe::Gone,
+            // A zombie *leader* is not proof of death either: its main
+            // thread may have left with `pthread_exit` while other
+            // threads run on. The pidfd below is readable only once the
+            // whole thread group has exited.
+            Some(s) if s.state == b'Z' || s.state == b'X' => {}
+            Some(_) => return Probe::Running,
+            // Not proof of death: `/proc` mounted with `hidepid=2` hides
+            // other users' processes. Ask the pidfd below.
+            None => {}
+        }
     }
     match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
         Err(rustix::io::Errno::SRCH) => Probe::Gone,

@@ -704,6 +704,41 @@ pub fn serve() {
                     std::mem::forget(guard);
                     "parent-holds".into()
                 }
+                ["holdexitmain"] => {
+                    // Lock the pair, then make the process's main thread
+                    // (libtest's, not this one) exit on its own while this
+                    // thread keeps the process alive, holding the lock,
+                    // until stdin closes. The thread-group leader is then a
+                    // zombie in `/proc` although the process lives.
+                    let p = pair.as_ref().expect("no pair open");
+                    std::mem::forget(p.lock().expect("lock"));
+                    extern "C" fn exit_thread(_: libc::c_int) {
+                        // SAFETY: the raw `exit` system call ends only the
+                        // calling thread, without unwinding; it is
+                        // async-signal-safe.
+                        unsafe { libc::syscall(libc::SYS_exit, 0) };
+                    }
+                    let pid = std::process::id() as libc::pid_t;
+                    // SAFETY: installs a handler that only makes a system
+                    // call, then sends its signal to the main thread
+                    // (tid == pid) alone.
+                    unsafe {
+                        libc::signal(
+                            libc::SIGUSR1,
+                            exit_thread as *const () as libc::sighandler_t,
+                        );
+                        libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGUSR1);
+                    }
+                    println!("@@ ok holding");
+                    std::io::stdout().flush().unwrap();
+                    let mut sink = String::new();
+                    while std::io::stdin()
+                        .read_line(&mut sink)
+                        .map(|n| n > 0)
+                        .unwrap_or(false)
+                    {}
+                    std::process::exit(0);
+                }
                 ["forkhold"] => {
                     // Fork a child that keeps the parent's descriptions (and
                     // so its OFD locks) open, then reports whether it may act
