@@ -534,6 +534,18 @@ impl SharedFile {
     /// returned region while that object may hand out references to them
     /// (for a mutex: while a guard lives); the same contract as
     /// [`Mutex::at`](crate::sync::Mutex::at).
+    ///
+    /// Safe code cannot reach a file's mapping, and so cannot read the
+    /// bytes of a live guard behind its back (issue 7, B6; this must not
+    /// compile):
+    ///
+    /// ```compile_fail,E0624
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let v = mapshare::Shared::<u64>::open_or_create(dir.path().join("v"), &0)?;
+    /// let _stale = v.file().region().read_vec(0, 8)?;
+    /// # Ok(()) }
+    /// ```
     #[inline]
     pub unsafe fn raw_region(&self) -> &Region {
         &self.region

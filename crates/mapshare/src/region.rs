@@ -902,6 +902,16 @@ impl Region {
     /// # Safety
     ///
     /// As for [`Region::atomic_u32`], for these 8 bytes.
+    ///
+    /// Safe code cannot create a view that a safe `read_at` on another
+    /// thread could race (issue 7, B6; this must not compile):
+    ///
+    /// ```compile_fail,E0133
+    /// # fn main() -> Result<(), mapshare::Error> {
+    /// let region = mapshare::Region::anonymous(4096)?;
+    /// let _hits = region.atomic_u64(0)?;
+    /// # Ok(()) }
+    /// ```
     pub unsafe fn atomic_u64(&self, offset: u64) -> Result<&AtomicU64> {
         self.atomic64(offset)
     }

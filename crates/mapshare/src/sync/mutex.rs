@@ -204,6 +204,19 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     /// `Semaphore`, queue or raw region access (`SharedFile::raw_region`)
     /// touches them. Otherwise a guard's `&mut T` could alias bytes read or
     /// written through another path, which is undefined behaviour.
+    ///
+    /// Safe code cannot place a mutex over arbitrary bytes (issue 7, B6;
+    /// this must not compile):
+    ///
+    /// ```compile_fail,E0133
+    /// # fn main() -> Result<(), mapshare::Error> {
+    /// use mapshare::{sync::Mutex, Fingerprint, Kind, SharedFile, Spec};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
+    /// let file = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(()))?;
+    /// let _m = Mutex::<u64>::at(&file, file.object_offset())?;
+    /// # Ok(()) }
+    /// ```
     pub unsafe fn at(file: &'f SharedFile, offset: u64) -> Result<Mutex<'f, T>> {
         let region = file.region();
         let word = region.atomic64(offset)?;
