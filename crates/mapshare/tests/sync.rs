@@ -1276,12 +1276,14 @@ fn a_32_aligned_value_is_aligned_exclusive_and_poisoned_once() {
     let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 8192);
     let f = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(())).unwrap();
     let off = f.object_offset();
-    // SAFETY (all `at` calls): these bytes are used only as this mutex.
     let fits: Vec<u64> = (0..4)
         .map(|k| off + 8 * k)
+        // SAFETY: these bytes are used only as this mutex (the probes
+        // never lock).
         .filter(|o| unsafe { Mutex::<Align32>::at(&f, *o) }.is_ok())
         .collect();
     assert_eq!(fits.len(), 1, "exactly one of four 8-aligned words fits");
+    // SAFETY: these bytes are used only as this mutex.
     let m = unsafe { Mutex::<Align32>::at(&f, fits[0]) }.unwrap();
     let per_thread = 500;
     std::thread::scope(|s| {
