@@ -552,7 +552,27 @@ impl SharedFile {
     }
 
     /// The whole file's mapping, for writing.
-    pub fn region_mut(&mut self) -> &mut Region {
+    ///
+    /// # Safety
+    ///
+    /// The region must stay this file's mapping: never replace it (for
+    /// example with `std::mem::replace` or `swap`) by another `Region`.
+    /// This file's lease token names a slot of *this* file's lease table;
+    /// used on another file's mutexes it names another (or no) process, so
+    /// a later attacher of that file takes over a mutex this process holds
+    /// as if its owner had died: two holders, two `&mut T`.
+    ///
+    /// ```compile_fail,E0133
+    /// # fn main() -> mapshare::Result<()> {
+    /// use mapshare::{Fingerprint, Kind, Region, SharedFile, Spec};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
+    /// let mut a = SharedFile::open_or_create(dir.path().join("x"), &spec, |_, _| Ok(()))?;
+    /// drop(SharedFile::open_or_create(dir.path().join("y"), &spec, |_, _| Ok(()))?);
+    /// let _x = std::mem::replace(a.region_mut(), Region::open(dir.path().join("y"))?);
+    /// # Ok(()) }
+    /// ```
+    pub unsafe fn region_mut(&mut self) -> &mut Region {
         &mut self.region
     }
 

@@ -342,7 +342,13 @@ impl<'r> LeaseTable<'r> {
 
     /// Takes a slot for this process. Free slots are used first; when the
     /// table is full, slots whose holders died are reclaimed.
-    pub fn attach(&self) -> Result<Lease> {
+    ///
+    /// Crate-private: a slot's lock never conflicts with this process's
+    /// own, so in a full table a second `attach` re-takes this process's
+    /// own live slot and bumps its generation; every mutex it holds then
+    /// looks dead to other lockers (two holders). Only `SharedFile`
+    /// attaches, once per open.
+    pub(crate) fn attach(&self) -> Result<Lease> {
         // Pass 1: slots marked free. Pass 2: any slot whose lock is free,
         // i.e. whose holder died without releasing it.
         for pass in 0..2 {

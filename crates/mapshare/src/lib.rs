@@ -78,6 +78,22 @@ pub mod unstable {
         pub use crate::sys::*;
     }
     /// The lease table: slots, tokens, liveness.
+    ///
+    /// Taking a slot is crate-private: in a full table, an `attach` from
+    /// safe code re-took this process's own slot (its lock does not
+    /// conflict with itself), which made every mutex this process held
+    /// look dead to other lockers (two holders, two `&mut T`); on a
+    /// `Region` the caller also reads, its stores raced plain reads.
+    ///
+    /// ```compile_fail,E0624
+    /// # fn main() -> mapshare::Result<()> {
+    /// use mapshare::{Fingerprint, Kind, SharedFile, Spec};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
+    /// let file = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(()))?;
+    /// let _second = file.leases().attach()?;
+    /// # Ok(()) }
+    /// ```
     pub mod lease {
         pub use crate::lease::*;
     }

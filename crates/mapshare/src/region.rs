@@ -436,11 +436,18 @@ impl Drop for Region {
 // SAFETY: `Region` owns its mapping and file; the raw pointer is only an
 // address into that mapping, valid on any thread.
 unsafe impl Send for Region {}
-// SAFETY: the safe `&Region` methods only read (plain copies and atomic
-// loads, which never race each other); writes through safe methods need
-// `&mut self`. Stores through `&self` are possible only through atomic
-// views, which are `unsafe fn`s whose contract rules out any other access
-// to those bytes in this process, so no safe code can race them.
+// SAFETY: the safe `&Region` methods only read (plain copies, volatile
+// byte reads and atomic loads, which never race each other, whatever their
+// sizes); writes through safe methods need `&mut self`. Stores through
+// `&self` are made only through atomic views: the public ones are `unsafe
+// fn`s whose contract rules out any other access to those bytes in this
+// process; the crate-private ones (`atomic32`/`atomic64`) are used by the
+// typed objects, either on a `SharedFile`'s region, which safe code cannot
+// reach as a `&Region` (`raw_region` is unsafe, and `region_mut` too, or
+// `&mut` would be a way to swap it), or behind an unsafe constructor
+// (`Event::at`, `Semaphore::at`) with the same contract. No safe public
+// API stores through `&Region` (`LeaseTable::attach` and `release` are
+// crate-private), so no safe code can race those stores.
 unsafe impl Sync for Region {}
 
 impl std::fmt::Debug for Region {

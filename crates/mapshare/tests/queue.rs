@@ -870,3 +870,27 @@ fn producers_that_leave_cleanly_are_never_reported_dead() {
     assert!(disconnected > 0, "the polls saw producers leave");
     assert!(died.is_empty(), "reported dead (pids): {died:?}");
 }
+
+/// An outside truncate that cuts the page a batch writes into is reported
+/// by `send_batch` as `send` reports it, even for the batch's last record
+/// (no later reservation looks at the fault flag).
+#[test]
+fn send_batch_reports_a_page_cut_under_its_last_record() {
+    let (_dir, path) = new_queue(1 << 16);
+    let mut tx = Producer::open(&path).unwrap();
+    let _rx = Consumer::open(&path).unwrap();
+    let ring_page = tx.file().object_offset() + 4096;
+    // Keep the header, the lease table and the positions; cut the ring
+    // from its second page on, where the write position is about to be.
+    tx.send(&[7u8; 3000]).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(ring_page)
+        .unwrap();
+    match tx.send_batch(&[&[1u8; 2000]]) {
+        Err((0, Error::Truncated { .. })) => {}
+        other => panic!("send_batch after a cut page: {other:?}"),
+    }
+}

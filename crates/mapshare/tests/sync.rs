@@ -1258,3 +1258,77 @@ fn garbage_in_the_mutex_and_lease_words_is_a_typed_answer() {
         assert!(!peer.ok("trylock").is_empty());
     }
 }
+
+#[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::Immutable, zerocopy::KnownLayout)]
+#[repr(C, align(32))]
+struct Align32 {
+    v: [u64; 4],
+}
+
+/// The guard reaches its `T` from the lock word (found in review): a
+/// 32-aligned `T` sits 32 bytes after it, lock words that would misalign it
+/// are refused, threads with timeouts stay exclusive, and a panic while
+/// poisoned leaves it poisoned (never overwritten by the fast paths).
+#[test]
+fn a_32_aligned_value_is_aligned_exclusive_and_poisoned_once() {
+    use mapshare::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 8192);
+    let f = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(())).unwrap();
+    let off = f.object_offset();
+    let fits: Vec<u64> = (0..4)
+        .map(|k| off + 8 * k)
+        // SAFETY: these bytes are used only as this mutex (the probes
+        // never lock).
+        .filter(|o| unsafe { Mutex::<Align32>::at(&f, *o) }.is_ok())
+        .collect();
+    assert_eq!(fits.len(), 1, "exactly one of four 8-aligned words fits");
+    // SAFETY: these bytes are used only as this mutex.
+    let m = unsafe { Mutex::<Align32>::at(&f, fits[0]) }.unwrap();
+    let per_thread = 500;
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..per_thread {
+                    let mut g = loop {
+                        match m.lock_timeout(Duration::from_micros(50)) {
+                            Ok(g) => break g,
+                            Err(LockError::Timeout { .. }) => continue,
+                            Err(e) => panic!("{e}"),
+                        }
+                    };
+                    assert_eq!(&*g as *const Align32 as usize % 32, 0);
+                    let first = g.v[0];
+                    for x in g.v.iter_mut() {
+                        assert_eq!(*x, first, "another holder wrote meanwhile");
+                        *x += 1;
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(m.lock().unwrap().copy_out().v, [4 * per_thread; 4]);
+    let panicked = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = m.lock().unwrap();
+            panic!("holder panics");
+        })
+        .join()
+    });
+    assert!(panicked.is_err());
+    let again = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = m.lock();
+            panic!("a poisoned guard's holder panics too");
+        })
+        .join()
+    });
+    assert!(again.is_err());
+    assert_eq!(m.state().unwrap(), MutexState::Poisoned);
+    match m.lock() {
+        Err(LockError::Poisoned(mut g)) => g.mark_consistent(),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(m.state().unwrap(), MutexState::Free);
+    assert!(m.lock().is_ok());
+}

@@ -366,11 +366,24 @@ impl Shared {
         let r = file.region();
         let write = NonNull::from(r.atomic64(obj + WRITE_POS)?);
         let read = NonNull::from(r.atomic64(obj + READ_POS)?);
-        let events = NonNull::from(r.atomic32(obj + DATA_EVENT)?);
-        // The space event's words, and every role word, are checked too.
+        // The first and last words of the events and of the role groups
+        // are checked; the pointers the other words are reached from are
+        // taken from the mapping's own pointer, not from those views: a
+        // pointer from a `&AtomicU32` may only reach its 4 bytes (Stacked
+        // Borrows), and `ring` and `word` reach up to 68 bytes further.
+        r.atomic32(obj + DATA_EVENT)?;
         r.atomic32(obj + SPACE_EVENT + 4)?;
-        let roles = NonNull::from(r.atomic64(obj + PRODUCER_ROLE)?);
+        r.atomic64(obj + PRODUCER_ROLE)?;
         r.atomic64(obj + CONSUMER_ROLE + 8 * CLOSED as u64)?;
+        let at = |off: u64| r.as_ptr().wrapping_add(off as usize).cast_mut();
+        // SAFETY: addresses inside a live mapping (just checked) are never
+        // null.
+        let (events, roles) = unsafe {
+            (
+                NonNull::new_unchecked(at(obj + DATA_EVENT).cast::<AtomicU32>()),
+                NonNull::new_unchecked(at(obj + PRODUCER_ROLE).cast::<AtomicU64>()),
+            )
+        };
         let start = obj + CONTROL_LEN;
         let base = r.as_mut_ptr()?.wrapping_add(start as usize);
         if start + capacity > r.len() as u64 {

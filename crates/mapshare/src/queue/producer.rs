@@ -313,7 +313,10 @@ impl Producer {
     /// publishing once per run of records that fit without waiting (one
     /// release store and at most one wake per run instead of one per
     /// record). On an error, `Err((n, e))`: the first `n` records were
-    /// sent and published, the others not.
+    /// sent and published, the others not. After an outside truncate
+    /// ([`Error::Truncated`]) the record being written when the fault was
+    /// noticed may have been published too, as with `send`, but it is not
+    /// counted: its bytes may be zeros.
     pub fn send_batch(&mut self, records: &[&[u8]]) -> std::result::Result<(), (usize, Error)> {
         let mut unpublished = false;
         let result = self.send_batch_inner(records, &mut unpublished);
@@ -346,6 +349,12 @@ impl Producer {
             g.copy_from_slice(r);
             if g.finish().is_some() {
                 *unpublished = true;
+            }
+            // As `send`: a record written into a page an outside truncate
+            // cut away is not counted as sent (checked here, not only by
+            // the next reservation, which the batch's last record lacks).
+            if let Err(e) = self.q.check_faults() {
+                return Err((sent, e));
             }
         }
         Ok(())

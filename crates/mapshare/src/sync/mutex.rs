@@ -350,9 +350,19 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
 
     #[inline]
     fn guard(&self, recovering: bool) -> MutexGuard<'f, T> {
+        // Derived from the mapping's own pointer, not from `self.word`: a
+        // pointer taken from a `&AtomicU64` may only reach those 8 bytes
+        // (Stacked Borrows), and the guard reaches the state word and the
+        // data from it.
+        let word = self
+            .file
+            .region()
+            .as_ptr()
+            .wrapping_add(self.offset as usize)
+            .cast::<AtomicU64>();
         MutexGuard {
             file: self.file,
-            word: self.word,
+            word,
             recovering,
             _t: PhantomData,
         }
@@ -414,9 +424,10 @@ pub struct MutexGuard<'f, T: FromBytes + IntoBytes> {
     // and a small one keeps the uncontended path cheap. The sequence and
     // state words, the data and our token are derived from these.
     file: &'f SharedFile,
-    /// The lock word; the sequence and state words follow it (`Mutex::at`
-    /// checked all three and the data).
-    word: &'f AtomicU64,
+    /// The lock word, a pointer into `file`'s mapping with the whole
+    /// mapping's provenance; the sequence and state words and the data
+    /// follow it (`Mutex::at` checked all three and the data).
+    word: *const AtomicU64,
     /// Given out with `OwnerDied` and not yet marked consistent.
     recovering: bool,
     _t: PhantomData<*mut T>,
@@ -436,7 +447,16 @@ impl<'f, T: FromBytes + IntoBytes> MutexGuard<'f, T> {
 
     #[inline]
     fn state(&self) -> &'f AtomicU32 {
-        word32(self.word, STATE_AT)
+        // SAFETY: `self.word` was checked by `Mutex::at` and the mapping
+        // lives for `'f` (the guard borrows `file`).
+        unsafe { word32(self.word, STATE_AT) }
+    }
+
+    #[inline]
+    fn word(&self) -> &'f AtomicU64 {
+        // SAFETY: `Mutex::at` checked the lock word: in bounds, 8-aligned,
+        // only ever accessed as an `AtomicU64`; the mapping lives for `'f`.
+        unsafe { &*self.word }
     }
 
     /// Declares the protected data repaired after [`LockError::OwnerDied`]
@@ -481,7 +501,7 @@ impl<'f, T: FromBytes + IntoBytes> MutexGuard<'f, T> {
 
     fn data(&self) -> *mut T {
         // In bounds and aligned: checked in `Mutex::at`.
-        (self.word as *const AtomicU64)
+        self.word
             .cast::<u8>()
             .wrapping_add(Mutex::<T>::data_offset() as usize)
             .cast::<T>()
@@ -519,7 +539,7 @@ impl<T: FromBytes + IntoBytes> Drop for MutexGuard<'_, T> {
             && self.lease().is_mine()
             && !std::thread::panicking()
             && self
-                .word
+                .word()
                 .compare_exchange(self.me(), 0, Release, Relaxed)
                 .is_ok()
         {
@@ -536,13 +556,15 @@ impl<T: FromBytes + IntoBytes> Drop for MutexGuard<'_, T> {
 /// registers.
 #[cold]
 #[inline(never)]
-fn drop_slow(file: &SharedFile, word: &AtomicU64, recovering: bool) {
+fn drop_slow(file: &SharedFile, word: *const AtomicU64, recovering: bool) {
     let lease = file.lease();
     if !lease.is_mine() {
         // A forked child's copy: the parent still holds the lock.
         return;
     }
-    let raw = raw_at(word);
+    // SAFETY: `word` is a guard's lock word, checked by `Mutex::at`, and
+    // `file` (its mapping) is borrowed for this call.
+    let raw = unsafe { raw_at(word) };
     if recovering {
         raw.state.store(raw_mutex::NOT_RECOVERABLE, Release);
     } else if std::thread::panicking() {
@@ -558,34 +580,77 @@ fn drop_slow(file: &SharedFile, word: &AtomicU64, recovering: bool) {
 }
 
 /// The `u32` word `at` bytes past a lock word that `Mutex::at` checked.
+///
+/// # Safety
+///
+/// `word` points at the lock word of a mutex that `Mutex::at` checked, with
+/// the provenance of the whole mapping (not derived from a `&AtomicU64`),
+/// and the mapping outlives `'a`.
 #[inline]
-fn word32(word: &AtomicU64, at: u64) -> &AtomicU32 {
-    let p = (word as *const AtomicU64)
+unsafe fn word32<'a>(word: *const AtomicU64, at: u64) -> &'a AtomicU32 {
+    let p = word
         .cast::<u8>()
         .wrapping_add(at as usize)
         .cast::<AtomicU32>();
     // SAFETY: `Mutex::at` checked that the sequence (+8) and state (+12)
-    // words lie in the mapping, 4-aligned (the lock word is 8-aligned); the
-    // returned reference lives no longer than `word`'s borrow of the
-    // mapping, and these words are only ever accessed as `AtomicU32`s.
+    // words lie in the mapping, 4-aligned (the lock word is 8-aligned);
+    // the caller vouches for provenance and lifetime, and these words are
+    // only ever accessed as `AtomicU32`s.
     unsafe { &*p }
 }
 
 /// The algorithm's view of the mutex whose checked lock word is `word`.
+///
+/// # Safety
+///
+/// As for [`word32`].
 #[inline]
-fn raw_at(word: &AtomicU64) -> RawMutex<'_, AtomicU64, AtomicU32> {
-    RawMutex {
-        word,
-        seq: word32(word, SEQ_AT),
-        state: word32(word, STATE_AT),
+unsafe fn raw_at<'a>(word: *const AtomicU64) -> RawMutex<'a, AtomicU64, AtomicU32> {
+    // SAFETY: the caller's contract is `word32`'s, which covers the lock
+    // word too (8-aligned, in bounds, only accessed as an `AtomicU64`).
+    unsafe {
+        RawMutex {
+            word: &*word,
+            seq: word32(word, SEQ_AT),
+            state: word32(word, STATE_AT),
+        }
     }
 }
 
 impl<T: FromBytes + IntoBytes> std::fmt::Debug for MutexGuard<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MutexGuard")
-            .field("word", &(self.word as *const AtomicU64))
+            .field("word", &self.word)
             .field("recovering", &self.recovering)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guard reaches the sequence word, the state word and the data
+    /// from its lock-word pointer. Under Miri (Stacked Borrows) this is
+    /// sound only if that pointer carries the whole mapping's provenance;
+    /// one taken from a `&AtomicU64` (as the guard once did) may only reach
+    /// those 8 bytes, and Miri reports the retag of the state word.
+    #[test]
+    fn words_derived_from_the_lock_word_pointer_are_reachable() {
+        let mut buf = vec![0u64; 8];
+        let base = buf.as_mut_ptr().cast::<u8>();
+        // As `Mutex::at` would: a checked lock word, here at offset 16.
+        let word = base.wrapping_add(16).cast::<AtomicU64>().cast_const();
+        // SAFETY: `word` is 8-aligned and in bounds with 16 more bytes, has
+        // the buffer's provenance, and `buf` outlives `raw`; nothing else
+        // touches these bytes meanwhile.
+        let raw = unsafe { raw_at(word) };
+        raw.word.store(7, Release);
+        raw.seq.store(8, Release);
+        raw.state.store(raw_mutex::POISONED, Release);
+        assert_eq!(raw.word.load(Acquire), 7);
+        assert_eq!(raw.seq.load(Acquire), 8);
+        assert_eq!(raw.state.load(Acquire), raw_mutex::POISONED);
+        drop(buf);
     }
 }
