@@ -128,7 +128,8 @@ impl<'r> Semaphore<'r> {
     /// nothing may access them non-atomically (a
     /// [`MutexGuard`](crate::sync::MutexGuard)'s `&mut T`, a queue
     /// `Record` or `Grant`, a typed view, `Region::read_at` or
-    /// `write_at`), and they must not also be a
+    /// `write_at`) or atomically with another size (`Region::load_u64`
+    /// over both words: mixed-size atomics), and they must not also be a
     /// `Mutex`, `Event` or queue. Several `Semaphore`s over the same bytes
     /// are fine: that is how processes share one. A layout that gives the
     /// semaphore bytes of its own (a file whose object is a struct with a
