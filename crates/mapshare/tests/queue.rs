@@ -392,8 +392,14 @@ fn a_hostile_peer_cannot_crash_or_hang_the_consumer() {
     let (_dir, path) = new_queue(4096);
     let mut producer = Peer::spawn();
     producer.ok(&format!("qsend {} 0", path.display()));
-    // Attach before the scribbling starts (opening validates the state).
+    // Attach before the scribbling starts (opening validates the state),
+    // and see the producer stream before the attack: on a loaded machine
+    // the scribbler could otherwise wreck the ring before the first send.
     let mut rx = Consumer::open(&path).unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the producer streams before the attack"
+    );
     let mut scribbler = Peer::spawn();
     scribbler.send(&format!("scribble {} 3000", path.display()));
     let start = Instant::now();
