@@ -36,18 +36,19 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
-/// Median and p99 in ns of one-way latency from round trips in ps.
-fn one_way(h: &Histogram<u64>) -> (f64, f64) {
+/// Median, p99 and p99.9 in ns of one-way latency from round trips in ps.
+fn one_way(h: &Histogram<u64>) -> (f64, f64, f64) {
     (
         h.value_at_quantile(0.5) as f64 / 1000.0,
         h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.value_at_quantile(0.999) as f64 / 1000.0,
     )
 }
 
 fn ping_pong(
     rounds: u32,
     mut round: impl FnMut(u64) -> Result<(), Error>,
-) -> Result<(f64, f64), Error> {
+) -> Result<(f64, f64, f64), Error> {
     let mut h = histogram();
     for i in 0..rounds / 10 {
         round(u64::from(i))?;
@@ -66,7 +67,7 @@ fn child_cmd(args: &[&str]) -> Result<Command, Error> {
     Ok(c)
 }
 
-fn mapshare_latency(rounds: u32) -> Result<(f64, f64), Error> {
+fn mapshare_latency(rounds: u32) -> Result<(f64, f64, f64), Error> {
     let (q1, q2) = (Anonymous::new(1 << 20)?, Anonymous::new(1 << 20)?);
     let (mut tx, mut rx) = (q1.producer()?, q2.consumer()?);
     tx.set_spin(BUSY);
@@ -103,7 +104,7 @@ fn ice_services(node: &Node<ipc::Service>, tag: &str) -> Result<(Topic, Topic), 
     Ok((ping, pong))
 }
 
-fn iceoryx2_latency(rounds: u32) -> Result<(f64, f64), Error> {
+fn iceoryx2_latency(rounds: u32) -> Result<(f64, f64, f64), Error> {
     let tag = format!("{}", std::process::id());
     let node = NodeBuilder::new().create::<ipc::Service>()?;
     let (ping, pong) = ice_services(&node, &tag)?;
@@ -306,7 +307,8 @@ fn main() -> Result<(), Error> {
     let figures = vec![
         json!({"suite": "queue-peers", "case": "latency_64B", "subject": "mapshare-busy (2 processes)",
                "baseline": "iceoryx2 publish-subscribe, busy (2 processes)",
-               "median_ns": ours.0, "p99_ns": ours.1, "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1,
+               "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
+               "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
                "ratio": ours.0 / ice.0}),
         json!({"suite": "queue-peers", "case": "throughput_64B", "subject": "mapshare (2 processes)",
                "baseline": "rtrb (2 threads)", "msgs_per_s": ours_rate, "baseline_msgs_per_s": rtrb_rate,

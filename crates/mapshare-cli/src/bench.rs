@@ -55,6 +55,7 @@ fn spec() -> Spec {
 pub(crate) struct Dist {
     pub(crate) median: f64,
     pub(crate) p99: f64,
+    pub(crate) p999: f64,
 }
 
 impl Dist {
@@ -63,6 +64,7 @@ impl Dist {
         Dist {
             median: h.value_at_quantile(0.5) as f64 / 1000.0,
             p99: h.value_at_quantile(0.99) as f64 / 1000.0,
+            p999: h.value_at_quantile(0.999) as f64 / 1000.0,
         }
     }
 }
@@ -77,8 +79,9 @@ pub(crate) fn latency(
 ) -> Value {
     json!({
         "suite": suite, "case": case, "subject": subject, "baseline": baseline,
-        "median_ns": round(d.median), "p99_ns": round(d.p99),
+        "median_ns": round(d.median), "p99_ns": round(d.p99), "p999_ns": round(d.p999),
         "baseline_median_ns": round(b.median), "baseline_p99_ns": round(b.p99),
+        "baseline_p999_ns": round(b.p999),
         "ratio": round(d.median / b.median),
     })
 }
@@ -307,12 +310,13 @@ fn print_figure(f: &Value) {
         );
     } else if f.get("median_ns").is_some() {
         println!(
-            "{:<8} {:<26} {:<34} median {:>10.1} ns  p99 {:>10.1} ns | {:<28} median {:>10.1} ns | ratio {:.3}",
+            "{:<8} {:<26} {:<34} median {:>10.1} ns  p99 {:>10.1} ns  p99.9 {:>10.1} ns | {:<28} median {:>10.1} ns | ratio {:.3}",
             s("suite"),
             s("case"),
             s("subject"),
             f["median_ns"].as_f64().unwrap_or(0.0),
             f["p99_ns"].as_f64().unwrap_or(0.0),
+            f["p999_ns"].as_f64().unwrap_or(0.0),
             s("baseline"),
             f["baseline_median_ns"].as_f64().unwrap_or(0.0),
             f["ratio"].as_f64().unwrap_or(0.0)
