@@ -140,7 +140,9 @@ fn iceoryx2_latency(rounds: u32) -> Result<(f64, f64, f64), Error> {
     Ok(r)
 }
 
-fn mapshare_throughput(n: u64, batch: bool) -> Result<f64, Error> {
+/// Records of `size` bytes per second, one process producing (copying
+/// each record from a local buffer), this one consuming in place.
+fn mapshare_throughput(n: u64, size: usize, batch: bool) -> Result<f64, Error> {
     let q = Anonymous::new(1 << 20)?;
     let mut rx = q.consumer()?;
     rx.set_spin(BUSY);
@@ -151,6 +153,7 @@ fn mapshare_throughput(n: u64, batch: bool) -> Result<f64, Error> {
             "mapshare-produce"
         },
         &n.to_string(),
+        &size.to_string(),
     ])?;
     q.share_with(&mut cmd, Q1);
     let mut child = cmd.stdout(Stdio::piped()).spawn()?;
@@ -183,9 +186,10 @@ fn mapshare_throughput(n: u64, batch: bool) -> Result<f64, Error> {
     Ok(rate)
 }
 
-fn rtrb_throughput(n: u64) -> f64 {
-    let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; 64]>::new((1 << 20) / 64);
-    let item = [0x5au8; 64];
+/// Items of `N` bytes per second through rtrb between two threads.
+fn rtrb_throughput<const N: usize>(n: u64) -> f64 {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; N]>::new((1 << 20) / N);
+    let item = [0x5au8; N];
     let producer = std::thread::spawn(move || {
         let _ = mapshare::unstable::sys::pin_to_cpu(CHILD_CPU);
         for _ in 0..n {
@@ -251,29 +255,29 @@ fn child(args: &[String]) -> Result<(), Error> {
             }
             Ok(())
         }
-        [what, n] if what == "mapshare-produce" => {
+        [what, n, size] if what == "mapshare-produce" => {
             let mut tx = Producer::from_inherited(Q1)?;
             tx.set_spin(BUSY);
             std::io::stdout().write_all(b"r")?;
             std::io::stdout().flush()?;
             let mut go = [0u8; 1];
             std::io::stdin().read_exact(&mut go)?;
-            let item = [0x5au8; 64];
+            let item = vec![0x5au8; size.parse::<usize>()?];
             for _ in 0..n.parse::<u64>()? {
-                let mut g = tx.reserve(64)?;
+                let mut g = tx.reserve(item.len())?;
                 g.copy_from_slice(&item);
                 g.commit();
             }
             Ok(())
         }
-        [what, n] if what == "mapshare-produce-batch" => {
+        [what, n, size] if what == "mapshare-produce-batch" => {
             let mut tx = Producer::from_inherited(Q1)?;
             tx.set_spin(BUSY);
             std::io::stdout().write_all(b"r")?;
             std::io::stdout().flush()?;
             let mut go = [0u8; 1];
             std::io::stdin().read_exact(&mut go)?;
-            let item = [0x5au8; 64];
+            let item = vec![0x5au8; size.parse::<usize>()?];
             let batch: Vec<&[u8]> = vec![&item[..]; 64];
             let n = n.parse::<u64>()?;
             for _ in 0..n / 64 {
@@ -301,24 +305,36 @@ fn main() -> Result<(), Error> {
 
     let ours = mapshare_latency(rounds)?;
     let ice = iceoryx2_latency(rounds)?;
-    let ours_rate = mapshare_throughput(items, false)?;
-    let ours_batch = mapshare_throughput(items, true)?;
-    let rtrb_rate = rtrb_throughput(items);
-    let figures = vec![
+    let ours_batch = mapshare_throughput(items, 64, true)?;
+    let rtrb_64 = rtrb_throughput::<64>(items);
+    let mut figures = vec![
         json!({"suite": "queue-peers", "case": "latency_64B", "subject": "mapshare-busy (2 processes)",
                "baseline": "iceoryx2 publish-subscribe, busy (2 processes)",
                "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
                "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
                "ratio": ours.0 / ice.0}),
-        json!({"suite": "queue-peers", "case": "throughput_64B", "subject": "mapshare (2 processes)",
-               "baseline": "rtrb (2 threads)", "msgs_per_s": ours_rate, "baseline_msgs_per_s": rtrb_rate,
-               "mb_per_s": ours_rate * 64.0 / 1e6, "baseline_mb_per_s": rtrb_rate * 64.0 / 1e6,
-               "ratio": ours_rate / rtrb_rate}),
-        json!({"suite": "queue-peers", "case": "throughput_64B_batched", "subject": "mapshare, batches of 64 (2 processes)",
-               "baseline": "rtrb (2 threads)", "msgs_per_s": ours_batch, "baseline_msgs_per_s": rtrb_rate,
-               "mb_per_s": ours_batch * 64.0 / 1e6, "baseline_mb_per_s": rtrb_rate * 64.0 / 1e6,
-               "ratio": ours_batch / rtrb_rate}),
     ];
+    // One record per call, against rtrb with items of the same size.
+    for (size, rtrb_rate) in [
+        (8usize, rtrb_throughput::<8>(items)),
+        (64, rtrb_64),
+        (256, rtrb_throughput::<256>(items)),
+    ] {
+        let ours_rate = mapshare_throughput(items, size, false)?;
+        let mb = |rate: f64| rate * size as f64 / 1e6;
+        figures.push(
+            json!({"suite": "queue-peers", "case": format!("throughput_{size}B"),
+               "subject": "mapshare (2 processes)",
+               "baseline": format!("rtrb (2 threads, {size}-byte items)"),
+               "msgs_per_s": ours_rate, "baseline_msgs_per_s": rtrb_rate,
+               "mb_per_s": mb(ours_rate), "baseline_mb_per_s": mb(rtrb_rate),
+               "ratio": ours_rate / rtrb_rate}),
+        );
+    }
+    figures.push(json!({"suite": "queue-peers", "case": "throughput_64B_batched", "subject": "mapshare, batches of 64 (2 processes)",
+               "baseline": "rtrb (2 threads, 64-byte items)", "msgs_per_s": ours_batch, "baseline_msgs_per_s": rtrb_64,
+               "mb_per_s": ours_batch * 64.0 / 1e6, "baseline_mb_per_s": rtrb_64 * 64.0 / 1e6,
+               "ratio": ours_batch / rtrb_64}));
     if json_out {
         println!("{}", Value::Array(figures));
     } else {
