@@ -872,23 +872,7 @@ fn a_forked_child_never_releases_its_parents_range_lock() {
 /// Whether `unshare --pid` works here (root, or user namespaces); prints
 /// why not when it does not, so a skipped test says so.
 fn unshare_works() -> bool {
-    match std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child", "true"])
-        .output()
-    {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            eprintln!(
-                "skipped: `unshare --pid --fork` failed here: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            false
-        }
-        Err(e) => {
-            eprintln!("skipped: cannot run `unshare`: {e}");
-            false
-        }
-    }
+    wrapper_works(&["unshare", "--pid", "--fork", "--kill-child"])
 }
 
 /// Issue 7 A1: a holder in another PID namespace, whose PID does not exist
@@ -1028,6 +1012,33 @@ fn wrapper_works(wrapper: &[&str]) -> bool {
     }
 }
 
+/// `holder` (a live peer) holds `pair`'s mutex: we must see it alive and
+/// be refused; once it is killed we take over with `OwnerDied` and repair.
+fn refused_until_the_holder_dies(pair: &Shared<Pair>, holder: &mut Peer) {
+    let state = pair.state().unwrap();
+    let took = pair
+        .mutex()
+        .try_lock()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    assert!(
+        matches!(state, MutexState::Held { alive: true, .. }),
+        "{state:?}, try_lock: {took:?}"
+    );
+    assert!(
+        took.clone().is_err_and(|e| e.contains("held by another")),
+        "{took:?}"
+    );
+    holder.kill();
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
+
 /// A holder in another *time* namespace (same PID namespace) whose boot
 /// clock is offset: `/proc/<pid>/stat` shows each reader the start time
 /// shifted by the reader's own boot-time offset, so the start time the
@@ -1052,31 +1063,10 @@ fn a_holder_in_another_time_namespace_is_alive_until_it_dies() {
     let mut holder = Peer::spawn_under(&wrapper);
     holder.ok(&format!("pair {}", path.display()));
     assert_eq!(holder.ok("hold"), "holding");
-    let state = pair.state().unwrap();
-    let took = pair
-        .mutex()
-        .try_lock()
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    assert!(
-        matches!(state, MutexState::Held { alive: true, .. }),
-        "{state:?}, try_lock: {took:?}"
-    );
-    assert!(
-        took.clone().is_err_and(|e| e.contains("held by another")),
-        "{took:?}"
-    );
     let mut other = Peer::spawn();
     other.ok(&format!("pair {}", path.display()));
     assert_eq!(other.ok("locktimeout 100"), "Timeout");
-    holder.kill();
-    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
-        Err(LockError::OwnerDied(mut g)) => {
-            g.a = g.b;
-            g.mark_consistent();
-        }
-        other => panic!("expected OwnerDied, got {other:?}"),
-    };
+    refused_until_the_holder_dies(&pair, &mut holder);
 }
 
 /// A taker that cannot see the holder in `/proc` (`hidepid=2`, another
@@ -1143,28 +1133,7 @@ fn a_holder_whose_main_thread_exited_is_alive_until_it_dies() {
         .unwrap()
         .count();
     assert!(threads >= 2, "the holder must still run another thread");
-    let state = pair.state().unwrap();
-    let took = pair
-        .mutex()
-        .try_lock()
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    assert!(
-        matches!(state, MutexState::Held { alive: true, .. }),
-        "{state:?}, try_lock: {took:?}"
-    );
-    assert!(
-        took.clone().is_err_and(|e| e.contains("held by another")),
-        "{took:?}"
-    );
-    holder.kill();
-    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
-        Err(LockError::OwnerDied(mut g)) => {
-            g.a = g.b;
-            g.mark_consistent();
-        }
-        other => panic!("expected OwnerDied, got {other:?}"),
-    };
+    refused_until_the_holder_dies(&pair, &mut holder);
 }
 
 /// Hostile words: random lock, sequence and state words, and random lease
