@@ -13,7 +13,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mapshare::sync::{Event, FileLock, LockError, LockKind, Semaphore};
+use mapshare::sync::{Event, FileLock, LockError, LockKind, LockResult, MutexGuard, Semaphore};
 use mapshare::{
     Access, Fingerprint, Kind, Persistent, Region, RegionOptions, Shared, SharedFile, Spec,
 };
@@ -278,6 +278,27 @@ fn access(s: &str) -> Access {
     }
 }
 
+/// How a lock attempt on the pair ended, by name. With `repair`, an
+/// `OwnerDied` guard is repaired (a = b) and marked consistent; without,
+/// it is dropped as it is (so the mutex becomes not recoverable).
+fn lock_outcome(r: LockResult<MutexGuard<'_, Pair>>, repair: bool) -> String {
+    match r {
+        Ok(_) => "locked".into(),
+        Err(LockError::OwnerDied(mut g)) => {
+            if repair {
+                g.a = g.b;
+                g.mark_consistent();
+            }
+            "OwnerDied".into()
+        }
+        Err(LockError::Poisoned(_)) => "Poisoned".into(),
+        Err(LockError::NotRecoverable { .. }) => "NotRecoverable".into(),
+        Err(LockError::WouldBlock { .. }) => "WouldBlock".into(),
+        Err(LockError::Timeout { .. }) => "Timeout".into(),
+        Err(LockError::Failed(e)) => variant(&e),
+    }
+}
+
 /// The peer's command loop.
 pub fn serve() {
     let mut region: Option<Region> = None;
@@ -362,36 +383,14 @@ pub fn serve() {
                 ["trylock"] => {
                     // How a try_lock of the pair's mutex ends, by name.
                     let p = pair.as_ref().expect("no pair open");
-                    match p.mutex().try_lock() {
-                        Ok(_) => "locked".into(),
-                        Err(LockError::OwnerDied(_)) => "OwnerDied".into(),
-                        Err(LockError::Poisoned(_)) => "Poisoned".into(),
-                        Err(LockError::NotRecoverable { .. }) => "NotRecoverable".into(),
-                        Err(LockError::WouldBlock { .. }) => "WouldBlock".into(),
-                        Err(LockError::Timeout { .. }) => "Timeout".into(),
-                        Err(LockError::Failed(e)) => variant(&e),
-                    }
+                    lock_outcome(p.mutex().try_lock(), false)
                 }
                 ["locktimeout", ms] => {
                     // How a lock with a timeout ends, by name; an OwnerDied
                     // guard is repaired (a = b) and marked consistent.
                     let p = pair.as_ref().expect("no pair open");
-                    match p
-                        .mutex()
-                        .lock_timeout(Duration::from_millis(ms.parse().unwrap()))
-                    {
-                        Ok(_) => "locked".into(),
-                        Err(LockError::OwnerDied(mut g)) => {
-                            g.a = g.b;
-                            g.mark_consistent();
-                            "OwnerDied".into()
-                        }
-                        Err(LockError::Poisoned(_)) => "Poisoned".into(),
-                        Err(LockError::NotRecoverable { .. }) => "NotRecoverable".into(),
-                        Err(LockError::WouldBlock { .. }) => "WouldBlock".into(),
-                        Err(LockError::Timeout { .. }) => "Timeout".into(),
-                        Err(LockError::Failed(e)) => variant(&e),
-                    }
+                    let ms = Duration::from_millis(ms.parse().unwrap());
+                    lock_outcome(p.mutex().lock_timeout(ms), true)
                 }
                 ["threads", n] => {
                     // Two threads of this process increment the pair n
