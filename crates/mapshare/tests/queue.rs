@@ -235,6 +235,18 @@ fn the_consumer_can_start_first_and_batches_work() {
     });
 }
 
+/// A second producer is refused with `RoleTaken` naming `pid`.
+fn assert_producer_role_held_by(path: &std::path::Path, pid: u32) {
+    match Producer::open(path) {
+        Err(Error::RoleTaken {
+            role: "producer",
+            pid: holder,
+            ..
+        }) => assert_eq!(holder, pid),
+        other => panic!("expected RoleTaken, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn roles_are_exclusive_until_the_holder_dies() {
     let (_dir, path) = new_queue(4096);
@@ -243,14 +255,7 @@ fn roles_are_exclusive_until_the_holder_dies() {
         holder.ok(&format!("qholdproducer {}", path.display())),
         "holding"
     );
-    match Producer::open(&path) {
-        Err(Error::RoleTaken {
-            role: "producer",
-            pid,
-            ..
-        }) => assert_eq!(pid, holder.pid()),
-        other => panic!("expected RoleTaken, got {:?}", other.map(|_| ())),
-    }
+    assert_producer_role_held_by(&path, holder.pid());
     // The consumer role is separate.
     let rx = Consumer::open(&path).unwrap();
     assert!(matches!(
@@ -517,14 +522,7 @@ fn a_forked_child_dropping_the_producer_leaves_the_role_held() {
         peer.ok(&format!("fork-drop-producer {}", path.display())),
         "holding"
     );
-    match Producer::open(&path) {
-        Err(Error::RoleTaken {
-            role: "producer",
-            pid,
-            ..
-        }) => assert_eq!(pid, peer.pid()),
-        other => panic!("expected RoleTaken, got {:?}", other.map(|_| ())),
-    }
+    assert_producer_role_held_by(&path, peer.pid());
     drop(peer);
     Producer::open(&path).expect("free once the parent left");
 }
