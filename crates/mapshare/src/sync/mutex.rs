@@ -336,7 +336,10 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     #[inline(always)]
     pub fn lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
         // Fast path, inline: not a forked child, one CAS on a free word,
-        // a consistent state. Everything else is out of line.
+        // a consistent state. Everything else is out of line. (The same
+        // steps as `RawMutex::lock` + `acquired`, written out here because
+        // going through `run` costs 1.5-1.9x std instead of 1.1x: measured
+        // with `cargo bench -p mapshare --bench lock`.)
         let lease = self.lease();
         let me = lease.token().raw();
         if lease.is_mine() && self.word.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
