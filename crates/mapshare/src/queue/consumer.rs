@@ -1,11 +1,10 @@
 //! The reading end: [`Consumer`], [`Record`] and [`Batch`].
 
-use std::cell::Cell;
 use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::ring::{Next, HEADER};
+use super::ring::{self, Next, HEADER};
 use super::{open_existing, open_or_create, wait_ended, Role, Shared, Wait, Watch};
 use crate::error::{Error, Result};
 use crate::file::SharedFile;
@@ -52,11 +51,13 @@ pub struct Consumer {
     q: Shared,
     /// Our scan position (authoritative): the next record to look at.
     read: u64,
-    /// What we stored to the shared read position. Equal to `read`
-    /// except while records are borrowed in place ([`Record`], [`Batch`]).
+    /// What we stored to the shared (durable) read position. Equal to
+    /// `read` except while records are borrowed in place ([`Record`],
+    /// [`Batch`]).
     released: u64,
-    /// The producer's position as last loaded.
-    write_cache: u64,
+    /// What we published to the producer (`space`, see `ring`): at most
+    /// `released`, behind it by less than `publish_every` bytes.
+    published: u64,
     spin: Spin,
     /// Our session number.
     session: u64,
@@ -96,7 +97,7 @@ impl Consumer {
             q: a.q,
             read: a.read,
             released: a.read,
-            write_cache: a.write,
+            published: a.read,
             spin: Spin::default(),
             session: a.session,
             watch: a.watch,
@@ -124,20 +125,40 @@ impl Consumer {
         &self.q.file
     }
 
-    /// Committed bytes not yet released (a snapshot).
+    /// Committed bytes not yet released (a snapshot, from the position
+    /// the producer stored last).
     pub fn pending_bytes(&self) -> Result<u64> {
         let w = self
             .q
             .ring()
-            .load_write(self.released)
-            .map_err(|v| self.q.corrupted(v))?;
-        Ok(w - self.released)
+            .write
+            .load(std::sync::atomic::Ordering::Acquire);
+        Ok(w.saturating_sub(self.released))
     }
 
-    /// Gives everything before `pos` back to the producer.
+    /// Gives everything before `pos` back to the producer: stores it as
+    /// the durable position at once (a restart resumes there), and
+    /// publishes it to the producer once enough has been released or if
+    /// the producer sleeps waiting for space.
+    #[inline]
     fn release(&mut self, pos: u64) {
         self.released = pos;
-        self.q.ring().release(pos, &Futex);
+        let ring = self.q.ring();
+        ring.release(pos);
+        if pos - self.published >= ring::publish_every(self.q.capacity)
+            || ring.producer_sleeping(&self.q.pair())
+        {
+            self.publish();
+        }
+    }
+
+    /// Publishes the released position to the producer (and wakes it if
+    /// it sleeps).
+    fn publish(&mut self) {
+        self.published = self.released;
+        self.q
+            .ring()
+            .publish_space(self.released, &Futex, &self.q.pair());
     }
 
     /// Finds the next record at our position, skipping pads; waits per
@@ -147,25 +168,29 @@ impl Consumer {
     /// that space) unless `borrowed`: then records before it are still
     /// borrowed in place, and releasing past them would hand their bytes
     /// back to the producer; the caller releases everything later.
+    #[inline]
     fn next_record(&mut self, wait: Wait, borrowed: bool) -> Result<Option<(u64, usize, u64)>> {
         self.q.file.lease().check_owner(self.q.file.region())?;
         loop {
-            let avail = self.available(wait)?;
-            if avail == 0 {
-                return Ok(None);
-            }
-            let ring = self.q.ring();
-            match ring
-                .next(self.read, avail)
-                .map_err(|v| self.q.corrupted(v))?
-            {
-                Next::Pad { size } => {
+            let limit = self.released + self.q.capacity;
+            let found = self
+                .q
+                .ring()
+                .next(self.read, limit)
+                .map_err(|v| self.q.corrupted(v))?;
+            match found {
+                None => {
+                    if !self.wait_for_record(wait)? {
+                        return Ok(None);
+                    }
+                }
+                Some(Next::Pad { size }) => {
                     self.read += size;
                     if !borrowed {
                         self.release(self.read);
                     }
                 }
-                Next::Record { at, len, size } => {
+                Some(Next::Record { at, len, size }) => {
                     self.q.check_faults()?;
                     return Ok(Some((at, len as usize, self.read + size)));
                 }
@@ -173,31 +198,28 @@ impl Consumer {
         }
     }
 
-    /// Committed bytes after our position, waiting per `wait` for some.
-    fn available(&mut self, wait: Wait) -> Result<u64> {
-        if self.write_cache > self.read {
-            return Ok(self.write_cache - self.read);
+    /// Waits per `wait` until something is committed at our position;
+    /// `Ok(false)` if nothing came in time. Publishes what we released
+    /// first: a producer may be waiting for it.
+    #[cold]
+    fn wait_for_record(&mut self, wait: Wait) -> Result<bool> {
+        if self.published != self.released {
+            self.publish();
         }
         let q = &self.q;
         let ring = q.ring();
-        let read = self.read;
-        let write_seen = Cell::new(self.write_cache);
-        let arrived = q.wait_for(
+        let (read, limit) = (self.read, self.released + q.capacity);
+        q.wait_for(
             &ring.data_event,
             self.spin,
             wait,
             Role::Producer,
             &mut self.watch,
-            || {
-                ring.touch_next(read);
-                let w = ring.load_write(read).map_err(|v| q.corrupted(v))?;
-                write_seen.set(w);
-                Ok(w != read)
+            |_| match ring.next(read, limit) {
+                Ok(found) => Ok(found.is_some()),
+                Err(v) => Err(q.corrupted(v)),
             },
-        );
-        self.write_cache = write_seen.get();
-        arrived?;
-        Ok(self.write_cache - self.read)
+        )
     }
 
     fn record(&mut self, found: Option<(u64, usize, u64)>) -> Option<Record<'_>> {
@@ -284,8 +306,8 @@ impl Consumer {
     /// record found there (`len` bytes, ending at `next`).
     fn check_unchanged(&self, at: u64, len: usize, next: u64) -> Result<()> {
         let start = next - super::ring::record_size(len as u64);
-        match self.q.ring().next(start, next - start) {
-            Ok(Next::Record { at: a, len: l, .. }) if a == at && l as usize == len => Ok(()),
+        match self.q.ring().next(start, next) {
+            Ok(Some(Next::Record { at: a, len: l, .. })) if a == at && l as usize == len => Ok(()),
             _ => Err(Error::Corrupted {
                 origin: self.q.origin().clone(),
                 what: "queue record",
@@ -344,6 +366,11 @@ impl Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // Hands a spinning producer what we released (not in a forked
+        // child: it must not store its parent's positions).
+        if self.published != self.released && self.q.is_owner() {
+            self.publish();
+        }
         // Closes the session cleanly (nothing in a forked child).
         self.q.leave(Role::Consumer, self.session);
     }

@@ -5,7 +5,9 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::ring::{self, record_size, HEADER};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use super::ring::{self, record_size, Ring, HEADER};
 use super::{open_existing, open_or_create, wait_ended, Role, Shared, Wait, Watch};
 use crate::error::{Error, Result};
 use crate::file::SharedFile;
@@ -138,11 +140,13 @@ impl Producer {
         self.q.capacity
     }
 
-    /// Largest record payload (`capacity - 8`). A record this large needs
-    /// the whole ring: it goes through when the ring is empty and a
-    /// consumer is attached to release the padding before it.
+    /// Largest record payload (`capacity - 16`: the record's header and
+    /// the slot after it, which each commit clears, take the rest). A
+    /// record this large needs the whole ring: it goes through when the
+    /// ring is empty and a consumer is attached to release the padding
+    /// before it.
     pub fn max_record(&self) -> u64 {
-        self.q.capacity - HEADER
+        self.q.capacity - 2 * HEADER
     }
 
     /// The queue file.
@@ -154,32 +158,39 @@ impl Producer {
         self.q.capacity - (self.write - self.read_cache)
     }
 
-    /// Waits until `bytes` are free at our position (and, if
-    /// `need_consumer`, a live consumer is attached). `Ok(false)` if
-    /// `wait` ran out.
+    /// Waits until `bytes` (and the slot after them, see `ring`) are free
+    /// at our position (and, if `need_consumer`, a live consumer is
+    /// attached). Spins on the position the consumer publishes; before
+    /// parking, checks its durable position (which pairs with the
+    /// consumer's check for a sleeping producer). `Ok(false)` if `wait`
+    /// ran out.
     fn make_room(&mut self, bytes: u64, wait: Wait, need_consumer: bool) -> Result<bool> {
-        if self.free() >= bytes && !need_consumer {
+        let need = Ring::<AtomicU64, AtomicU32, super::Mapped>::room(bytes);
+        if self.free() >= need && !need_consumer {
             return Ok(true);
         }
         let q = &self.q;
         let ring = q.ring();
         let (write, cap) = (self.write, q.capacity);
-        let read_seen = Cell::new(self.read_cache);
-        let ok =
-            q.wait_for(
-                &ring.space_event,
-                self.spin,
-                wait,
-                Role::Consumer,
-                &mut self.watch,
-                || {
-                    let r = ring.load_read(write).map_err(|v| q.corrupted(v))?;
-                    read_seen.set(r);
-                    Ok(cap - (write - r) >= bytes
-                        && (!need_consumer || q.peer_live(Role::Consumer)?))
-                },
-            );
-        self.read_cache = read_seen.get();
+        let seen = Cell::new(self.read_cache);
+        let ok = q.wait_for(
+            &ring.space_event,
+            self.spin,
+            wait,
+            Role::Consumer,
+            &mut self.watch,
+            |parking| {
+                let loaded = if parking {
+                    ring.load_read(write, seen.get())
+                } else {
+                    ring.load_space(write, seen.get())
+                };
+                let r = loaded.map_err(|v| q.corrupted(v))?;
+                seen.set(r);
+                Ok(cap - (write - r) >= need && (!need_consumer || q.peer_live(Role::Consumer)?))
+            },
+        );
+        self.read_cache = seen.get();
         ok
     }
 
@@ -210,13 +221,13 @@ impl Producer {
         }
         let pad = self.q.ring().pad_before(self.write, size);
         if pad > 0 {
-            if pad + size <= cap {
-                // Room for both first, so a send that fails writes nothing;
-                // the pad is published with the record.
+            if Ring::<AtomicU64, AtomicU32, super::Mapped>::room(pad + size) <= cap {
+                // Room for both first, so a send that fails writes
+                // nothing; the record follows the pad at once.
                 if !self.make_room(pad + size, wait, false)? {
                     return Ok(None);
                 }
-                self.q.ring().write_pad(self.write, pad);
+                self.q.ring().commit_pad(self.write, pad);
                 self.write += pad;
             } else {
                 // The record needs the ring's start and more than what the
@@ -227,9 +238,9 @@ impl Producer {
                     return Ok(None);
                 }
                 let ring = self.q.ring();
-                ring.write_pad(self.write, pad);
+                ring.commit_pad(self.write, pad);
                 self.write += pad;
-                ring.publish(self.write, &Futex);
+                ring.publish(self.write, &Futex, &self.q.pair());
             }
         }
         if !self.make_room(size, wait, false)? {
@@ -309,10 +320,11 @@ impl Producer {
         self.send_inner(data, Wait::Until(Instant::now() + timeout))
     }
 
-    /// Sends every record of `records`, waiting for space as `send` does,
-    /// publishing once per run of records that fit without waiting (one
-    /// release store and at most one wake per run instead of one per
-    /// record). On an error, `Err((n, e))`: the first `n` records were
+    /// Sends every record of `records`, waiting for space as `send` does.
+    /// Each record is visible to the consumer once committed; the store of
+    /// the write position and the check for a sleeping consumer happen
+    /// once per run of records that fit without waiting, instead of once
+    /// per record. On an error, `Err((n, e))`: the first `n` records were
     /// sent and published, the others not. After an outside truncate
     /// ([`Error::Truncated`]) the record being written when the fault was
     /// noticed may have been published too, as with `send`, but it is not
@@ -323,7 +335,7 @@ impl Producer {
         // Whatever happened, what was written is published: the count
         // reported is the count the consumer gets.
         if unpublished {
-            self.q.ring().publish(self.write, &Futex);
+            self.q.ring().publish(self.write, &Futex, &self.q.pair());
         }
         result
     }
@@ -338,7 +350,7 @@ impl Producer {
             let pad = self.q.ring().pad_before(self.write, size);
             if *unpublished && self.free() < pad + size {
                 // About to wait (or wrap): publish what we have first.
-                self.q.ring().publish(self.write, &Futex);
+                self.q.ring().publish(self.write, &Futex, &self.q.pair());
                 *unpublished = false;
             }
             let mut g = match self.reserve_inner(r.len(), Wait::Forever) {
@@ -374,23 +386,26 @@ impl<'p> Grant<'p> {
         q.bytes.ptr(self.at % q.capacity + HEADER)
     }
 
-    /// Writes the header and advances our position, without publishing;
+    /// Commits the record (the consumer can see it from now on) and
+    /// advances our position, without storing it or waking the consumer;
     /// `None` (and nothing written) in a forked child.
     fn finish(self) -> Option<&'p mut Producer> {
         let Grant { producer, at, len } = self;
         if !producer.q.is_owner() {
             return None;
         }
-        producer.q.ring().write_header(at, len as u32);
+        producer.q.ring().commit_record(at, len as u32);
         producer.write = at + record_size(len as u64);
         Some(producer)
     }
 
-    /// Publishes the record: the consumer can see it from now on. (In a
-    /// forked child that inherited the grant, does nothing.)
+    /// Commits the record: the consumer can see it from now on, and is
+    /// woken if it sleeps. (In a forked child that inherited the grant,
+    /// does nothing.)
+    #[inline]
     pub fn commit(self) {
         if let Some(p) = self.finish() {
-            p.q.ring().publish(p.write, &Futex);
+            p.q.ring().publish(p.write, &Futex, &p.q.pair());
         }
     }
 
