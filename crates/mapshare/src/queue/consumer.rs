@@ -75,10 +75,10 @@ pub struct Consumer {
 /// behaviour. Against such a peer use [`Record::copy_to`] or
 /// [`Consumer::recv_into`] instead of `Deref`.
 pub struct Record<'c> {
+    /// The consumer; its `read` is this record's position (the payload
+    /// is 8 bytes further, and the next record after `record_size(len)`).
     consumer: &'c mut Consumer,
-    at: u64,
     len: usize,
-    next: u64,
 }
 
 /// Records borrowed in place by [`Consumer::recv_batch`]; all released on
@@ -222,41 +222,46 @@ impl Consumer {
         )
     }
 
-    fn record(&mut self, found: Option<(u64, usize, u64)>) -> Option<Record<'_>> {
-        found.map(|(at, len, next)| Record {
+    #[inline]
+    fn record(&mut self, (_, len, _): (u64, usize, u64)) -> Record<'_> {
+        // Two words, so that the record comes back in registers.
+        Record {
             consumer: self,
-            at,
             len,
-            next,
-        })
+        }
     }
 
     /// Receives the next record, waiting as long as it takes. Fails with
     /// [`Error::Disconnected`] (or [`Error::PeerDied`]) once the queue is
     /// drained and the producer of this session is gone.
+    #[inline]
     pub fn recv(&mut self) -> Result<Record<'_>> {
-        let found = self.next_record(Wait::Forever, false)?;
-        let origin = self.q.origin().clone();
-        self.record(found).ok_or_else(|| wait_ended(&origin))
+        match self.next_record(Wait::Forever, false)? {
+            Some(found) => Ok(self.record(found)),
+            None => Err(wait_ended(self.q.origin())),
+        }
     }
 
     /// Receives a record if one is there; `Ok(None)` if the queue is empty
     /// (and the producer of this session alive or not yet seen).
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
-        let found = self.next_record(Wait::No, false)?;
-        Ok(self.record(found))
+        Ok(self
+            .next_record(Wait::No, false)?
+            .map(|found| self.record(found)))
     }
 
     /// Receives, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
         let start = Instant::now();
-        let found = self.next_record(Wait::Until(start + timeout), false)?;
-        let origin = self.q.origin().clone();
-        self.record(found).ok_or_else(|| Error::Timeout {
-            origin,
-            what: "waiting for a record",
-            waited: start.elapsed(),
-        })
+        match self.next_record(Wait::Until(start + timeout), false)? {
+            Some(found) => Ok(self.record(found)),
+            None => Err(Error::Timeout {
+                origin: self.q.origin().clone(),
+                what: "waiting for a record",
+                waited: start.elapsed(),
+            }),
+        }
     }
 
     /// Copies the next record into `buf` (replacing its contents) and
@@ -266,14 +271,17 @@ impl Consumer {
     /// does: the shared bytes are read with atomic loads only, and the
     /// record's header is checked again after the copy (a change is
     /// [`Error::Corrupted`], and nothing is released).
+    #[inline]
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-        let origin = self.q.origin().clone();
-        self.recv_into_inner(Wait::Forever, buf)?
-            .ok_or_else(|| wait_ended(&origin))
+        match self.recv_into_inner(Wait::Forever, buf)? {
+            Some(len) => Ok(len),
+            None => Err(wait_ended(self.q.origin())),
+        }
     }
 
     /// [`Consumer::recv_into`] if a record is there now; `Ok(None)` if the
     /// queue is empty.
+    #[inline]
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>> {
         self.recv_into_inner(Wait::No, buf)
     }
@@ -281,15 +289,17 @@ impl Consumer {
     /// [`Consumer::recv_into`], waiting at most `timeout`.
     pub fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
         let start = Instant::now();
-        let origin = self.q.origin().clone();
-        self.recv_into_inner(Wait::Until(start + timeout), buf)?
-            .ok_or_else(|| Error::Timeout {
-                origin,
+        match self.recv_into_inner(Wait::Until(start + timeout), buf)? {
+            Some(len) => Ok(len),
+            None => Err(Error::Timeout {
+                origin: self.q.origin().clone(),
                 what: "waiting for a record",
                 waited: start.elapsed(),
-            })
+            }),
+        }
     }
 
+    #[inline]
     fn recv_into_inner(&mut self, wait: Wait, buf: &mut Vec<u8>) -> Result<Option<usize>> {
         let Some((at, len, next)) = self.next_record(wait, false)? else {
             return Ok(None);
@@ -304,6 +314,7 @@ impl Consumer {
 
     /// Checks that the record header before `at` still describes the
     /// record found there (`len` bytes, ending at `next`).
+    #[inline]
     fn check_unchanged(&self, at: u64, len: usize, next: u64) -> Result<()> {
         let start = next - super::ring::record_size(len as u64);
         match self.q.ring().next(start, next) {
@@ -365,6 +376,7 @@ impl Consumer {
 }
 
 impl Drop for Consumer {
+    #[inline]
     fn drop(&mut self) {
         // Hands a spinning producer what we released (not in a forked
         // child: it must not store its parent's positions).
@@ -377,6 +389,12 @@ impl Drop for Consumer {
 }
 
 impl Record<'_> {
+    /// Ring offset of the payload.
+    #[inline]
+    fn at(&self) -> u64 {
+        ring::offset(self.consumer.read, self.consumer.q.capacity) + HEADER
+    }
+
     /// Payload length.
     pub fn len(&self) -> usize {
         self.len
@@ -393,30 +411,34 @@ impl Record<'_> {
     /// after it has put the copy somewhere safe. Fails with
     /// [`Error::Truncated`] if a page of the queue was cut away by an
     /// outside truncate (the copy would hold zeros).
+    #[inline]
     pub fn copy_to(&self, buf: &mut Vec<u8>) -> Result<()> {
-        self.consumer.q.bytes.copy_out(self.at, self.len, buf);
+        self.consumer.q.bytes.copy_out(self.at(), self.len, buf);
         self.consumer.q.check_faults()
     }
 }
 
 impl Deref for Record<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: validated to lie inside the ring and before the published
         // write position; until we release it a producer that follows the
         // protocol does not write there: an exclusive grant by the protocol
         // (see the type's docs for a peer that does not follow it).
-        unsafe { std::slice::from_raw_parts(self.consumer.q.bytes.ptr(self.at), self.len) }
+        unsafe { std::slice::from_raw_parts(self.consumer.q.bytes.ptr(self.at()), self.len) }
     }
 }
 
 impl Drop for Record<'_> {
+    #[inline]
     fn drop(&mut self) {
         let c = &mut *self.consumer;
-        c.read = self.next;
+        let next = c.read + ring::record_size(self.len as u64);
+        c.read = next;
         // A forked child must not release what its parent holds.
         if c.q.is_owner() {
-            c.release(self.next);
+            c.release(next);
         }
     }
 }
@@ -459,6 +481,7 @@ impl Batch<'_> {
 }
 
 impl Drop for Batch<'_> {
+    #[inline]
     fn drop(&mut self) {
         let c = &mut *self.consumer;
         c.read = self.next;

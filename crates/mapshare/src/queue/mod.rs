@@ -497,6 +497,7 @@ impl Shared {
         }
     }
 
+    #[inline]
     fn origin(&self) -> &Origin {
         self.file.region().origin()
     }
@@ -510,6 +511,7 @@ impl Shared {
 
     /// Word `which` (`HOLDER`, `SESSIONS`, `CLOSED`, `FENCES`) of `role`'s
     /// group.
+    #[inline]
     fn word(&self, role: Role, which: usize) -> &AtomicU64 {
         // SAFETY: the two groups (offsets 256..288 and 320..352) are
         // aligned u64s inside the control block, checked in `open`; the
@@ -517,6 +519,7 @@ impl Shared {
         unsafe { &*self.roles.as_ptr().add(role.base() + which) }
     }
 
+    #[inline]
     fn ring(&self) -> Ring<'_, AtomicU64, AtomicU32, Mapped> {
         // SAFETY: each pointer was produced from a checked atomic view of
         // the mapping in `open`, and the mapping lives as long as `self`.
@@ -901,7 +904,7 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
     let mut pos = read;
     let base = obj + CONTROL_LEN;
     loop {
-        let word = r.load_u64(base + pos % capacity, Acquire)?;
+        let word = r.load_u64(base + ring::offset(pos, capacity), Acquire)?;
         if word == ring::EMPTY {
             break;
         }
