@@ -68,8 +68,11 @@
 //!   ring is full, it reports `Disconnected` and hands its record back.
 //!   (It does not tell a consumer that died from one that left: either way
 //!   every unreleased record stays in the file for the next consumer.)
-//! - A side that waits checks its peer before parking and every 20 ms
-//!   while parked (`PEER_CHECK`); the busy path makes no system call.
+//! - A side that waits checks its peer's words before parking and every
+//!   20 ms while parked (`PEER_CHECK`), and asks the kernel whether the
+//!   peer's lease is alive at most once per `PEER_CHECK` (a clean leave
+//!   changes the words, so it is seen at once; a death within 20 ms). The
+//!   busy path, and polling an empty queue, make no system call.
 //! - A waiting side whose file was deleted (`st_nlink == 0`, checked on
 //!   the same schedule) while no live peer holds it reports
 //!   [`Error::Deleted`]: nobody can open it again. Anonymous queues
@@ -79,8 +82,8 @@
 //!
 //! A record never wraps: one that does not fit before the end of the ring
 //! is preceded by a pad covering the tail. When pad and record fit in the
-//! ring together, the producer waits for room for both and publishes them
-//! together, so a send that fails (`Full`, `Timeout`) writes nothing. A
+//! ring together, the producer waits for room for both before it commits
+//! the pad, so a send that fails (`Full`, `Timeout`) writes nothing. A
 //! record larger than what the pad leaves (up to `max_record`, the whole
 //! ring less its header) needs the pad released first: that pad is
 //! published on its own, and only while a live consumer is attached to
@@ -130,7 +133,18 @@
 //! A waiting side spins for a bounded, tunable time ([`Spin`]), then parks
 //! on the event's futex. The other side issues a futex wake only if the
 //! waiter counted itself as sleeping, so a busy stream makes no system
-//! calls.
+//! calls. That check is one half of a handshake whose other half the
+//! waiter pays before it parks: with `membarrier` on both sides (the
+//! usual case) the notifier's half is a compiler fence and a plain load,
+//! and the waiter's a `membarrier` call; otherwise each half is a locked
+//! instruction (see `sync::fence`; `mapshare info` shows which each side
+//! chose).
+//!
+//! # Records and positions
+//!
+//! See `ring`: each record's header word is its commit (the consumer never
+//! loads the write position), and the consumer publishes its read position
+//! to the producer lazily while storing it durably on every release.
 
 mod anonymous;
 mod consumer;
