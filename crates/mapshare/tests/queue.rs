@@ -950,3 +950,42 @@ fn a_process_without_membarrier_streams_with_full_fences() {
     assert_eq!(producer.answer().unwrap(), "sent");
     assert_eq!(fences(&path), [Some(FenceMode::Full), Some(mine)]);
 }
+
+/// Found in review: `observe` (what `mapshare info` prints) walks the
+/// headers from the `read` word it loaded while the consumer may release
+/// past them and the producer reuse the space; a violation now counts
+/// only if the read position stood still during the walk, so a healthy
+/// busy queue is never reported corrupted.
+#[test]
+fn info_on_a_busy_queue_is_not_corrupted() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let (_dir, path) = new_queue(64);
+    let mut rx = Consumer::open(&path).unwrap();
+    let mut tx = Producer::open(&path).unwrap();
+    let stop = AtomicBool::new(false);
+    let (mut bad, mut first) = (0u32, None);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0u64;
+            while !stop.load(Relaxed) {
+                let rec = vec![i as u8; 1 + (i % 16) as usize];
+                let _ = tx.send_timeout(&rec, Duration::from_millis(10));
+                i += 1;
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(Relaxed) {
+                let _ = rx.recv_timeout(Duration::from_millis(10));
+            }
+        });
+        let insp = mapshare::Inspection::open(&path).unwrap();
+        for _ in 0..20_000 {
+            if let Err(e) = queue::observe(&insp) {
+                bad += 1;
+                first.get_or_insert(e.to_string());
+            }
+        }
+        stop.store(true, Relaxed);
+    });
+    assert_eq!(bad, 0, "{first:?}");
+}

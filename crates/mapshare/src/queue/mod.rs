@@ -905,31 +905,50 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
     check_capacity(&origin, capacity)?;
     let r = &insp.region;
     let obj = h.object_offset;
-    let read = r.load_u64(obj + READ_POS, Acquire)?;
     let corrupt = |why: String| Error::Corrupted {
         origin: origin.clone(),
         what: "queue state",
         why,
     };
-    ring::check_position(read).map_err(|v| corrupt(v.0))?;
-    // Walk the committed records, as the consumer would (bounded: each
-    // step advances by at least 8 bytes, and by at most a ring in all).
-    let mut records = 0;
-    let mut pos = read;
+    // Walk the committed records from the consumer's position, as the
+    // consumer would (bounded: each step advances by at least 8 bytes, and
+    // by at most a ring in all). On a live queue the consumer may release
+    // what the walk is reading and the producer reuse it: a violation
+    // counts only if the read position did not move meanwhile; otherwise
+    // walk again (and after many tries, report what the last walk saw).
     let base = obj + CONTROL_LEN;
-    loop {
-        let word = r.load_u64(base + ring::offset(pos, capacity), Acquire)?;
-        if word == ring::EMPTY {
-            break;
-        }
-        match ring::parse(capacity, word, pos, read + capacity).map_err(|v| corrupt(v.0))? {
-            ring::Next::Pad { size } => pos += size,
-            ring::Next::Record { size, .. } => {
-                records += 1;
-                pos += size;
+    let mut tries = 0;
+    let (read, pos, records) = loop {
+        let read = r.load_u64(obj + READ_POS, Acquire)?;
+        ring::check_position(read).map_err(|v| corrupt(v.0))?;
+        let (mut pos, mut records) = (read, 0u64);
+        let walked = loop {
+            let word = r.load_u64(base + ring::offset(pos, capacity), Acquire)?;
+            if word == ring::EMPTY {
+                break Ok(());
+            }
+            match ring::parse(capacity, word, pos, read + capacity) {
+                Ok(ring::Next::Pad { size }) => pos += size,
+                Ok(ring::Next::Record { size, .. }) => {
+                    records += 1;
+                    pos += size;
+                }
+                Err(v) => break Err(v),
+            }
+        };
+        match walked {
+            Ok(()) => break (read, pos, records),
+            Err(v) => {
+                tries += 1;
+                if r.load_u64(obj + READ_POS, Acquire)? == read {
+                    return Err(corrupt(v.0));
+                }
+                if tries >= 64 {
+                    break (read, pos, records);
+                }
             }
         }
-    }
+    };
     let leases = crate::lease::LeaseTable::new(r, h.lease_offset, h.lease_slots);
     let role = |off: u64| -> Result<Option<(u32, bool)>> {
         let token = r.load_u64(obj + off, Acquire)?;
