@@ -104,9 +104,12 @@
 //! the shared mapping. Rust requires that nobody writes the bytes behind a
 //! `&[u8]` (or reads or writes those behind a `&mut [u8]`) while it lives.
 //! The queue protocol guarantees that **only while the peer follows it**:
-//! the producer never writes between the consumer's released position and
-//! its own published write position, and the consumer never touches bytes
-//! past the published write position. A peer that is buggy or hostile, or
+//! the producer never writes the bytes of a committed record the consumer
+//! has not released, and the consumer never reads a record's bytes before
+//! its header is committed. (The producer does write the header *slot*
+//! after its record, to clear it, and the consumer loads the header slot
+//! at its position, possibly that one: both are atomic accesses, never
+//! covered by a reference.) A peer that is buggy or hostile, or
 //! that was wrongly judged dead while still running (its role taken over),
 //! can write those bytes while the reference lives: that is a data race,
 //! undefined behaviour in this process, and no check on our side can

@@ -96,8 +96,8 @@ pub struct Producer {
 /// [`Grant::commit`]; dropping it uncommitted publishes nothing.
 ///
 /// The `&mut [u8]` points into the shared mapping. It is exclusive only
-/// while the consumer follows the queue protocol (it never reads past the
-/// published write position); see "Soundness of in-place access" in the
+/// while the consumer follows the queue protocol (it never reads a
+/// record's bytes before the record is committed); see "Soundness of in-place access" in the
 /// [module docs](super).
 pub struct Grant<'p> {
     producer: &'p mut Producer,
@@ -493,7 +493,7 @@ impl Deref for Grant<'_> {
     #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: the reserved range lies inside the ring (checked when
-        // reserved), beyond the published write position, so a consumer
+        // reserved), in free space past the last commit, so a consumer
         // that follows the protocol does not read it and no one else
         // writes it until we commit: an exclusive grant (see the module
         // docs for a peer that does not follow it). The borrow of `&self`

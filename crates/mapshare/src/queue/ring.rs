@@ -38,7 +38,7 @@
 //! | bits | field |
 //! |---|---|
 //! | 0..32 | payload length (pads: the bytes they cover, less 8) |
-//! | 32..60 | bits 3..31 of the record's own position (a stale or misplaced header cannot pass) |
+//! | 32..60 | bits 3..31 of the record's own position (a header written for another position within 2 GiB of this one cannot pass) |
 //! | 60..64 | kind: `0xD` data, `0xA` pad |
 //!
 //! A header word of 0 ([`EMPTY`]) means "nothing committed here yet".
