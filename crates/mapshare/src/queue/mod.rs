@@ -22,7 +22,7 @@
 //! | 256 | producer role (`u64`): its lease token, 0 if none | producer |
 //! | 264 | producer sessions (`u64`): producers that ever attached | producer |
 //! | 272 | producer closed (`u64`): the session number of the last producer that left cleanly | producer |
-//! | 280 | producer fences (`u64`): 1 asymmetric, 2 full ([`FenceMode`](crate::sync::FenceMode)) | producer |
+//! | 280 | producer fences (`u64`): 1 asymmetric, 2 full ([`FenceMode`]) | producer |
 //! | 320 | consumer role, sessions, closed, fences (as at 256..288) | consumer |
 //! | 384 | space (`u64`): the read position as published to the producer, lazily | consumer |
 //! | 512 | the ring: `capacity` bytes | |
