@@ -297,6 +297,9 @@ struct Control {
 // SAFETY: `base` points into a mapping owned next to the `Control` (by
 // the same struct) that moves with it; every access through it is atomic.
 unsafe impl Send for Control {}
+// SAFETY: shared access only ever makes atomic loads and stores through
+// `base`.
+unsafe impl Sync for Control {}
 
 impl Control {
     /// Checks `header` (kind, fingerprint, object size) and that the
