@@ -72,26 +72,32 @@
 //!
 //! # Why it is safe
 //!
-//! All accesses to `current` and the pins are `SeqCst`. Take a reader
-//! whose second load returned `(g, s)`. That load precedes, in the single
-//! total order of `SeqCst` operations, the writer's store of the next
-//! version (it did not see it); its pin store precedes that load; and any
-//! later write into `s` is preceded, in the writer's program order, by a
-//! store of a version other than `(g, s)` and then by the pin scan. So the
-//! scan comes after the pin store and sees the pin (or a later value,
-//! written only after the reader unpinned). Hence the writer never writes
-//! a slot while a validated pin on it stands. Generations only grow, so a
-//! version word never comes back (no ABA), and the race of mmap-sync —
-//! load the version, two publishes recycle its buffer, then register — is
-//! caught: the validation load sees a newer word and the reader retries
-//! (`protocol` tests stage it; the loom model and the torn-read hunt
-//! across processes search for it).
+//! Each side puts a `SeqCst` fence between its store and its load: the
+//! reader between its pin store and its second load of `current`, the
+//! writer between its store of `current` and its pin scan. Take a reader
+//! whose second load returned `(g, s)`, and the writer's first fence
+//! after it stored the version that replaced `(g, s)`; any later write
+//! into `s` comes after that fence and the pin scan that follows it. The
+//! two fences are ordered in the single total order of `SeqCst`
+//! operations. If the writer's came first, the reader's load after its
+//! own fence would have seen the replacing store (or a later one), not
+//! `(g, s)`. So the reader's fence came first, and the writer's pin scan
+//! sees the pin (or a later value, stored only after the reader
+//! unpinned). Hence the writer never writes a slot while a validated pin
+//! on it stands. Generations only grow, so a version word never comes
+//! back (no ABA), and the race of mmap-sync — load the version, two
+//! publishes recycle its buffer, then register — is caught: the
+//! validation load sees a newer word and the reader retries (`protocol`
+//! tests stage it; the loom model and the torn-read hunt across
+//! processes search for it). Fences, not `SeqCst` loads and stores,
+//! because loom checks fences and only approximates the latter.
 //!
 //! Happens-before: the writer's plain writes into the slot and its slot
-//! entry precede its `SeqCst` (release) store of `current`, which the
-//! reader's load reads: the reader sees the whole version. The reader's
-//! unpin is a release store; the writer's pin scan reads it: the reader's
-//! last read happens before the writer's next write. Miri's data-race
+//! entry precede its release store of `current`, which the reader's
+//! acquire load reads: the reader sees the whole version. The reader's
+//! unpin (and its next pin) are release stores; the writer's acquire pin
+//! scan reads one of them: the reader's last read of the slot happens
+//! before the writer's next write. Miri's data-race
 //! detector checks exactly this over heap memory (`protocol` tests).
 //!
 //! **Dead readers.** A pin belongs to its entry, which belongs to a lease.

@@ -14,14 +14,48 @@
 //! - writer: stores `current` (publish), later loads every pin and writes
 //!   only into a slot that is neither current nor pinned.
 //!
-//! Every access to `current` and the pins is `SeqCst`: the reader's
-//! store-pin-then-load-current against the writer's
-//! store-current-then-load-pins is the store-buffering shape, where only
-//! a single total order guarantees that one side sees the other.
+//! The reader's store-pin-then-load-current against the writer's
+//! store-current-then-load-pins is the store-buffering shape: each side
+//! puts a `SeqCst` **fence** between its store and its load, and the
+//! fences' single total order guarantees that one side sees the other's
+//! store (C++20 [atomics.order], the fence rule). Fences rather than
+//! `SeqCst` loads and stores, because loom models `SeqCst` fences but
+//! treats `SeqCst` accesses as acquire/release (so its models of this
+//! protocol would report false alarms); the fence is passed in as a
+//! [`Fence`] so that loom's replaces std's in the models.
 
-use std::sync::atomic::Ordering::{Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Release};
 
 use crate::sync::Word64;
+
+/// A `SeqCst` fence: std's in real use, loom's in models.
+pub trait Fence {
+    /// `fence(SeqCst)`.
+    fn seq_cst();
+}
+
+/// [`std::sync::atomic::fence`].
+#[derive(Debug, Clone, Copy)]
+pub struct StdFence;
+
+impl Fence for StdFence {
+    #[inline]
+    fn seq_cst() {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `loom::sync::atomic::fence`, for models.
+#[cfg(loom)]
+#[derive(Debug, Clone, Copy)]
+pub struct LoomFence;
+
+#[cfg(loom)]
+impl Fence for LoomFence {
+    fn seq_cst() {
+        loom::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// Bits of the slot number in a version word.
 pub const SLOT_BITS: u32 = 8;
@@ -95,17 +129,19 @@ pub enum Pinned {
 /// `pin` must be this reader's own entry and hold 0 (no other pin) on
 /// entry.
 #[inline]
-pub fn pin<W: Word64>(current: &W, pin: &W) -> Pinned {
+pub fn pin<W: Word64, F: Fence>(current: &W, pin: &W) -> Pinned {
     for _ in 0..PIN_TRIES {
-        let c = current.load(SeqCst);
+        let c = current.load(Acquire);
         if c == 0 {
             return Pinned::Nothing;
         }
-        pin.store(c, SeqCst);
-        // The store above and this load against the writer's store of
-        // `current` and its load of the pins: at least one side sees the
-        // other's store (SeqCst total order).
-        if current.load(SeqCst) == c {
+        // Release: a writer whose pin scan reads this value also sees
+        // everything before it, our last unpin and the reads it ended.
+        pin.store(c, Release);
+        // Against the writer's fence between its store of `current` and
+        // its pin scan: at least one side sees the other's store.
+        F::seq_cst();
+        if current.load(Acquire) == c {
             return Pinned::Version(c);
         }
     }
@@ -120,15 +156,17 @@ pub fn unpin<W: Word64>(pin: &W) {
     pin.store(0, Release);
 }
 
-/// Writer: the slots named by any of `pins` (bit `slot` set), loaded with
-/// `SeqCst` after the writer's last store of `current`. A pin word that
-/// is no version (garbage) pins nothing: the writer never writes slots
-/// out of range anyway.
+/// Writer: the slots named by any of `pins` (bit `slot` set), loaded
+/// after a `SeqCst` fence that follows the writer's last store of
+/// `current`. A pin word that is no version (garbage) pins nothing: the
+/// writer never writes slots out of range anyway.
 #[inline]
-pub fn pinned_slots<'a, W: Word64 + 'a>(pins: impl IntoIterator<Item = &'a W>) -> u64 {
+pub fn pinned_slots<'a, W: Word64 + 'a, F: Fence>(pins: impl IntoIterator<Item = &'a W>) -> u64 {
+    F::seq_cst();
     let mut busy = 0u64;
     for p in pins {
-        if let Ok(Some(v)) = Version::unpack(p.load(SeqCst)) {
+        // Acquire: pairs with the reader's release unpin (and pin).
+        if let Ok(Some(v)) = Version::unpack(p.load(Acquire)) {
             busy |= 1 << v.slot;
         }
     }
@@ -152,21 +190,24 @@ pub fn free_slot(busy: u64, current: Option<Version>, slots: u32) -> Option<u32>
     (free != 0).then(|| free.trailing_zeros())
 }
 
-/// Writer: makes `v` current. Everything written into `v`'s slot before
-/// happens-before a reader's load that sees it.
+/// Writer: makes `v` current. Release: everything written into `v`'s
+/// slot before happens-before a reader's (acquire) load that sees it.
 #[inline]
 pub fn publish<W: Word64>(current: &W, v: Version) {
-    current.store(v.pack(), SeqCst);
+    current.store(v.pack(), Release);
 }
 
 /// Read-only reader (no pin): after copying slot `c`'s bytes out with
-/// acquire (or relaxed loads and an acquire fence), whether the copy is
-/// whole: `current` still names the same version word `c`. Generations
-/// only grow, so an unchanged word means the writer never left that
-/// version, and it writes only slots that are not current.
+/// acquire loads (or relaxed loads and an acquire fence), whether the copy
+/// is whole: `current` still names the same version word `c`.
+/// Generations only grow, so an unchanged word means the writer never
+/// left that version, and it writes only slots that are not current.
+/// (The writer's stores into a slot are release stores, or plain writes
+/// after a release fence, that follow its store of a newer `current`: a
+/// copy that read any of them sees that newer word here.)
 #[inline]
 pub fn still_current<W: Word64>(current: &W, c: u64) -> bool {
-    current.load(SeqCst) == c
+    current.load(Acquire) == c
 }
 
 #[cfg(test)]
@@ -179,7 +220,7 @@ mod tests {
     use super::*;
     use std::cell::UnsafeCell;
     use std::sync::atomic::AtomicU64;
-    use std::sync::atomic::Ordering::{Acquire, Relaxed};
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 
     const SLOTS: u32 = 4;
     const WORDS: usize = 4;
@@ -212,7 +253,7 @@ mod tests {
 
         fn publish(&self, generation: u64) {
             let cur = Version::unpack(self.current.load(SeqCst)).unwrap();
-            let busy = pinned_slots(&self.pins);
+            let busy = pinned_slots::<_, StdFence>(&self.pins);
             let slot = free_slot(busy, cur, SLOTS).expect("a free slot: readers pin one each");
             // SAFETY: not current, not pinned: no reader reads it (the
             // claim under test).
@@ -230,7 +271,7 @@ mod tests {
 
         /// In-place read through a pin; returns the generation seen.
         fn read_pinned(&self, me: usize) -> Option<u64> {
-            let c = match pin(&self.current, &self.pins[me]) {
+            let c = match pin::<_, StdFence>(&self.current, &self.pins[me]) {
                 Pinned::Version(c) => c,
                 Pinned::Nothing => return None,
                 Pinned::Contended => panic!("contended"),
@@ -362,7 +403,7 @@ mod tests {
     fn a_pinned_slot_is_never_chosen() {
         let m = Model::new(1);
         m.publish(1);
-        let Pinned::Version(c) = pin(&m.current, &m.pins[0]) else {
+        let Pinned::Version(c) = pin::<_, StdFence>(&m.current, &m.pins[0]) else {
             panic!("nothing pinned")
         };
         let v = Version::unpack(c).unwrap().unwrap();

@@ -7,7 +7,7 @@ use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, Pinned, Version, PIN_TRIES};
+use super::protocol::{self, Pinned, StdFence, Version, PIN_TRIES};
 use super::{
     bad_checksum, checksum, copy_atomic, init, spec, Control, Segments, DEFAULT_CAPACITY, READERS,
     RO_RECHECK, RO_WAIT_BYTE,
@@ -121,7 +121,7 @@ impl Reader {
     pub fn read(&mut self) -> Result<Option<ReadGuard<'_>>> {
         self.file.lease().check_owner(self.file.region())?;
         let pin = self.c.pin(self.entry);
-        let c = match protocol::pin(self.c.current(), pin) {
+        let c = match protocol::pin::<_, StdFence>(self.c.current(), pin) {
             Pinned::Version(c) => c,
             Pinned::Nothing => return Ok(None),
             Pinned::Contended => return Err(self.contended()),

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{fence, AtomicU64};
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, Version, MAX_GENERATION, MAX_SLOTS};
+use super::protocol::{self, StdFence, Version, MAX_GENERATION, MAX_SLOTS};
 use super::{
     checksum, first_capacity, init, round_up_page, spec, Control, Segments, DEFAULT_CAPACITY,
     FIRST_CAPACITY, MAX_VALUE, RO_RECHECK, RO_WAIT_BYTE, SEG_CAPACITY, SEG_OFFSET, SLOT_GENERATION,
@@ -291,7 +291,7 @@ impl Writer {
     fn choose_slot(&mut self, cur: Option<Version>) -> Result<u32> {
         let n = self.slots_in_use()?;
         let entries = self.c.entries_in_use();
-        let busy = protocol::pinned_slots((0..entries).map(|e| self.c.pin(e)));
+        let busy = protocol::pinned_slots::<_, StdFence>((0..entries).map(|e| self.c.pin(e)));
         if let Some(s) = protocol::free_slot(busy, cur, n) {
             return Ok(s);
         }
@@ -339,15 +339,17 @@ impl Writer {
 
     /// The slots pinned by live readers. Each entry's owner is loaded
     /// after its pin: a pin stored by a new owner of the entry is then
-    /// never attributed to the dead one it replaced.
+    /// never attributed to the dead one it replaced. (Called after
+    /// `pinned_slots`, whose fence orders these loads after our last store
+    /// of `current`.)
     fn live_pins(&mut self, entries: u32) -> Result<u64> {
         let mut busy = 0u64;
         for e in 0..entries {
-            let pin = self.c.pin(e).load(SeqCst);
+            let pin = self.c.pin(e).load(Acquire);
             let Ok(Some(v)) = Version::unpack(pin) else {
                 continue;
             };
-            let owner = self.c.owner(e).load(SeqCst);
+            let owner = self.c.owner(e).load(Acquire);
             if owner != 0 && self.is_dead(owner)? {
                 continue;
             }
