@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_queue;
+mod bench_snapshot;
 mod byte;
 mod create;
 mod demo;
