@@ -52,15 +52,12 @@ pub(crate) fn claim(file: &SharedFile, word: &AtomicU64, role: &'static str) -> 
     for _ in 0..64 {
         let cur = word.load(Acquire);
         if cur != 0 {
-            match liveness(file, cur, role)? {
-                (pid, true) => {
-                    return Err(Error::RoleTaken {
-                        origin: file.region().origin().clone(),
-                        role,
-                        pid,
-                    })
-                }
-                (_, false) => {}
+            if let (pid, true) = liveness(file, cur, role)? {
+                return Err(Error::RoleTaken {
+                    origin: file.region().origin().clone(),
+                    role,
+                    pid,
+                });
             }
         }
         if word.compare_exchange(cur, me, SeqCst, Relaxed).is_ok() {

@@ -790,7 +790,7 @@ fn a_hostile_control_block_never_panics_or_hangs() {
             let v = match next() % 5 {
                 0 => next(),
                 1 => next() % 64,
-                2 => (next() % 16) << 8 | next() % 4,
+                2 => ((next() % 16) << 8) | (next() % 4),
                 3 => (next() % 64) * 4096,
                 _ => 0,
             };
