@@ -506,7 +506,7 @@ fn snapshot_pinned_reads_never_race_the_writer() {
             thread::spawn(move || {
                 for generation in 2..=3 {
                     let cur = Version::unpack(s.current.load(SeqCst)).unwrap();
-                    let busy = pin::pinned_slots::<_, LoomFence>(&s.pins);
+                    let busy = pin::pinned_slots::<_, LoomFence, _>(|| &s.pins);
                     let slot = pin::free_slot(busy, cur, 3).expect("a free slot");
                     // SAFETY: see `Snap`.
                     s.slots[slot as usize].with_mut(|p| unsafe { *p = generation });

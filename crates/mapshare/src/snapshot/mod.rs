@@ -562,10 +562,6 @@ impl Segments {
         }
         Ok(())
     }
-
-    fn count(&self) -> usize {
-        self.maps.len()
-    }
 }
 
 /// Copies `len` bytes from `src` (8-aligned, with `len` rounded up to 8

@@ -156,15 +156,19 @@ pub fn unpin<W: Word64>(pin: &W) {
     pin.store(0, Release);
 }
 
-/// Writer: the slots named by any of `pins` (bit `slot` set), loaded
-/// after a `SeqCst` fence that follows the writer's last store of
-/// `current`. A pin word that is no version (garbage) pins nothing: the
-/// writer never writes slots out of range anyway.
+/// Writer: the slots named by any of the pins that `pins()` yields (bit
+/// `slot` set), called after a `SeqCst` fence that follows the writer's
+/// last store of `current`. `pins` runs after the fence too: anything it
+/// loads to decide which entries to scan (the reader high-water mark) is
+/// then as fresh as the pins. A pin word that is no version (garbage) pins
+/// nothing: the writer never writes slots out of range anyway.
 #[inline]
-pub fn pinned_slots<'a, W: Word64 + 'a, F: Fence>(pins: impl IntoIterator<Item = &'a W>) -> u64 {
+pub fn pinned_slots<'a, W: Word64 + 'a, F: Fence, I: IntoIterator<Item = &'a W>>(
+    pins: impl FnOnce() -> I,
+) -> u64 {
     F::seq_cst();
     let mut busy = 0u64;
-    for p in pins {
+    for p in pins() {
         // Acquire: pairs with the reader's release unpin (and pin).
         if let Ok(Some(v)) = Version::unpack(p.load(Acquire)) {
             busy |= 1 << v.slot;
@@ -253,7 +257,7 @@ mod tests {
 
         fn publish(&self, generation: u64) {
             let cur = Version::unpack(self.current.load(SeqCst)).unwrap();
-            let busy = pinned_slots::<_, StdFence>(&self.pins);
+            let busy = pinned_slots::<_, StdFence, _>(|| &self.pins);
             let slot = free_slot(busy, cur, SLOTS).expect("a free slot: readers pin one each");
             // SAFETY: not current, not pinned: no reader reads it (the
             // claim under test).

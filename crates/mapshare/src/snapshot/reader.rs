@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::fence;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, Pinned, StdFence, Version, PIN_TRIES};
@@ -544,6 +544,5 @@ impl Drop for ReadOnlyReader {
         if self.waiting_registered {
             let _ = sys::lock::unlock(self.insp.region.file(), RO_WAIT_BYTE, 1);
         }
-        let _ = Relaxed;
     }
 }

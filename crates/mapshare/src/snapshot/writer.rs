@@ -1,8 +1,8 @@
 //! The [`Writer`]: the one process that publishes versions.
 
 use std::path::Path;
+use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{fence, AtomicU64};
 use std::time::{Duration, Instant};
 
 use super::protocol::{self, StdFence, Version, MAX_GENERATION, MAX_SLOTS};
@@ -290,8 +290,13 @@ impl Writer {
     /// the slow-readers policy.
     fn choose_slot(&mut self, cur: Option<Version>) -> Result<u32> {
         let n = self.slots_in_use()?;
-        let entries = self.c.entries_in_use();
-        let busy = protocol::pinned_slots::<_, StdFence>((0..entries).map(|e| self.c.pin(e)));
+        // The high-water mark is loaded after the fence, like the pins: a
+        // reader that raised it before pinning is scanned.
+        let mut entries = 0;
+        let busy = protocol::pinned_slots::<_, StdFence, _>(|| {
+            entries = self.c.entries_in_use();
+            (0..entries).map(|e| self.c.pin(e))
+        });
         if let Some(s) = protocol::free_slot(busy, cur, n) {
             return Ok(s);
         }
@@ -441,18 +446,6 @@ impl Writer {
         })?;
         self.c.data_end().store(new_end, Release);
         Ok(end)
-    }
-
-    /// Segments this writer has mapped (for tests and `info`).
-    pub fn mapped_segments(&self) -> usize {
-        self.segments.count()
-    }
-
-    /// This writer's role word, for tests: the raw lease token.
-    #[doc(hidden)]
-    pub fn role_token(&self) -> u64 {
-        let w: &AtomicU64 = self.c.writer_role();
-        w.load(Relaxed)
     }
 }
 
