@@ -817,3 +817,61 @@ fn a_hostile_control_block_never_panics_or_hangs() {
         }
     }
 }
+
+/// The slow-readers policies, with a version pinned in this process:
+/// `AddSlots` stops at its maximum, `Wait` times out or gets the slot
+/// when the reader lets go, `Fail` fails at once.
+#[test]
+fn slow_reader_policies_add_wait_or_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut w = Writer::open_with(
+        &path,
+        &Options {
+            slow_readers: SlowReaders::AddSlots { max: 3 },
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    w.publish(b"1").unwrap();
+    let mut r1 = Reader::open(&path).unwrap();
+    let mut r2 = Reader::open(&path).unwrap();
+    let g1 = r1.read().unwrap().unwrap();
+    w.publish(b"2").unwrap();
+    let g2 = r2.read().unwrap().unwrap();
+    w.publish(b"3").unwrap(); // a third slot
+    assert!(
+        matches!(w.publish(b"4"), Err(Error::Busy { .. })),
+        "at the maximum"
+    );
+    assert_eq!(w.generation().unwrap(), 3);
+
+    w.set_slow_readers(SlowReaders::Wait {
+        timeout: Duration::from_millis(30),
+    });
+    assert!(matches!(w.publish(b"4"), Err(Error::Timeout { .. })));
+    w.set_slow_readers(SlowReaders::Wait {
+        timeout: Duration::from_secs(10),
+    });
+    std::thread::scope(|s| {
+        let publisher = s.spawn(|| w.publish(b"4"));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            (&*g1, &*g2),
+            (&b"1"[..], &b"2"[..]),
+            "pinned versions intact"
+        );
+        drop(g1);
+        assert_eq!(publisher.join().unwrap().unwrap(), 4);
+    });
+    w.set_slow_readers(SlowReaders::Fail);
+    let g4 = r1.read().unwrap().unwrap();
+    assert_eq!(w.publish(b"5").unwrap(), 5, "the slot of 3 was free");
+    // Now 4 and 2 are pinned and 5 is current.
+    assert!(matches!(w.publish(b"6"), Err(Error::Busy { .. })));
+    assert_eq!((&*g2, &*g4), (&b"2"[..], &b"4"[..]));
+    drop(g2);
+    drop(g4);
+    assert_eq!(w.publish(b"6").unwrap(), 6);
+    assert_eq!(&*r1.read_checked().unwrap().unwrap(), b"6");
+}

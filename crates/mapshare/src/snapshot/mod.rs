@@ -21,7 +21,7 @@
 //! | 136 | slots in use (`u64`, ≤ 64): slot table entries `0..n` are valid | writer |
 //! | 144 | data end (`u64`): file offset past the last segment | writer |
 //! | 152 | first capacity (`u64`): capacity of new slots (bytes, page multiple) | creator |
-//! | 160 | reader high-water (`u64`): reader entries ever claimed (scans stop there) | readers |
+//! | 160 | reader high-water (`u64`): reader entries ever claimed (scans stop there; raised by a reader before its first pin, loaded by the writer after its fence) | readers |
 //! | 256 | slot table: 64 entries of 64 bytes (below) | writer |
 //! | 4352 | reader table: 256 entries of 64 bytes (below) | each reader its own entry |
 //!
