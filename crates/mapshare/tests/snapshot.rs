@@ -41,13 +41,17 @@ fn speer_under(wrapper: &[&str]) -> Peer {
 /// about 12 KiB, so slots grow), the first 8 bytes are `g`, and every
 /// other byte is derived from `g` and its offset.
 fn value(g: u64) -> Vec<u8> {
-    let len = 8 + (g.wrapping_mul(2_654_435_761) % 12_000) as usize;
-    let mut v = vec![0u8; len];
+    let mut v = vec![0u8; value_len(g)];
     v[..8].copy_from_slice(&g.to_le_bytes());
     for (i, b) in v.iter_mut().enumerate().skip(8) {
         *b = (g as usize).wrapping_mul(31).wrapping_add(i * 7) as u8;
     }
     v
+}
+
+/// The length of `value(g)`.
+fn value_len(g: u64) -> usize {
+    8 + (g.wrapping_mul(2_654_435_761) % 12_000) as usize
 }
 
 /// Checks that `bytes` is exactly `value(generation)`.
@@ -71,7 +75,7 @@ mod speer {
     use std::io::{BufRead, Write};
     use std::time::Duration;
 
-    use super::{check_value, value};
+    use super::{check_value, value, value_len};
     use mapshare::snapshot::{ReadOnlyReader, Reader, Writer};
 
     fn answer(r: Result<String, String>) {
@@ -123,19 +127,37 @@ mod speer {
                     g.verify().map_err(|e| variant(&e))?;
                     Ok(format!("intact {}", g.generation()))
                 })(),
-                // Reads `n` times in place; every version whole, checksum
-                // right, generations never going back.
-                ["hunt", path, n] => (|| {
-                    let n: u64 = n.parse().unwrap();
+                // Reads in place for `ms` milliseconds, as fast as it can (the race
+                // window is a few instructions wide): every version's
+                // generation, length and first word are checked each time,
+                // every byte and the checksum every 64th read; generations
+                // never go back.
+                ["hunt", path, ms, cpu] => (|| {
+                    // Sharing the writer's CPU, a reader is preempted at
+                    // random points while the writer runs a whole time
+                    // slice: also between its load and its pin.
+                    if let Ok(cpu) = cpu.parse() {
+                        let _ = mapshare::unstable::sys::pin_to_cpu(cpu);
+                    }
+                    let end =
+                        std::time::Instant::now() + Duration::from_millis(ms.parse().unwrap());
                     let mut r = Reader::open(path).map_err(|e| variant(&e))?;
                     let (mut last, mut distinct) = (0, 0);
-                    for _ in 0..n {
-                        let Some(g) = r.read().map_err(|e| variant(&e))? else {
+                    for i in 0u64.. {
+                        if i % 1024 == 0 && std::time::Instant::now() > end {
+                            break;
+                        }
+                        let Some(g) = r.read().map_err(|e| format!("read {i}: {e}"))? else {
                             continue;
                         };
                         let gen = g.generation();
-                        check_value(gen, &g)?;
-                        g.verify().map_err(|e| e.to_string())?;
+                        if g.len() != value_len(gen) || g[..8] != gen.to_le_bytes() {
+                            return Err(format!("generation {gen}: wrong length or stamp"));
+                        }
+                        if i % 64 == 0 {
+                            check_value(gen, &g)?;
+                            g.verify().map_err(|e| e.to_string())?;
+                        }
                         if gen < last {
                             return Err(format!("went back from {last} to {gen}"));
                         }
@@ -287,22 +309,29 @@ fn a_second_live_writer_is_refused_with_its_pid_and_a_dead_ones_role_taken_over(
 }
 
 /// One writer publishes many versions of changing sizes (so slots grow
-/// and are reused) while three reader processes read in place as fast as
-/// they can and check every byte, every checksum and the order.
+/// and are reused) while four reader processes read in place as fast as
+/// they can and check each version (its stamp and length every time,
+/// every byte and the checksum often) and the order.
 #[test]
 fn torn_read_hunt_across_processes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snap");
     let mut w = Writer::open(&path).unwrap();
     publish_value(&mut w);
-    let reads = rounds(20_000);
-    let mut peers: Vec<Peer> = (0..3).map(|_| speer()).collect();
-    for p in &mut peers {
-        p.send(&format!("hunt {} {reads}", path.display()));
+    // Milliseconds of reading (MAPSHARE_LONG=N: N seconds).
+    let reads = rounds(1) * 1000;
+    // More readers than CPUs: preemptions land anywhere in a read, also
+    // between its load of the version and its pin.
+    let mut peers: Vec<Peer> = (0..4).map(|_| speer()).collect();
+    // Two readers share the writer's CPU, two run free.
+    for (i, p) in peers.iter_mut().enumerate() {
+        let cpu = if i < 2 { "0" } else { "any" };
+        p.send(&format!("hunt {} {reads} {cpu}", path.display()));
     }
     let done = AtomicBool::new(false);
     let published = std::thread::scope(|s| {
         let writer = s.spawn(|| {
+            let _ = mapshare::unstable::sys::pin_to_cpu(0);
             let mut n = 0;
             while !done.load(Ordering::Relaxed) {
                 publish_value(&mut w);
@@ -316,11 +345,13 @@ fn torn_read_hunt_across_processes() {
                 .expect("no torn or out-of-order read")
                 .parse()
                 .unwrap();
+            eprintln!("a reader saw {distinct} versions");
             assert!(distinct >= 1);
         }
         done.store(true, Ordering::Relaxed);
         writer.join().unwrap()
     });
+    eprintln!("published {published} versions");
     assert!(published > 0);
     // Readers in this process too, against the writer in a thread.
     let mut r = Reader::open(&path).unwrap();

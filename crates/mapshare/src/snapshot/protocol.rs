@@ -383,23 +383,71 @@ mod tests {
         });
     }
 
-    /// The mmap-sync race, staged: the reader loads the version, the
-    /// writer publishes twice (reusing the reader's slot), then the reader
-    /// pins. Here the pin is validated against `current`, so the stale
-    /// version is never used.
+    /// A `current` word that runs `between` right after the reader's first
+    /// load: the writer's two publishes land exactly in mmap-sync's window
+    /// (after the version was loaded, before the pin is stored).
+    struct Staged<'a> {
+        word: &'a AtomicU64,
+        loads: std::cell::Cell<u32>,
+        between: std::cell::RefCell<Option<Box<dyn FnOnce() + 'a>>>,
+    }
+
+    impl Word64 for Staged<'_> {
+        fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
+            let v = self.word.load(order);
+            self.loads.set(self.loads.get() + 1);
+            if self.loads.get() == 1 {
+                if let Some(f) = self.between.borrow_mut().take() {
+                    f();
+                }
+            }
+            v
+        }
+        fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
+            self.word.store(value, order)
+        }
+        fn compare_exchange(
+            &self,
+            current: u64,
+            new: u64,
+            success: std::sync::atomic::Ordering,
+            failure: std::sync::atomic::Ordering,
+        ) -> Result<u64, u64> {
+            self.word.compare_exchange(current, new, success, failure)
+        }
+    }
+
+    /// The mmap-sync race, staged through `pin` itself: the reader loads
+    /// the version, the writer publishes twice (reusing that version's
+    /// slot, which nobody pinned yet), then the reader pins. The
+    /// validation sees the newer word, and the reader pins the newest
+    /// version instead; the slot it first loaded is never used.
     #[test]
     fn load_then_two_publishes_then_pin_is_caught() {
         let m = Model::new(1);
         m.publish(1);
-        let seen = m.current.load(SeqCst);
-        m.publish(2);
-        m.publish(3); // reuses generation 1's slot: nobody pinned it
-                      // The reader now pins what it loaded before the two publishes.
-        m.pins[0].store(seen, SeqCst);
-        assert!(!still_current(&m.current, seen), "validation must fail");
-        unpin(&m.pins[0]);
-        // A real attempt pins the newest.
-        assert_eq!(m.read_pinned(0), Some(3));
+        let first = m.current.load(SeqCst);
+        let staged = Staged {
+            word: &m.current,
+            loads: std::cell::Cell::new(0),
+            between: std::cell::RefCell::new(Some(Box::new(|| {
+                m.publish(2);
+                m.publish(3); // reuses generation 1's slot
+            }))),
+        };
+        let my_pin = Staged {
+            word: &m.pins[0],
+            loads: std::cell::Cell::new(0),
+            between: std::cell::RefCell::new(None),
+        };
+        let Pinned::Version(c) = pin::<_, StdFence>(&staged, &my_pin) else {
+            panic!("nothing pinned");
+        };
+        assert_ne!(c, first, "pinned a version whose slot was rewritten");
+        let v = Version::unpack(c).unwrap().unwrap();
+        assert_eq!(v.generation, 3);
+        assert!(staged.loads.get() >= 3, "validated, retried, validated");
+        unpin(&my_pin);
     }
 
     /// A pinned slot stays untouched however many versions follow.
