@@ -235,6 +235,17 @@ mod speer {
     }
 }
 
+/// Sets its flag when dropped, also while a failed assertion unwinds: a
+/// scoped thread looping until the flag is set then ends, and the scope
+/// reports the failure instead of hanging.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn publish_value(w: &mut Writer) -> u64 {
     let g = w.generation().unwrap() + 1;
     assert_eq!(w.publish(&value(g)).unwrap(), g);
@@ -339,6 +350,7 @@ fn torn_read_hunt_across_processes() {
             }
             n
         });
+        let _stop = StopOnDrop(&done);
         for p in &mut peers {
             let distinct: u64 = p
                 .answer()
@@ -505,6 +517,7 @@ fn a_writer_killed_mid_publish_leaves_the_previous_version_and_the_next_continue
             }
             seen.store(last, Ordering::Relaxed);
         });
+        let _stop = StopOnDrop(&stop);
         let mut rng = 0x2545_f491_4f6c_dd1du64;
         let mut last = 0;
         let mut r = Reader::open(&path).unwrap();
@@ -610,6 +623,7 @@ fn a_read_only_reader_of_another_user_reads_and_waits() {
                 publish_value(&mut w);
             }
         });
+        let _stop = StopOnDrop(&stop);
         for _ in 0..50 {
             peer.ok("rowait 0 1000");
         }
@@ -905,4 +919,16 @@ fn slow_reader_policies_add_wait_or_fail() {
     drop(g4);
     assert_eq!(w.publish(b"6").unwrap(), 6);
     assert_eq!(&*r1.read_checked().unwrap().unwrap(), b"6");
+}
+
+#[test]
+fn a_snapshot_named_under_dev_shm() {
+    let name = format!("mapshare-test-snapshot-{}", std::process::id());
+    let path = mapshare::shm::path(&name).unwrap();
+    let mut w = Writer::open(&path).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    w.publish(b"in RAM").unwrap();
+    assert_eq!(&*r.read_checked().unwrap().unwrap(), b"in RAM");
+    drop((w, r));
+    mapshare::shm::remove(&name).unwrap();
 }
