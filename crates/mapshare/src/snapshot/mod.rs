@@ -566,10 +566,18 @@ impl Segments {
 
 /// Copies `len` bytes from `src` (8-aligned, with `len` rounded up to 8
 /// readable) into `out` with relaxed atomic loads: sound whatever another
-/// process writes meanwhile.
-fn copy_atomic(src: *const u8, len: usize, out: &mut Vec<u8>) {
+/// process writes meanwhile. The length comes from shared memory (checked
+/// against the mapped segment, which a peer may have made huge): memory
+/// that cannot be had is an error, not an abort.
+fn copy_atomic(origin: &Origin, src: *const u8, len: usize, out: &mut Vec<u8>) -> Result<()> {
     out.clear();
-    out.reserve(len);
+    out.try_reserve(len).map_err(|_| {
+        Error::io(
+            origin,
+            "allocate a copy of the value",
+            std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+        )
+    })?;
     let mut off = 0;
     while off < len {
         // SAFETY: `src + off` is 8-aligned and inside the segment (its
@@ -579,6 +587,7 @@ fn copy_atomic(src: *const u8, len: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(&w.to_ne_bytes()[..n]);
         off += 8;
     }
+    Ok(())
 }
 
 /// The checksum of a value.

@@ -169,9 +169,10 @@ impl Reader {
         let Some(g) = self.read()? else {
             return Ok(None);
         };
-        copy_atomic(g.ptr, g.len, buf);
+        let copied = g.copy_to(buf);
         let (generation, stored) = (g.generation, g.crc);
         drop(g);
+        copied?;
         let computed = checksum(buf);
         if computed != stored {
             return Err(bad_checksum(&self.c.origin, generation, stored, computed));
@@ -325,10 +326,10 @@ impl ReadGuard<'_> {
         Ok(())
     }
 
-    /// Copies the bytes into `out` with atomic loads (the copy-out sibling
-    /// of the in-place view).
-    pub fn copy_to(&self, out: &mut Vec<u8>) {
-        copy_atomic(self.ptr, self.len, out);
+    /// Copies the bytes into `out` (replacing its contents) with atomic
+    /// loads: the copy-out sibling of the in-place view.
+    pub fn copy_to(&self, out: &mut Vec<u8>) -> Result<()> {
+        copy_atomic(&self.reader.c.origin, self.ptr, self.len, out)
     }
 }
 
@@ -454,7 +455,7 @@ impl ReadOnlyReader {
                 Err(e) if protocol::still_current(self.c.current(), c) => return Err(e),
                 Err(_) => continue,
             };
-            copy_atomic(region.as_ptr(), s.len as usize, buf);
+            copy_atomic(&self.c.origin, region.as_ptr(), s.len as usize, buf)?;
             region.check_faults()?;
             // Pairs with the writer's release fence before it rewrites a
             // slot that was current: if the copy saw any of those writes,
