@@ -322,7 +322,13 @@ fn a_second_live_writer_is_refused_with_its_pid_and_a_dead_ones_role_taken_over(
 /// One writer publishes many versions of changing sizes (so slots grow
 /// and are reused) while four reader processes read in place as fast as
 /// they can and check each version (its stamp and length every time,
-/// every byte and the checksum often) and the order.
+/// every byte and the checksum often) and the order. The readers are
+/// stopped and continued at random instants (SIGSTOP/SIGCONT), so some
+/// stop inside mmap-sync's window, between loading the version and
+/// pinning it, while the writer publishes on. With the validation planted
+/// out of `protocol::pin`, a 1 s run caught it about one time in three
+/// (`MAPSHARE_LONG=N` hunts N seconds); the staged test in `protocol`
+/// catches it every time.
 #[test]
 fn torn_read_hunt_across_processes() {
     let dir = tempfile::tempdir().unwrap();
@@ -334,6 +340,7 @@ fn torn_read_hunt_across_processes() {
     // More readers than CPUs: preemptions land anywhere in a read, also
     // between its load of the version and its pin.
     let mut peers: Vec<Peer> = (0..4).map(|_| speer()).collect();
+    let pids: Vec<i32> = peers.iter().map(|p| p.pid() as i32).collect();
     // Two readers share the writer's CPU, two run free.
     for (i, p) in peers.iter_mut().enumerate() {
         let cpu = if i < 2 { "0" } else { "any" };
@@ -350,6 +357,27 @@ fn torn_read_hunt_across_processes() {
             }
             n
         });
+        // Stops and continues the readers at random instants: a reader
+        // stopped between its load of the version and its pin sleeps
+        // through several publishes, which is the race to hunt.
+        let stopper = s.spawn(|| {
+            let mut rng = 0x853c_49e6_748f_ea9bu64;
+            let mut stops = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                for &pid in &pids {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    // SAFETY: signals to our own child processes.
+                    unsafe { libc::kill(pid, libc::SIGSTOP) };
+                    std::thread::sleep(Duration::from_micros(20 + rng % 200));
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGCONT) };
+                    stops += 1;
+                }
+            }
+            stops
+        });
         let _stop = StopOnDrop(&done);
         for p in &mut peers {
             let distinct: u64 = p
@@ -361,6 +389,7 @@ fn torn_read_hunt_across_processes() {
             assert!(distinct >= 1);
         }
         done.store(true, Ordering::Relaxed);
+        eprintln!("stopped readers {} times", stopper.join().unwrap());
         writer.join().unwrap()
     });
     eprintln!("published {published} versions");
