@@ -238,9 +238,14 @@ pub const DEFAULT_CAPACITY: u64 = 4096;
 /// Lease slots of a snapshot file: room for [`READERS`] reader processes,
 /// the writer and observers.
 pub const LEASE_SLOTS: u32 = 512;
-/// The byte read-only waiters hold a shared OFD lock on while they wait
-/// (just below the lease lock bytes, far past any data).
-pub const RO_WAIT_BYTE: u64 = crate::lease::LEASE_LOCK_BASE - 1;
+/// The byte read-only waiters hold a shared OFD lock on while they wait:
+/// the free byte between the last lease lock byte and the init byte, far
+/// past any data and outside `mapshare lock`'s "whole file"
+/// (`0..LEASE_LOCK_BASE`).
+pub const RO_WAIT_BYTE: u64 = crate::lease::INIT_BYTE - 1;
+const _: () = assert!(
+    RO_WAIT_BYTE > crate::lease::LEASE_LOCK_BASE + crate::format::MAX_LEASE_SLOTS as u64 - 1
+);
 /// How often a writer looks for read-only waiters (at most).
 pub const RO_RECHECK: Duration = Duration::from_millis(2);
 
