@@ -94,6 +94,25 @@ mod speer {
             .to_owned()
     }
 
+    /// Forks; the child runs `child` and `_exit`s with its status; the
+    /// parent returns it.
+    fn fork_and(child: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child only uses and drops values it inherited and
+        // `_exit`s without running the parent's destructors; the parent
+        // reaps it.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = child();
+            // SAFETY: leave at once, running nothing else of the parent's.
+            unsafe { libc::_exit(code) }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        libc::WEXITSTATUS(status)
+    }
+
     pub fn serve() {
         let stdin = std::io::stdin();
         let mut lines = stdin.lock().lines();
@@ -178,6 +197,43 @@ mod speer {
                             return Err(format!("published {got}, expected {g}"));
                         }
                     }
+                })(),
+                // Pins a version, then forks twice: one child tries to read
+                // and publish with the inherited handles (must be refused),
+                // one drops its copies of the guard, the reader and a
+                // writer (must write nothing). Holds the pin until the next
+                // line.
+                ["forkpin", path] => (|| {
+                    let mut r = Reader::open(path).map_err(|e| variant(&e))?;
+                    let mut w = Writer::open(path).map_err(|e| variant(&e))?;
+                    let g = r.read().map_err(|e| variant(&e))?.ok_or("nothing")?;
+                    let gen = g.generation();
+                    drop(g);
+                    let used = fork_and(|| {
+                        let refused =
+                            |e: &mapshare::Error| matches!(e, mapshare::Error::ForkedChild { .. });
+                        let a = r.read().err().is_some_and(|e| refused(&e));
+                        let b = w.publish(b"child").err().is_some_and(|e| refused(&e));
+                        i32::from(!(a && b))
+                    });
+                    let mut w = Some(w);
+                    let g = r.read().map_err(|e| variant(&e))?.ok_or("nothing")?;
+                    let mut held = Some(g);
+                    let dropped = fork_and(|| {
+                        drop(held.take());
+                        drop(w.take());
+                        0
+                    });
+                    // Still the writer after the child's drop?
+                    let insp = mapshare::Inspection::open(path).map_err(|e| variant(&e))?;
+                    let state = mapshare::snapshot::observe(&insp).map_err(|e| variant(&e))?;
+                    let mine = state.writer == Some((std::process::id(), true));
+                    drop(w);
+                    answer(Ok(format!("{used} {dropped} {gen} {mine}")));
+                    let _ = lines.next();
+                    let g = held.take().ok_or("no guard")?;
+                    g.verify().map_err(|e| variant(&e))?;
+                    Ok(format!("intact {}", g.generation()))
                 })(),
                 ["writer", path] => (|| {
                     let w = Writer::open(path).map_err(|e| variant(&e))?;
@@ -960,4 +1016,39 @@ fn a_snapshot_named_under_dev_shm() {
     assert_eq!(&*r.read_checked().unwrap().unwrap(), b"in RAM");
     drop((w, r));
     mapshare::shm::remove(&name).unwrap();
+}
+
+/// A forked child of a reader and writer cannot use their handles
+/// (`ForkedChild`), and its drops release nothing: the parent's pin and
+/// writer role stand.
+#[test]
+fn a_forked_child_neither_uses_nor_releases_its_parents_pins_and_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    drop(Writer::open(&path).unwrap());
+    let mut w0 = Writer::open(&path).unwrap();
+    w0.publish(b"one").unwrap();
+    drop(w0);
+    let mut peer = speer();
+    assert_eq!(
+        peer.ok(&format!("forkpin {}", path.display())),
+        "0 0 1 true"
+    );
+    // The peer's writer was dropped by the peer itself (not by the child):
+    // the role is free now; the pin on generation 1 stands.
+    let mut w = Writer::open_with(
+        &path,
+        &Options {
+            slow_readers: SlowReaders::Fail,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(w.publish(b"two").unwrap(), 2);
+    assert!(
+        matches!(w.publish(b"three"), Err(Error::Busy { .. })),
+        "the pin the child dropped a copy of still stands"
+    );
+    assert_eq!(peer.ok("unpin"), "intact 1");
+    assert_eq!(w.publish(b"three").unwrap(), 3);
 }
