@@ -25,8 +25,9 @@ use crate::{role, sys};
 /// this process's lease) and so at most one pin at a time.
 ///
 /// [`Reader::read`] borrows the current version in place, with no copy,
-/// no system call, no lock and no wait on the writer (a validated pin:
-/// see the [module docs](super)); [`Reader::read_into`] and
+/// no lock and no wait on the writer (a validated pin: see the [module
+/// docs](super)), and no system call once the version's segment is mapped
+/// (the first read from a new segment maps it); [`Reader::read_into`] and
 /// [`Reader::read_value`] copy it out with atomic loads and check its
 /// checksum.
 ///
