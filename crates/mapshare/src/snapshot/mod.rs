@@ -1,10 +1,9 @@
 //! Publish a value to many readers: one [`Writer`] publishes whole
 //! versions of a value (a configuration, a table, a model); any number of
 //! [`Reader`]s read the latest version in place, never torn, with no lock,
-//! no system call (once a segment is mapped) and no wait on the writer; a
-//! [`ReadOnlyReader`] (a
-//! process that may only read the file) copies it out. Readers can wait
-//! for the next version ([`Reader::wait_newer`]).
+//! no system call (once a segment is mapped) and no wait on the writer;
+//! a [`ReadOnlyReader`] (a process that may only read the file) copies it
+//! out. Readers can wait for the next version ([`Reader::wait_newer`]).
 //!
 //! A snapshot lives in a mapshare file of kind `snapshot`: a persistent
 //! file, a name under `/dev/shm` (pass [`crate::shm::path`]), or an
