@@ -6,7 +6,8 @@
 //! - throughput of 64-byte items: mapshare between two processes against
 //!   rtrb between two threads (the in-process ceiling for an SPSC ring).
 //!
-//! `cargo run --release -p mapshare-benchmarks -- [--json] [--quick]`
+//! `cargo run --release -p mapshare-benchmarks -- [--json] [--quick] [--throughput]`
+//! (`--throughput`: only the throughput figures, for A/B runs while tuning)
 //! Not a default workspace member: `cargo test` never builds it.
 
 use std::io::{Read, Write};
@@ -299,21 +300,26 @@ fn main() -> Result<(), Error> {
     }
     let json_out = args.iter().any(|a| a == "--json");
     let quick = args.iter().any(|a| a == "--quick");
+    // For A/B runs while tuning: only the throughput figures.
+    let only_throughput = args.iter().any(|a| a == "--throughput");
     let _ = mapshare::unstable::sys::pin_to_cpu(PARENT_CPU);
     let rounds = if quick { 5_000 } else { 100_000 };
     let items = if quick { 1_000_000 } else { 20_000_000 };
 
-    let ours = mapshare_latency(rounds)?;
-    let ice = iceoryx2_latency(rounds)?;
-    let ours_batch = mapshare_throughput(items, 64, true)?;
-    let rtrb_64 = rtrb_throughput::<64>(items);
-    let mut figures = vec![
-        json!({"suite": "queue-peers", "case": "latency_64B", "subject": "mapshare-busy (2 processes)",
+    let mut figures = vec![];
+    if !only_throughput {
+        let ours = mapshare_latency(rounds)?;
+        let ice = iceoryx2_latency(rounds)?;
+        figures.push(
+            json!({"suite": "queue-peers", "case": "latency_64B", "subject": "mapshare-busy (2 processes)",
                "baseline": "iceoryx2 publish-subscribe, busy (2 processes)",
                "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
                "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
                "ratio": ours.0 / ice.0}),
-    ];
+        );
+    }
+    let ours_batch = mapshare_throughput(items, 64, true)?;
+    let rtrb_64 = rtrb_throughput::<64>(items);
     // One record per call, against rtrb with items of the same size.
     for (size, rtrb_rate) in [
         (8usize, rtrb_throughput::<8>(items)),

@@ -107,12 +107,17 @@ fn describe(insp: &Inspection, v: &mut Value) -> Result<(), Failure> {
                     Some((pid, alive)) => json!({"pid": pid, "alive": alive}),
                     None => Value::Null,
                 };
+                let fences = |f: Option<mapshare::sync::FenceMode>| f.map(|f| f.name());
                 json!({
                     "capacity": q.capacity,
                     "used_bytes": q.used,
                     "records_pending": q.records,
                     "producer": side(q.producer),
                     "consumer": side(q.consumer),
+                    "fences": {
+                        "producer": fences(q.fences[0]),
+                        "consumer": fences(q.fences[1]),
+                    },
                 })
             }
             Err(e) => json!({"error": e.to_string()}),
@@ -224,11 +229,15 @@ fn print_text(v: &Value) {
                     );
                     for role in ["producer", "consumer"] {
                         let s = &q[role];
+                        let fences = match q["fences"][role].as_str() {
+                            Some(f) => format!(", {f}"),
+                            None => String::new(),
+                        };
                         if s.is_null() {
-                            println!("{role}:  none");
+                            println!("{role}:  none{fences}");
                         } else {
                             println!(
-                                "{role}:  pid {} ({})",
+                                "{role}:  pid {} ({}){fences}",
                                 s["pid"],
                                 if s["alive"] == json!(true) {
                                     "alive"

@@ -535,8 +535,11 @@ fn recv_count_timeout_frames_and_info() {
         framed.extend_from_slice(rec);
     }
     use std::io::Write;
+    // A sender told to use full fences (as where seccomp forbids
+    // membarrier): `info` says which fences each side chose.
     let mut send = Command::new(env!("CARGO_BIN_EXE_mapshare"))
         .args(["send", s(&q), "--frames"])
+        .env("MAPSHARE_FENCES", "full")
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -549,6 +552,17 @@ fn recv_count_timeout_frames_and_info() {
     assert_eq!(v["queue"]["records_pending"], 3);
     assert_eq!(v["queue"]["capacity"], 65536);
     assert!(v["queue"]["producer"].is_null(), "the sender has left");
+    assert_eq!(v["queue"]["fences"]["producer"], "full fences");
+    assert!(
+        v["queue"]["fences"]["consumer"].is_null(),
+        "no consumer yet"
+    );
+    let o = mapshare(&["info", s(&q)]);
+    assert!(
+        stdout(&o).contains("producer:  none, full fences"),
+        "{}",
+        stdout(&o)
+    );
 
     let o = mapshare(&["recv", s(&q), "--frames", "--count", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -1,11 +1,10 @@
 //! The reading end: [`Consumer`], [`Record`] and [`Batch`].
 
-use std::cell::Cell;
 use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::ring::{Next, HEADER};
+use super::ring::{self, Next, HEADER};
 use super::{open_existing, open_or_create, wait_ended, Role, Shared, Wait, Watch};
 use crate::error::{Error, Result};
 use crate::file::SharedFile;
@@ -52,11 +51,13 @@ pub struct Consumer {
     q: Shared,
     /// Our scan position (authoritative): the next record to look at.
     read: u64,
-    /// What we stored to the shared read position. Equal to `read`
-    /// except while records are borrowed in place ([`Record`], [`Batch`]).
+    /// What we stored to the shared (durable) read position. Equal to
+    /// `read` except while records are borrowed in place ([`Record`],
+    /// [`Batch`]).
     released: u64,
-    /// The producer's position as last loaded.
-    write_cache: u64,
+    /// What we published to the producer (`space`, see `ring`): at most
+    /// `released`, behind it by less than `publish_every` bytes.
+    published: u64,
     spin: Spin,
     /// Our session number.
     session: u64,
@@ -74,10 +75,10 @@ pub struct Consumer {
 /// behaviour. Against such a peer use [`Record::copy_to`] or
 /// [`Consumer::recv_into`] instead of `Deref`.
 pub struct Record<'c> {
+    /// The consumer; its `read` is this record's position (the payload
+    /// is 8 bytes further, and the next record after `record_size(len)`).
     consumer: &'c mut Consumer,
-    at: u64,
     len: usize,
-    next: u64,
 }
 
 /// Records borrowed in place by [`Consumer::recv_batch`]; all released on
@@ -96,7 +97,7 @@ impl Consumer {
             q: a.q,
             read: a.read,
             released: a.read,
-            write_cache: a.write,
+            published: a.read,
             spin: Spin::default(),
             session: a.session,
             watch: a.watch,
@@ -124,20 +125,40 @@ impl Consumer {
         &self.q.file
     }
 
-    /// Committed bytes not yet released (a snapshot).
+    /// Committed bytes not yet released (a snapshot, from the position
+    /// the producer stored last).
     pub fn pending_bytes(&self) -> Result<u64> {
         let w = self
             .q
             .ring()
-            .load_write(self.released)
-            .map_err(|v| self.q.corrupted(v))?;
-        Ok(w - self.released)
+            .write
+            .load(std::sync::atomic::Ordering::Acquire);
+        Ok(w.saturating_sub(self.released))
     }
 
-    /// Gives everything before `pos` back to the producer.
+    /// Gives everything before `pos` back to the producer: stores it as
+    /// the durable position at once (a restart resumes there), and
+    /// publishes it to the producer once enough has been released or if
+    /// the producer sleeps waiting for space.
+    #[inline]
     fn release(&mut self, pos: u64) {
         self.released = pos;
-        self.q.ring().release(pos, &Futex);
+        let ring = self.q.ring();
+        ring.release(pos);
+        if pos - self.published >= ring::publish_every(self.q.capacity)
+            || ring.producer_sleeping(&self.q.pair())
+        {
+            self.publish();
+        }
+    }
+
+    /// Publishes the released position to the producer (and wakes it if
+    /// it sleeps).
+    fn publish(&mut self) {
+        self.published = self.released;
+        self.q
+            .ring()
+            .publish_space(self.released, &Futex, &self.q.pair());
     }
 
     /// Finds the next record at our position, skipping pads; waits per
@@ -147,25 +168,29 @@ impl Consumer {
     /// that space) unless `borrowed`: then records before it are still
     /// borrowed in place, and releasing past them would hand their bytes
     /// back to the producer; the caller releases everything later.
+    #[inline]
     fn next_record(&mut self, wait: Wait, borrowed: bool) -> Result<Option<(u64, usize, u64)>> {
         self.q.file.lease().check_owner(self.q.file.region())?;
         loop {
-            let avail = self.available(wait)?;
-            if avail == 0 {
-                return Ok(None);
-            }
-            let ring = self.q.ring();
-            match ring
-                .next(self.read, avail)
-                .map_err(|v| self.q.corrupted(v))?
-            {
-                Next::Pad { size } => {
+            let limit = self.released + self.q.capacity;
+            let found = self
+                .q
+                .ring()
+                .next(self.read, limit)
+                .map_err(|v| self.q.corrupted(v))?;
+            match found {
+                None => {
+                    if !self.wait_for_record(wait)? {
+                        return Ok(None);
+                    }
+                }
+                Some(Next::Pad { size }) => {
                     self.read += size;
                     if !borrowed {
                         self.release(self.read);
                     }
                 }
-                Next::Record { at, len, size } => {
+                Some(Next::Record { at, len, size }) => {
                     self.q.check_faults()?;
                     return Ok(Some((at, len as usize, self.read + size)));
                 }
@@ -173,68 +198,70 @@ impl Consumer {
         }
     }
 
-    /// Committed bytes after our position, waiting per `wait` for some.
-    fn available(&mut self, wait: Wait) -> Result<u64> {
-        if self.write_cache > self.read {
-            return Ok(self.write_cache - self.read);
+    /// Waits per `wait` until something is committed at our position;
+    /// `Ok(false)` if nothing came in time. Publishes what we released
+    /// first: a producer may be waiting for it.
+    #[cold]
+    fn wait_for_record(&mut self, wait: Wait) -> Result<bool> {
+        if self.published != self.released {
+            self.publish();
         }
         let q = &self.q;
         let ring = q.ring();
-        let read = self.read;
-        let write_seen = Cell::new(self.write_cache);
-        let arrived = q.wait_for(
+        let (read, limit) = (self.read, self.released + q.capacity);
+        q.wait_for(
             &ring.data_event,
             self.spin,
             wait,
             Role::Producer,
             &mut self.watch,
-            || {
-                ring.touch_next(read);
-                let w = ring.load_write(read).map_err(|v| q.corrupted(v))?;
-                write_seen.set(w);
-                Ok(w != read)
+            |_| match ring.next(read, limit) {
+                Ok(found) => Ok(found.is_some()),
+                Err(v) => Err(q.corrupted(v)),
             },
-        );
-        self.write_cache = write_seen.get();
-        arrived?;
-        Ok(self.write_cache - self.read)
+        )
     }
 
-    fn record(&mut self, found: Option<(u64, usize, u64)>) -> Option<Record<'_>> {
-        found.map(|(at, len, next)| Record {
+    #[inline]
+    fn record(&mut self, (_, len, _): (u64, usize, u64)) -> Record<'_> {
+        // Two words, so that the record comes back in registers.
+        Record {
             consumer: self,
-            at,
             len,
-            next,
-        })
+        }
     }
 
     /// Receives the next record, waiting as long as it takes. Fails with
     /// [`Error::Disconnected`] (or [`Error::PeerDied`]) once the queue is
     /// drained and the producer of this session is gone.
+    #[inline]
     pub fn recv(&mut self) -> Result<Record<'_>> {
-        let found = self.next_record(Wait::Forever, false)?;
-        let origin = self.q.origin().clone();
-        self.record(found).ok_or_else(|| wait_ended(&origin))
+        match self.next_record(Wait::Forever, false)? {
+            Some(found) => Ok(self.record(found)),
+            None => Err(wait_ended(self.q.origin())),
+        }
     }
 
     /// Receives a record if one is there; `Ok(None)` if the queue is empty
     /// (and the producer of this session alive or not yet seen).
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
-        let found = self.next_record(Wait::No, false)?;
-        Ok(self.record(found))
+        Ok(self
+            .next_record(Wait::No, false)?
+            .map(|found| self.record(found)))
     }
 
     /// Receives, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
         let start = Instant::now();
-        let found = self.next_record(Wait::Until(start + timeout), false)?;
-        let origin = self.q.origin().clone();
-        self.record(found).ok_or_else(|| Error::Timeout {
-            origin,
-            what: "waiting for a record",
-            waited: start.elapsed(),
-        })
+        match self.next_record(Wait::Until(start + timeout), false)? {
+            Some(found) => Ok(self.record(found)),
+            None => Err(Error::Timeout {
+                origin: self.q.origin().clone(),
+                what: "waiting for a record",
+                waited: start.elapsed(),
+            }),
+        }
     }
 
     /// Copies the next record into `buf` (replacing its contents) and
@@ -244,14 +271,17 @@ impl Consumer {
     /// does: the shared bytes are read with atomic loads only, and the
     /// record's header is checked again after the copy (a change is
     /// [`Error::Corrupted`], and nothing is released).
+    #[inline]
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<usize> {
-        let origin = self.q.origin().clone();
-        self.recv_into_inner(Wait::Forever, buf)?
-            .ok_or_else(|| wait_ended(&origin))
+        match self.recv_into_inner(Wait::Forever, buf)? {
+            Some(len) => Ok(len),
+            None => Err(wait_ended(self.q.origin())),
+        }
     }
 
     /// [`Consumer::recv_into`] if a record is there now; `Ok(None)` if the
     /// queue is empty.
+    #[inline]
     pub fn try_recv_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>> {
         self.recv_into_inner(Wait::No, buf)
     }
@@ -259,15 +289,17 @@ impl Consumer {
     /// [`Consumer::recv_into`], waiting at most `timeout`.
     pub fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
         let start = Instant::now();
-        let origin = self.q.origin().clone();
-        self.recv_into_inner(Wait::Until(start + timeout), buf)?
-            .ok_or_else(|| Error::Timeout {
-                origin,
+        match self.recv_into_inner(Wait::Until(start + timeout), buf)? {
+            Some(len) => Ok(len),
+            None => Err(Error::Timeout {
+                origin: self.q.origin().clone(),
                 what: "waiting for a record",
                 waited: start.elapsed(),
-            })
+            }),
+        }
     }
 
+    #[inline]
     fn recv_into_inner(&mut self, wait: Wait, buf: &mut Vec<u8>) -> Result<Option<usize>> {
         let Some((at, len, next)) = self.next_record(wait, false)? else {
             return Ok(None);
@@ -282,10 +314,11 @@ impl Consumer {
 
     /// Checks that the record header before `at` still describes the
     /// record found there (`len` bytes, ending at `next`).
+    #[inline]
     fn check_unchanged(&self, at: u64, len: usize, next: u64) -> Result<()> {
         let start = next - super::ring::record_size(len as u64);
-        match self.q.ring().next(start, next - start) {
-            Ok(Next::Record { at: a, len: l, .. }) if a == at && l as usize == len => Ok(()),
+        match self.q.ring().next(start, next) {
+            Ok(Some(Next::Record { at: a, len: l, .. })) if a == at && l as usize == len => Ok(()),
             _ => Err(Error::Corrupted {
                 origin: self.q.origin().clone(),
                 what: "queue record",
@@ -343,13 +376,25 @@ impl Consumer {
 }
 
 impl Drop for Consumer {
+    #[inline]
     fn drop(&mut self) {
+        // Hands a spinning producer what we released (not in a forked
+        // child: it must not store its parent's positions).
+        if self.published != self.released && self.q.is_owner() {
+            self.publish();
+        }
         // Closes the session cleanly (nothing in a forked child).
         self.q.leave(Role::Consumer, self.session);
     }
 }
 
 impl Record<'_> {
+    /// Ring offset of the payload.
+    #[inline]
+    fn at(&self) -> u64 {
+        ring::offset(self.consumer.read, self.consumer.q.capacity) + HEADER
+    }
+
     /// Payload length.
     pub fn len(&self) -> usize {
         self.len
@@ -366,30 +411,34 @@ impl Record<'_> {
     /// after it has put the copy somewhere safe. Fails with
     /// [`Error::Truncated`] if a page of the queue was cut away by an
     /// outside truncate (the copy would hold zeros).
+    #[inline]
     pub fn copy_to(&self, buf: &mut Vec<u8>) -> Result<()> {
-        self.consumer.q.bytes.copy_out(self.at, self.len, buf);
+        self.consumer.q.bytes.copy_out(self.at(), self.len, buf);
         self.consumer.q.check_faults()
     }
 }
 
 impl Deref for Record<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: validated to lie inside the ring and before the published
         // write position; until we release it a producer that follows the
         // protocol does not write there: an exclusive grant by the protocol
         // (see the type's docs for a peer that does not follow it).
-        unsafe { std::slice::from_raw_parts(self.consumer.q.bytes.ptr(self.at), self.len) }
+        unsafe { std::slice::from_raw_parts(self.consumer.q.bytes.ptr(self.at()), self.len) }
     }
 }
 
 impl Drop for Record<'_> {
+    #[inline]
     fn drop(&mut self) {
         let c = &mut *self.consumer;
-        c.read = self.next;
+        let next = c.read + ring::record_size(self.len as u64);
+        c.read = next;
         // A forked child must not release what its parent holds.
         if c.q.is_owner() {
-            c.release(self.next);
+            c.release(next);
         }
     }
 }
@@ -432,6 +481,7 @@ impl Batch<'_> {
 }
 
 impl Drop for Batch<'_> {
+    #[inline]
     fn drop(&mut self) {
         let c = &mut *self.consumer;
         c.read = self.next;

@@ -15,14 +15,16 @@
 //!
 //! | offset | word | written by |
 //! |---|---|---|
-//! | 0 | write position (`u64`) | producer |
-//! | 64 | read position (`u64`) | consumer |
+//! | 0 | write position (`u64`): end of the committed records | producer |
+//! | 64 | read position (`u64`): released, durable | consumer |
 //! | 128 | data event (`u32` sequence, `u32` sleepers): the consumer parks here | both |
 //! | 192 | space event: the producer parks here | both |
 //! | 256 | producer role (`u64`): its lease token, 0 if none | producer |
 //! | 264 | producer sessions (`u64`): producers that ever attached | producer |
 //! | 272 | producer closed (`u64`): the session number of the last producer that left cleanly | producer |
-//! | 320 | consumer role, sessions, closed (as at 256..280) | consumer |
+//! | 280 | producer fences (`u64`): 1 asymmetric, 2 full ([`FenceMode`](crate::sync::FenceMode)) | producer |
+//! | 320 | consumer role, sessions, closed, fences (as at 256..288) | consumer |
+//! | 384 | space (`u64`): the read position as published to the producer, lazily | consumer |
 //! | 512 | the ring: `capacity` bytes | |
 //!
 //! The capacity is `object_len - 512` from the checksummed header, never a
@@ -66,8 +68,11 @@
 //!   ring is full, it reports `Disconnected` and hands its record back.
 //!   (It does not tell a consumer that died from one that left: either way
 //!   every unreleased record stays in the file for the next consumer.)
-//! - A side that waits checks its peer before parking and every 20 ms
-//!   while parked (`PEER_CHECK`); the busy path makes no system call.
+//! - A side that waits checks its peer's words before parking and every
+//!   20 ms while parked (`PEER_CHECK`), and asks the kernel whether the
+//!   peer's lease is alive at most once per `PEER_CHECK` (a clean leave
+//!   changes the words, so it is seen at once; a death within 20 ms). The
+//!   busy path, and polling an empty queue, make no system call.
 //! - A waiting side whose file was deleted (`st_nlink == 0`, checked on
 //!   the same schedule) while no live peer holds it reports
 //!   [`Error::Deleted`]: nobody can open it again. Anonymous queues
@@ -77,8 +82,8 @@
 //!
 //! A record never wraps: one that does not fit before the end of the ring
 //! is preceded by a pad covering the tail. When pad and record fit in the
-//! ring together, the producer waits for room for both and publishes them
-//! together, so a send that fails (`Full`, `Timeout`) writes nothing. A
+//! ring together, the producer waits for room for both before it commits
+//! the pad, so a send that fails (`Full`, `Timeout`) writes nothing. A
 //! record larger than what the pad leaves (up to `max_record`, the whole
 //! ring less its header) needs the pad released first: that pad is
 //! published on its own, and only while a live consumer is attached to
@@ -128,7 +133,18 @@
 //! A waiting side spins for a bounded, tunable time ([`Spin`]), then parks
 //! on the event's futex. The other side issues a futex wake only if the
 //! waiter counted itself as sleeping, so a busy stream makes no system
-//! calls.
+//! calls. That check is one half of a handshake whose other half the
+//! waiter pays before it parks: with `membarrier` on both sides (the
+//! usual case) the notifier's half is a compiler fence and a plain load,
+//! and the waiter's a `membarrier` call; otherwise each half is a locked
+//! instruction (see `sync::fence`; `mapshare info` shows which each side
+//! chose).
+//!
+//! # Records and positions
+//!
+//! See `ring`: each record's header word is its commit (the consumer never
+//! loads the write position), and the consumer publishes its read position
+//! to the producer lazily while storing it durably on every release.
 
 mod anonymous;
 mod consumer;
@@ -151,14 +167,16 @@ use crate::error::{Error, Origin, Result};
 use crate::file::{SharedFile, Spec};
 use crate::format::{Fingerprint, Kind};
 use crate::lease::{Liveness, Token};
-use crate::sync::{spin_until, Futex, RawEvent, Spin};
+use crate::sync::fence::Pair;
+use crate::sync::{spin_until, FenceMode, Futex, RawEvent, Spin};
 use crate::sys;
-use ring::{record_size, Bytes, Ring, HEADER};
+use ring::{Bytes, Ring, HEADER};
 
 const WRITE_POS: u64 = 0;
 const READ_POS: u64 = 64;
 const DATA_EVENT: u64 = 128;
 const SPACE_EVENT: u64 = 192;
+const SPACE_POS: u64 = 384;
 /// The producer's role words (holder, sessions, closed); the consumer's
 /// are at +64.
 const PRODUCER_ROLE: u64 = 256;
@@ -167,6 +185,7 @@ const CONSUMER_ROLE: u64 = 320;
 const HOLDER: usize = 0;
 const SESSIONS: usize = 1;
 const CLOSED: usize = 2;
+const FENCES: usize = 3;
 /// Bytes before the ring.
 pub const CONTROL_LEN: u64 = 512;
 /// Smallest capacity accepted.
@@ -175,10 +194,11 @@ pub const MIN_CAPACITY: u64 = 64;
 /// file still has a name).
 const PEER_CHECK: Duration = Duration::from_millis(20);
 
-/// The queue format's fingerprint: v2 has 64-bit role words and session
-/// close marks.
+/// The queue format's fingerprint: v2 had 64-bit role words and session
+/// close marks; v3 commits inside each record's header word, publishes
+/// the read position lazily (`space`) and records each side's fences.
 fn fingerprint() -> Fingerprint {
-    Fingerprint::new("mapshare::queue/v2", HEADER, 8)
+    Fingerprint::new("mapshare::queue/v3", HEADER, 8)
 }
 
 /// The spec of a queue file with `capacity` bytes of ring (adjust lease
@@ -265,16 +285,12 @@ impl Bytes for Mapped {
         unsafe { std::ptr::copy_nonoverlapping(self.ptr(at), buf.as_mut_ptr(), buf.len()) }
     }
     #[inline]
-    fn write_header_word(&self, at: u64, header: [u8; 8]) {
-        self.word(at).store(u64::from_ne_bytes(header), Relaxed);
+    fn load_header(&self, at: u64) -> u64 {
+        self.word(at).load(Acquire)
     }
     #[inline]
-    fn read_header_word(&self, at: u64) -> [u8; 8] {
-        self.word(at).load(Relaxed).to_ne_bytes()
-    }
-    #[inline]
-    fn touch(&self, at: u64) {
-        std::hint::black_box(self.word(at).load(Relaxed));
+    fn store_header(&self, at: u64, word: u64, order: std::sync::atomic::Ordering) {
+        self.word(at).store(word, order);
     }
     #[inline]
     fn write(&self, at: u64, data: &[u8]) {
@@ -290,6 +306,7 @@ struct Shared {
     file: SharedFile,
     write: NonNull<AtomicU64>,
     read: NonNull<AtomicU64>,
+    space: NonNull<AtomicU64>,
     events: NonNull<AtomicU32>,
     /// The producer's role group; the consumer's is 8 words further.
     roles: NonNull<AtomicU64>,
@@ -298,6 +315,10 @@ struct Shared {
     /// Whether the file had a name when opened (`st_nlink > 0`): only
     /// then does losing it mean it was deleted.
     linked: bool,
+    /// This process's fences, chosen when it attached.
+    fences: FenceMode,
+    /// Our role, whose peer's fences word decides each notify.
+    role: Role,
 }
 
 // SAFETY: the pointers point into `file`'s mapping, which moves with it;
@@ -346,6 +367,10 @@ struct Watch {
     /// When the file's link count may be checked again (at most once per
     /// [`PEER_CHECK`], so that polling an empty queue stays cheap).
     next_link_check: Option<Instant>,
+    /// The peer's token last found alive, and until when that verdict is
+    /// reused instead of asking the kernel again (at most [`PEER_CHECK`]:
+    /// a peer that dies is noticed as late as that, as while parked).
+    alive: Option<(u64, Instant)>,
 }
 
 /// The peer, as found by a check.
@@ -357,7 +382,7 @@ enum Peer {
 }
 
 impl Shared {
-    fn open(file: SharedFile) -> Result<Shared> {
+    fn open(file: SharedFile, role: Role) -> Result<Shared> {
         let origin = file.region().origin().clone();
         file.header().expect(&origin, Kind::Queue, &fingerprint())?;
         let obj = file.object_offset();
@@ -366,6 +391,7 @@ impl Shared {
         let r = file.region();
         let write = NonNull::from(r.atomic64(obj + WRITE_POS)?);
         let read = NonNull::from(r.atomic64(obj + READ_POS)?);
+        let space = NonNull::from(r.atomic64(obj + SPACE_POS)?);
         // The first and last words of the events and of the role groups
         // are checked; the pointers the other words are reached from are
         // taken from the mapping's own pointer, not from those views: a
@@ -374,7 +400,7 @@ impl Shared {
         r.atomic32(obj + DATA_EVENT)?;
         r.atomic32(obj + SPACE_EVENT + 4)?;
         r.atomic64(obj + PRODUCER_ROLE)?;
-        r.atomic64(obj + CONSUMER_ROLE + 8 * CLOSED as u64)?;
+        r.atomic64(obj + CONSUMER_ROLE + 8 * FENCES as u64)?;
         let at = |off: u64| r.as_ptr().wrapping_add(off as usize).cast_mut();
         // SAFETY: addresses inside a live mapping (just checked) are never
         // null.
@@ -403,11 +429,14 @@ impl Shared {
             file,
             write,
             read,
+            space,
             events,
             roles,
             bytes: Mapped { base },
             capacity,
             linked,
+            fences: FenceMode::detect(),
+            role,
         })
     }
 
@@ -415,31 +444,52 @@ impl Shared {
     /// validates both positions (read, write) as persisted in the file.
     /// Returns them with our session number and what we know of the peer.
     fn attach(file: SharedFile, role: Role) -> Result<Attached> {
-        let q = Shared::open(file)?;
+        let q = Shared::open(file, role)?;
         q.claim(role)?;
-        let read = q.ring().read.load(Acquire);
-        let write = q.ring().write.load(Acquire);
-        if let Err(v) = q.ring().check(read, write) {
-            q.unclaim(role);
-            return Err(q.corrupted(v));
+        // Our fences, for the peer's notifies (see `sync::fence`).
+        q.word(role, FENCES).store(q.fences.code(), SeqCst);
+        let ring = q.ring();
+        let read = ring.read.load(Acquire);
+        let stored = ring.write.load(Acquire);
+        let positions = match role {
+            // A producer that died between a commit and its store of
+            // `write` left it behind: walk the committed headers.
+            Role::Producer => ring.recover_write(stored, read).map(|w| (read, w)),
+            // The consumer never uses `write`; its own position must be
+            // sane, and the headers are checked as they are read.
+            Role::Consumer => ring::check_position(read).map(|()| (read, stored)),
+        };
+        let (read, write) = match positions {
+            Ok(p) => p,
+            Err(v) => {
+                q.unclaim(role);
+                return Err(q.corrupted(v));
+            }
+        };
+        match role {
+            Role::Producer => ring.write.store(write, Release),
+            // Whatever an earlier consumer published, we start here.
+            Role::Consumer => ring.space.store(read, Release),
         }
         let peer = role.other();
         let since = q.word(peer, SESSIONS).load(Acquire);
         // A peer role word that is not a token is reported by the first
         // wait that checks the peer; here it just does not count as live.
         let live = matches!(q.holder_liveness(peer), Ok(Some((_, true))));
-        // A consumer counts the producer of records pending now as seen.
-        let pending = role == Role::Consumer && write != read;
+        // A consumer counts the producer of records pending now as seen
+        // (garbage counts too: the first read reports it).
+        let pending = role == Role::Consumer && ring.next(read, read + q.capacity) != Ok(None);
         let watch = Watch {
             since,
             seen: live || pending,
             next_link_check: None,
+            alive: None,
         };
-        // Wake a producer that waits for a consumer before writing a pad
-        // that only a consumer can release.
         // The session starts only now that nothing can fail: a failed
         // attach never looks like a peer that came and went.
         let session = q.word(role, SESSIONS).fetch_add(1, SeqCst).wrapping_add(1);
+        // Wake a producer that waits for a consumer before writing a pad
+        // that only a consumer can release.
         if role == Role::Consumer {
             q.ring().space_event.notify(1, &Futex);
         }
@@ -452,6 +502,16 @@ impl Shared {
         })
     }
 
+    /// The fences of our notifies: asymmetric only if our peer's are too.
+    #[inline]
+    fn pair(&self) -> Pair<'_, AtomicU64> {
+        Pair {
+            mine: self.fences,
+            peer: self.word(self.role.other(), FENCES),
+        }
+    }
+
+    #[inline]
     fn origin(&self) -> &Origin {
         self.file.region().origin()
     }
@@ -463,21 +523,25 @@ impl Shared {
         self.file.lease().check_owner(self.file.region()).is_ok()
     }
 
-    /// Word `which` (`HOLDER`, `SESSIONS`, `CLOSED`) of `role`'s group.
+    /// Word `which` (`HOLDER`, `SESSIONS`, `CLOSED`, `FENCES`) of `role`'s
+    /// group.
+    #[inline]
     fn word(&self, role: Role, which: usize) -> &AtomicU64 {
-        // SAFETY: the two groups (offsets 256..280 and 320..344) are
+        // SAFETY: the two groups (offsets 256..288 and 320..352) are
         // aligned u64s inside the control block, checked in `open`; the
         // mapping lives as long as `self`.
         unsafe { &*self.roles.as_ptr().add(role.base() + which) }
     }
 
+    #[inline]
     fn ring(&self) -> Ring<'_, AtomicU64, AtomicU32, Mapped> {
         // SAFETY: each pointer was produced from a checked atomic view of
         // the mapping in `open`, and the mapping lives as long as `self`.
-        let (write, read, ev) = unsafe {
+        let (write, read, space, ev) = unsafe {
             (
                 self.write.as_ref(),
                 self.read.as_ref(),
+                self.space.as_ref(),
                 self.events.as_ptr(),
             )
         };
@@ -487,6 +551,7 @@ impl Shared {
         Ring {
             write,
             read,
+            space,
             data_event: RawEvent {
                 seq: word(0),
                 sleepers: word(1),
@@ -630,6 +695,16 @@ impl Shared {
                 watch.seen = true;
             }
             let token = self.word(role, HOLDER).load(Acquire);
+            // The same live holder as a moment ago: no system call (a
+            // clean leave changes the words, so it is seen at once).
+            if token != 0
+                && watch
+                    .alive
+                    .is_some_and(|(t, until)| t == token && Instant::now() < until)
+            {
+                watch.seen = true;
+                return Ok(Peer::Waiting);
+            }
             let (pid, alive) = if token == 0 {
                 (0, false)
             } else {
@@ -637,6 +712,7 @@ impl Shared {
             };
             if alive {
                 watch.seen = true;
+                watch.alive = Some((token, Instant::now() + PEER_CHECK));
                 return Ok(Peer::Waiting);
             }
             if !watch.seen {
@@ -679,9 +755,12 @@ impl Shared {
         Ok(meta.nlink() == 0)
     }
 
-    /// Waits per `wait` until `ready()`: checks once, spins, then parks on
-    /// `event` in slices of [`PEER_CHECK`], checking the peer (`peer`,
-    /// per `watch`) before parking and between slices. `Ok(false)` when
+    /// Waits per `wait` until `ready(parking)`: checks once, spins, then
+    /// parks on `event` in slices of [`PEER_CHECK`], checking the peer
+    /// (`peer`, per `watch`) before parking and between slices.
+    /// `parking` is false while spinning and true for the checks made
+    /// about to park or after waking (where the producer looks at the
+    /// consumer's durable position, see `ring`). `Ok(false)` when
     /// `wait` ran out; `Disconnected`/`PeerDied` when a peer of our session
     /// is gone and `ready()` still fails; `Deleted` when the file lost its
     /// name and no live peer holds it; any error `ready()` returns.
@@ -692,20 +771,28 @@ impl Shared {
         wait: Wait,
         peer: Role,
         watch: &mut Watch,
-        ready: impl Fn() -> Result<bool>,
+        ready: impl Fn(bool) -> Result<bool>,
     ) -> Result<bool> {
         // An error ends every wait at once; it is reported below.
         let bad: Cell<Option<Error>> = Cell::new(None);
-        let check = || match ready() {
-            Ok(r) => r,
-            Err(e) => {
-                bad.set(Some(e));
-                true
+        let checker = |parking: bool| {
+            let ready = &ready;
+            let bad = &bad;
+            move || match ready(parking) {
+                Ok(r) => r,
+                Err(e) => {
+                    bad.set(Some(e));
+                    true
+                }
             }
         };
-        let mut ok = check();
+        let mut ok = checker(false)();
         if !ok && !matches!(wait, Wait::No) {
-            ok = spin_until(spin, check);
+            ok = spin_until(spin, checker(false));
+        }
+        let check = checker(true);
+        if !ok {
+            ok = check();
         }
         loop {
             self.check_faults()?;
@@ -752,7 +839,7 @@ impl Shared {
                 Wait::Until(d) => d.min(Instant::now() + PEER_CHECK),
                 Wait::Forever => Instant::now() + PEER_CHECK,
             };
-            ok = event.wait_until(check, Some(slice), &Futex);
+            ok = event.wait_until(check, Some(slice), &Futex, &self.pair());
         }
     }
 
@@ -797,12 +884,16 @@ pub struct QueueState {
     pub capacity: u64,
     /// Committed bytes not yet released.
     pub used: u64,
-    /// Records pending (counted by walking the ring; pads excluded).
+    /// Records pending (counted by walking the committed headers; pads
+    /// excluded).
     pub records: u64,
     /// Producer: `Some((pid, alive))` if the role is held.
     pub producer: Option<(u32, bool)>,
     /// Consumer: likewise.
     pub consumer: Option<(u32, bool)>,
+    /// The fences the last producer and consumer chose when they attached
+    /// (`None`: none has said).
+    pub fences: [Option<FenceMode>; 2],
 }
 
 /// Reads a queue's state without attaching (works on read-only mappings).
@@ -814,37 +905,30 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
     check_capacity(&origin, capacity)?;
     let r = &insp.region;
     let obj = h.object_offset;
-    let write = r.load_u64(obj + WRITE_POS, Acquire)?;
     let read = r.load_u64(obj + READ_POS, Acquire)?;
     let corrupt = |why: String| Error::Corrupted {
         origin: origin.clone(),
         what: "queue state",
         why,
     };
-    ring::check_positions(read, write, capacity).map_err(|v| corrupt(v.0))?;
-    // Walk the records (bounded: each step advances by at least 8 bytes,
-    // and positions are below 2^63, so nothing overflows).
+    ring::check_position(read).map_err(|v| corrupt(v.0))?;
+    // Walk the committed records, as the consumer would (bounded: each
+    // step advances by at least 8 bytes, and by at most a ring in all).
     let mut records = 0;
     let mut pos = read;
     let base = obj + CONTROL_LEN;
-    while pos < write {
-        let at = pos % capacity;
-        let mut hdr = [0u8; 8];
-        r.read_at(base + at, &mut hdr)?;
-        let len = u64::from(u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]));
-        let kind = u32::from_ne_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-        let size = match kind {
-            ring::PAD => capacity - at,
-            ring::DATA => {
-                records += 1;
-                record_size(len)
-            }
-            other => return Err(corrupt(format!("record kind {other:#x} at {pos}"))),
-        };
-        if size == 0 || at + size > capacity || size > write - pos {
-            return Err(corrupt(format!("record at {pos} overruns")));
+    loop {
+        let word = r.load_u64(base + ring::offset(pos, capacity), Acquire)?;
+        if word == ring::EMPTY {
+            break;
         }
-        pos += size;
+        match ring::parse(capacity, word, pos, read + capacity).map_err(|v| corrupt(v.0))? {
+            ring::Next::Pad { size } => pos += size,
+            ring::Next::Record { size, .. } => {
+                records += 1;
+                pos += size;
+            }
+        }
     }
     let leases = crate::lease::LeaseTable::new(r, h.lease_offset, h.lease_slots);
     let role = |off: u64| -> Result<Option<(u32, bool)>> {
@@ -859,11 +943,17 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
             Liveness::Me => (sys::pid(), true),
         }))
     };
+    let fences = |off: u64| -> Result<Option<FenceMode>> {
+        Ok(FenceMode::from_code(
+            r.load_u64(obj + off + 8 * FENCES as u64, Acquire)?,
+        ))
+    };
     Ok(QueueState {
         capacity,
-        used: write - read,
+        used: pos - read,
         records,
         producer: role(PRODUCER_ROLE)?,
         consumer: role(CONSUMER_ROLE)?,
+        fences: [fences(PRODUCER_ROLE)?, fences(CONSUMER_ROLE)?],
     })
 }

@@ -5,7 +5,9 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::ring::{self, record_size, HEADER};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use super::ring::{self, record_size, Ring, HEADER};
 use super::{open_existing, open_or_create, wait_ended, Role, Shared, Wait, Watch};
 use crate::error::{Error, Result};
 use crate::file::SharedFile;
@@ -138,11 +140,13 @@ impl Producer {
         self.q.capacity
     }
 
-    /// Largest record payload (`capacity - 8`). A record this large needs
-    /// the whole ring: it goes through when the ring is empty and a
-    /// consumer is attached to release the padding before it.
+    /// Largest record payload (`capacity - 16`: the record's header and
+    /// the slot after it, which each commit clears, take the rest). A
+    /// record this large needs the whole ring: it goes through when the
+    /// ring is empty and a consumer is attached to release the padding
+    /// before it.
     pub fn max_record(&self) -> u64 {
-        self.q.capacity - HEADER
+        self.q.capacity - 2 * HEADER
     }
 
     /// The queue file.
@@ -150,40 +154,52 @@ impl Producer {
         &self.q.file
     }
 
+    #[inline]
     fn free(&self) -> u64 {
         self.q.capacity - (self.write - self.read_cache)
     }
 
-    /// Waits until `bytes` are free at our position (and, if
-    /// `need_consumer`, a live consumer is attached). `Ok(false)` if
-    /// `wait` ran out.
+    /// Waits until `bytes` (and the slot after them, see `ring`) are free
+    /// at our position (and, if `need_consumer`, a live consumer is
+    /// attached). Spins on the position the consumer publishes; before
+    /// parking, checks its durable position (which pairs with the
+    /// consumer's check for a sleeping producer). `Ok(false)` if `wait`
+    /// ran out.
+    #[inline]
     fn make_room(&mut self, bytes: u64, wait: Wait, need_consumer: bool) -> Result<bool> {
-        if self.free() >= bytes && !need_consumer {
+        let need = Ring::<AtomicU64, AtomicU32, super::Mapped>::room(bytes);
+        if self.free() >= need && !need_consumer {
             return Ok(true);
         }
         let q = &self.q;
         let ring = q.ring();
         let (write, cap) = (self.write, q.capacity);
-        let read_seen = Cell::new(self.read_cache);
-        let ok =
-            q.wait_for(
-                &ring.space_event,
-                self.spin,
-                wait,
-                Role::Consumer,
-                &mut self.watch,
-                || {
-                    let r = ring.load_read(write).map_err(|v| q.corrupted(v))?;
-                    read_seen.set(r);
-                    Ok(cap - (write - r) >= bytes
-                        && (!need_consumer || q.peer_live(Role::Consumer)?))
-                },
-            );
-        self.read_cache = read_seen.get();
+        let seen = Cell::new(self.read_cache);
+        let ok = q.wait_for(
+            &ring.space_event,
+            self.spin,
+            wait,
+            Role::Consumer,
+            &mut self.watch,
+            |parking| {
+                let loaded = if parking {
+                    ring.load_read(write, seen.get())
+                } else {
+                    ring.load_space(write, seen.get())
+                };
+                let r = loaded.map_err(|v| q.corrupted(v))?;
+                seen.set(r);
+                Ok(cap - (write - r) >= need && (!need_consumer || q.peer_live(Role::Consumer)?))
+            },
+        );
+        self.read_cache = seen.get();
         ok
     }
 
-    fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<Grant<'_>>> {
+    /// Makes room for a `len`-byte record per `wait`; its position, or
+    /// `None` if `wait` ran out.
+    #[inline]
+    fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<u64>> {
         // A forked child must not write as its parent's producer.
         self.q.file.lease().check_owner(self.q.file.region())?;
         // A record written since the last call may have gone into a page
@@ -210,13 +226,13 @@ impl Producer {
         }
         let pad = self.q.ring().pad_before(self.write, size);
         if pad > 0 {
-            if pad + size <= cap {
-                // Room for both first, so a send that fails writes nothing;
-                // the pad is published with the record.
+            if Ring::<AtomicU64, AtomicU32, super::Mapped>::room(pad + size) <= cap {
+                // Room for both first, so a send that fails writes
+                // nothing; the record follows the pad at once.
                 if !self.make_room(pad + size, wait, false)? {
                     return Ok(None);
                 }
-                self.q.ring().write_pad(self.write, pad);
+                self.q.ring().commit_pad(self.write, pad);
                 self.write += pad;
             } else {
                 // The record needs the ring's start and more than what the
@@ -227,56 +243,66 @@ impl Producer {
                     return Ok(None);
                 }
                 let ring = self.q.ring();
-                ring.write_pad(self.write, pad);
+                ring.commit_pad(self.write, pad);
                 self.write += pad;
-                ring.publish(self.write, &Futex);
+                ring.publish(self.write, &Futex, &self.q.pair());
             }
         }
         if !self.make_room(size, wait, false)? {
             return Ok(None);
         }
-        let at = self.write;
-        Ok(Some(Grant {
+        Ok(Some(self.write))
+    }
+
+    #[inline]
+    fn grant(&mut self, at: u64, len: usize) -> Grant<'_> {
+        Grant {
             producer: self,
             at,
             len,
-        }))
+        }
     }
 
     /// Reserves space for a `len`-byte record, waiting as long as it takes.
+    #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
-        let origin = self.q.origin().clone();
-        self.reserve_inner(len, Wait::Forever)?
-            .ok_or_else(|| wait_ended(&origin))
+        match self.reserve_inner(len, Wait::Forever)? {
+            Some(at) => Ok(self.grant(at, len)),
+            None => Err(wait_ended(self.q.origin())),
+        }
     }
 
     /// Reserves space if there is some now; `Ok(None)` if the queue is full.
+    #[inline]
     pub fn try_reserve(&mut self, len: usize) -> Result<Option<Grant<'_>>> {
-        self.reserve_inner(len, Wait::No)
+        Ok(self
+            .reserve_inner(len, Wait::No)?
+            .map(|at| self.grant(at, len)))
     }
 
     /// Reserves space, waiting at most `timeout`.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>> {
         let start = Instant::now();
-        let origin = self.q.origin().clone();
         match self.reserve_inner(len, Wait::Until(start + timeout))? {
-            Some(g) => Ok(g),
+            Some(at) => Ok(self.grant(at, len)),
             None => Err(Error::Timeout {
-                origin,
+                origin: self.q.origin().clone(),
                 what: "waiting for space in the queue",
                 waited: start.elapsed(),
             }),
         }
     }
 
+    #[inline]
     fn send_inner<'d>(
         &mut self,
         data: &'d [u8],
         wait: Wait,
     ) -> std::result::Result<(), SendError<&'d [u8]>> {
         match self.reserve_inner(data.len(), wait) {
-            Ok(Some(mut g)) => {
-                g.copy_from_slice(data);
+            Ok(Some(at)) => {
+                let g = self.grant(at, data.len());
+                g.fill(data);
                 g.commit();
                 match self.q.check_faults() {
                     Ok(()) => Ok(()),
@@ -291,11 +317,13 @@ impl Producer {
     }
 
     /// Sends a copy of `data` as one record, waiting for space.
+    #[inline]
     pub fn send<'d>(&mut self, data: &'d [u8]) -> std::result::Result<(), SendError<&'d [u8]>> {
         self.send_inner(data, Wait::Forever)
     }
 
     /// Sends if there is space now.
+    #[inline]
     pub fn try_send<'d>(&mut self, data: &'d [u8]) -> std::result::Result<(), SendError<&'d [u8]>> {
         self.send_inner(data, Wait::No)
     }
@@ -309,47 +337,62 @@ impl Producer {
         self.send_inner(data, Wait::Until(Instant::now() + timeout))
     }
 
-    /// Sends every record of `records`, waiting for space as `send` does,
-    /// publishing once per run of records that fit without waiting (one
-    /// release store and at most one wake per run instead of one per
-    /// record). On an error, `Err((n, e))`: the first `n` records were
-    /// sent and published, the others not. After an outside truncate
-    /// ([`Error::Truncated`]) the record being written when the fault was
-    /// noticed may have been published too, as with `send`, but it is not
-    /// counted: its bytes may be zeros.
+    /// Sends every record of `records`, waiting for space as `send` does.
+    /// The records of a run that fits without waiting become visible
+    /// together: the run's later headers are written first and its first
+    /// header last, as the run's one commit, so a consumer does not chase
+    /// the producer record by record through lines it is still writing;
+    /// the write position's store and the check for a sleeping consumer
+    /// happen once per run too. On an error, `Err((n, e))`: the first `n`
+    /// records were sent and published, the others not. After an outside
+    /// truncate ([`Error::Truncated`]) the record being written when the
+    /// fault was noticed may have been published too, as with `send`, but
+    /// it is not counted: its bytes may be zeros.
     pub fn send_batch(&mut self, records: &[&[u8]]) -> std::result::Result<(), (usize, Error)> {
-        let mut unpublished = false;
-        let result = self.send_batch_inner(records, &mut unpublished);
+        let mut run = None;
+        let result = self.send_batch_inner(records, &mut run);
         // Whatever happened, what was written is published: the count
         // reported is the count the consumer gets.
-        if unpublished {
-            self.q.ring().publish(self.write, &Futex);
-        }
+        self.commit_run(&mut run);
         result
+    }
+
+    /// Commits a run of records whose first header (at `start`, `len`
+    /// bytes) was held back, and publishes it.
+    fn commit_run(&mut self, run: &mut Option<(u64, u32)>) {
+        if let Some((start, len)) = run.take() {
+            let ring = self.q.ring();
+            ring.commit_run(start, len, self.write);
+            ring.publish(self.write, &Futex, &self.q.pair());
+        }
     }
 
     fn send_batch_inner(
         &mut self,
         records: &[&[u8]],
-        unpublished: &mut bool,
+        run: &mut Option<(u64, u32)>,
     ) -> std::result::Result<(), (usize, Error)> {
         for (sent, r) in records.iter().enumerate() {
             let size = record_size(r.len() as u64);
             let pad = self.q.ring().pad_before(self.write, size);
-            if *unpublished && self.free() < pad + size {
+            if run.is_some() && self.free() < pad + size + HEADER {
                 // About to wait (or wrap): publish what we have first.
-                self.q.ring().publish(self.write, &Futex);
-                *unpublished = false;
+                self.commit_run(run);
             }
-            let mut g = match self.reserve_inner(r.len(), Wait::Forever) {
-                Ok(Some(g)) => g,
+            let at = match self.reserve_inner(r.len(), Wait::Forever) {
+                Ok(Some(at)) => at,
                 Ok(None) => return Err((sent, wait_ended(self.q.origin()))),
                 Err(e) => return Err((sent, e)),
             };
-            g.copy_from_slice(r);
-            if g.finish().is_some() {
-                *unpublished = true;
+            // `reserve_inner` checked that we are not a forked child.
+            self.grant(at, r.len()).fill(r);
+            let len = r.len() as u32;
+            if run.is_some() {
+                self.q.ring().write_header(at, len);
+            } else {
+                *run = Some((at, len));
             }
+            self.write = at + size;
             // As `send`: a record written into a page an outside truncate
             // cut away is not counted as sent (checked here, not only by
             // the next reservation, which the batch's last record lacks).
@@ -369,33 +412,73 @@ impl Drop for Producer {
 }
 
 impl<'p> Grant<'p> {
-    fn slice_ptr(&self) -> *mut u8 {
-        let q = &self.producer.q;
-        q.bytes.ptr(self.at % q.capacity + HEADER)
+    /// Copies `data` (exactly the grant's length) into the record. A small
+    /// record is copied in 8-byte words, inline: a `memcpy` call costs
+    /// more than the copy below 64 bytes. The record's padding (up to the
+    /// next multiple of 8) is ours to write.
+    #[inline]
+    fn fill(&self, data: &[u8]) {
+        let dst = self.slice_ptr();
+        if data.len() > 64 {
+            // SAFETY: the grant's `len` bytes at `dst` are reserved for us
+            // (see `Deref`), and `data` is that long.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
+            return;
+        }
+        let mut words = data.chunks_exact(8);
+        let mut at = 0;
+        for w in &mut words {
+            let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            // SAFETY: `dst + at` is 8-aligned (the ring is, and records
+            // start on multiples of 8) and inside the reservation.
+            unsafe { dst.add(at).cast::<u64>().write(w) };
+            at += 8;
+        }
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(tail) {
+                *d = *s;
+            }
+            // SAFETY: as above: the record is padded to a multiple of 8,
+            // so the whole last word is ours.
+            unsafe { dst.add(at).cast::<u64>().write(u64::from_ne_bytes(b)) };
+        }
     }
 
-    /// Writes the header and advances our position, without publishing;
+    #[inline]
+    fn slice_ptr(&self) -> *mut u8 {
+        let q = &self.producer.q;
+        q.bytes.ptr(ring::offset(self.at, q.capacity) + HEADER)
+    }
+
+    /// Commits the record (the consumer can see it from now on) and
+    /// advances our position, without storing it or waking the consumer;
     /// `None` (and nothing written) in a forked child.
+    #[inline]
     fn finish(self) -> Option<&'p mut Producer> {
         let Grant { producer, at, len } = self;
         if !producer.q.is_owner() {
             return None;
         }
-        producer.q.ring().write_header(at, len as u32);
+        producer.q.ring().commit_record(at, len as u32);
         producer.write = at + record_size(len as u64);
         Some(producer)
     }
 
-    /// Publishes the record: the consumer can see it from now on. (In a
-    /// forked child that inherited the grant, does nothing.)
+    /// Commits the record: the consumer can see it from now on, and is
+    /// woken if it sleeps. (In a forked child that inherited the grant,
+    /// does nothing.)
+    #[inline]
     pub fn commit(self) {
         if let Some(p) = self.finish() {
-            p.q.ring().publish(p.write, &Futex);
+            p.q.ring().publish(p.write, &Futex, &p.q.pair());
         }
     }
 
     /// Publishes only the first `len` bytes (at most the reserved length);
     /// `len == 0` publishes nothing.
+    #[inline]
     pub fn commit_len(mut self, len: usize) {
         if len == 0 {
             return;
@@ -407,6 +490,7 @@ impl<'p> Grant<'p> {
 
 impl Deref for Grant<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: the reserved range lies inside the ring (checked when
         // reserved), beyond the published write position, so a consumer
@@ -419,6 +503,7 @@ impl Deref for Grant<'_> {
 }
 
 impl DerefMut for Grant<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `deref`; `&mut self` makes it unique in-process.
         unsafe { std::slice::from_raw_parts_mut(self.slice_ptr(), self.len) }

@@ -27,6 +27,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
+use super::fence::Fences;
 use super::word::{sleepers, spin_until, Futex, Park, Spin, Word};
 use crate::error::{Error, Result};
 use crate::region::Region;
@@ -64,11 +65,13 @@ impl<W: Word> RawEvent<'_, W> {
 
     /// Wakes up to `count` sleepers if there are any, for a notifier that
     /// has just changed the condition the waiters check in
-    /// [`RawEvent::wait_until`]. Costs one locked instruction when nobody
-    /// sleeps, on a line only waiters that park touch: no system call.
+    /// [`RawEvent::wait_until`]. When nobody sleeps this costs what
+    /// `fences` charges the notifier (one locked instruction with
+    /// [`Symmetric`](super::Symmetric), a plain load with the asymmetric
+    /// pair), on a line only waiters that park write: no system call.
     #[inline]
-    pub fn notify_if_sleeping(&self, count: u32, park: &impl Park<W>) {
-        if sleepers::present(self.sleepers) {
+    pub fn notify_if_sleeping(&self, count: u32, park: &impl Park<W>, fences: &impl Fences) {
+        if fences.sleepers_present(self.sleepers) {
             self.seq.fetch_add(1, SeqCst);
             park.wake(self.seq, count);
         }
@@ -78,20 +81,22 @@ impl<W: Word> RawEvent<'_, W> {
     /// No spinning: callers spin before calling this.
     ///
     /// Pairs with [`RawEvent::notify_if_sleeping`]: the waiter reads the
-    /// sequence, counts itself in `sleepers`, checks `ready()`; the
-    /// notifier changes the condition, then checks `sleepers` with a
-    /// read-modify-write. Either the
-    /// waiter sees the change or the notifier sees the sleeper and bumps
-    /// the sequence, which makes the futex wait return.
+    /// sequence, counts itself in `sleepers`, fences (per `fences`),
+    /// checks `ready()`; the notifier changes the condition, then checks
+    /// `sleepers` (per the same `fences`). Either the waiter sees the
+    /// change or the notifier sees the sleeper and bumps the sequence,
+    /// which makes the futex wait return.
     pub fn wait_until(
         &self,
         mut ready: impl FnMut() -> bool,
         deadline: Option<Instant>,
         park: &impl Park<W>,
+        fences: &impl Fences,
     ) -> bool {
         loop {
             let ticket = self.listen();
             sleepers::enter(self.sleepers);
+            fences.after_enter();
             if ready() {
                 sleepers::leave(self.sleepers);
                 return true;
@@ -279,7 +284,8 @@ impl<'r> Event<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sync::testing::HeapPark;
+    use crate::sync::fence::Symmetric;
+    use crate::sync::testing::{HeapPark, ModelAsymmetric};
     use crate::sync::word::sleepers;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
@@ -337,6 +343,11 @@ mod tests {
     /// `SeqCst` CAS on a local) lost this.
     #[test]
     fn litmus_a_waiter_or_its_notifier_sees_the_other() {
+        litmus(&Symmetric);
+        litmus(&ModelAsymmetric);
+    }
+
+    fn litmus(fences: &(impl Fences + Sync)) {
         use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
         let rounds = if cfg!(miri) { 32 } else { 1000 };
         for round in 0..rounds {
@@ -344,7 +355,7 @@ mod tests {
             let (notifier_saw, waiter_saw) = std::thread::scope(|s| {
                 let notifier = s.spawn(|| {
                     ready.store(1, Release);
-                    let saw = sleepers::present(&waiting);
+                    let saw = fences.sleepers_present(&waiting);
                     done.store(1, Relaxed);
                     saw
                 });
@@ -352,6 +363,7 @@ mod tests {
                     std::thread::yield_now();
                 }
                 sleepers::enter(&waiting);
+                fences.after_enter();
                 let waiter_saw = ready.load(Acquire) == 1;
                 (notifier.join().unwrap(), waiter_saw)
             });
@@ -369,6 +381,11 @@ mod tests {
     /// the test fails.
     #[test]
     fn notify_if_sleeping_never_strands_a_waiter() {
+        never_strands(&Symmetric);
+        never_strands(&ModelAsymmetric);
+    }
+
+    fn never_strands(fences: &(impl Fences + Sync)) {
         use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
         let rounds = if cfg!(miri) { 16 } else { 500 };
         for round in 0..rounds {
@@ -382,7 +399,7 @@ mod tests {
             std::thread::scope(|scope| {
                 let notifier = scope.spawn(|| {
                     ready.store(1, Release);
-                    ev.notify_if_sleeping(1, &park);
+                    ev.notify_if_sleeping(1, &park, fences);
                     done.store(1, Relaxed);
                 });
                 while done.load(Relaxed) == 0 && !notifier.is_finished() {
@@ -390,7 +407,7 @@ mod tests {
                 }
                 let deadline = Instant::now() + Duration::from_secs(10);
                 assert!(
-                    ev.wait_until(|| ready.load(Acquire) == 1, Some(deadline), &park),
+                    ev.wait_until(|| ready.load(Acquire) == 1, Some(deadline), &park, fences),
                     "round {round}: the notify was lost"
                 );
             });

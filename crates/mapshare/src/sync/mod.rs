@@ -18,6 +18,7 @@
 //! `&mut T` must be the only path to those bytes in this process.
 
 mod event;
+pub(crate) mod fence;
 mod file_lock;
 mod mutex;
 pub(crate) mod raw_mutex;
@@ -27,6 +28,7 @@ pub(crate) mod testing;
 mod word;
 
 pub use event::{Event, RawEvent, Ticket, EVENT_LEN};
+pub use fence::{FenceMode, Fences, Symmetric};
 pub use file_lock::{FileLock, Holder, LockKind, RangeGuard};
 pub use mutex::{observe as observe_mutex, Mutex, MutexGuard, MutexState};
 pub use semaphore::{RawSemaphore, Semaphore, SEMAPHORE_LEN};

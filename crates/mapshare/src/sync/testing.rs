@@ -41,3 +41,19 @@ impl Park<AtomicU32> for HeapPark {
         self.cv.notify_all();
     }
 }
+
+/// The asymmetric fence pair as the memory model sees it (see
+/// `sync::fence`): the notifier's compiler fence becomes a `SeqCst` fence
+/// (what the waiter's `membarrier` makes of it), and the waiter's
+/// `membarrier` is a `SeqCst` fence.
+pub(crate) struct ModelAsymmetric;
+
+impl super::fence::Fences for ModelAsymmetric {
+    fn sleepers_present<W: super::Word>(&self, s: &W) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        s.load(Ordering::Relaxed) != 0
+    }
+    fn after_enter(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+}

@@ -13,6 +13,7 @@
 pub mod futex;
 pub mod lock;
 pub(crate) mod mem;
+pub mod membarrier;
 pub(crate) mod open;
 pub mod proc;
 pub(crate) mod sigbus;

@@ -602,6 +602,10 @@ pub fn serve() {
                     drop(tx);
                     std::process::exit(0);
                 }
+                ["nomembarrier"] => {
+                    forbid_membarrier();
+                    "ok".into()
+                }
                 ["qrecv", path, n] => {
                     let mut rx = mapshare::queue::Consumer::open(path)?;
                     let mut last = None;
@@ -827,4 +831,50 @@ pub fn serve() {
         }
         std::io::stdout().flush().unwrap();
     }
+}
+
+/// Installs a seccomp filter that makes `membarrier(2)` fail with `EPERM`
+/// in this process, as a container's profile may: mapshare must fall back
+/// to full fences.
+pub fn forbid_membarrier() {
+    use libc::{sock_filter, sock_fprog};
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let filter = [
+        // The system call number (`seccomp_data.nr`, offset 0).
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_membarrier as u32,
+        },
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let prog = sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: plain prctl calls; `prog` points at a valid filter that
+    // outlives the call (the kernel copies it).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const sock_fprog
+            ),
+            0
+        );
+    }
+    assert!(mapshare::unstable::sys::membarrier::register_global_expedited().is_err());
 }

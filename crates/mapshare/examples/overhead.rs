@@ -1,0 +1,25 @@
+//! Software cost of one record, with no second core involved: one thread
+//! sends and receives in turn (everything stays in its cache).
+//! `cargo run --release -p mapshare --example overhead`
+use std::time::Instant;
+
+fn main() -> mapshare::Result<()> {
+    let q = mapshare::queue::Anonymous::new(1 << 20)?;
+    let mut tx = q.producer()?;
+    let mut rx = q.consumer()?;
+    for size in [8usize, 64, 256] {
+        let buf = vec![0x5au8; size];
+        let n = 5_000_000u64;
+        let mut acc = 0u64;
+        let t = Instant::now();
+        for _ in 0..n {
+            tx.send(&buf).map_err(|e| e.into_inner().len()).ok();
+            let r = rx.recv()?;
+            acc = acc.wrapping_add(u64::from(r[0]));
+        }
+        let ns = t.elapsed().as_nanos() as f64 / n as f64;
+        std::hint::black_box(acc);
+        println!("{size} B: {ns:.1} ns per send+recv");
+    }
+    Ok(())
+}
