@@ -165,7 +165,11 @@
 //! [`Reader::wait_newer`] spins briefly, then parks on the event's futex.
 //! A publish wakes every parked reader with one wake-all call, and only if
 //! some reader counted itself as sleeping (or a read-only waiter is
-//! registered): the writer's cost does not grow with the readers.
+//! registered): the writer's cost does not grow with the readers. The
+//! sleeper handshake uses the [`Symmetric`](crate::sync::Symmetric)
+//! fences (one locked instruction per publish): the asymmetric pair needs
+//! both sides registered for `membarrier`, and a snapshot has any number
+//! of readers, some of which (read-only ones) cannot say so in the file.
 //!
 //! # Soundness of in-place access
 //!

@@ -17,7 +17,7 @@ use crate::file::{Inspection, SharedFile};
 use crate::format::Kind;
 use crate::region::Access;
 use crate::shared::Persistent;
-use crate::sync::{spin_until, Futex, Park, Spin};
+use crate::sync::{spin_until, Futex, Park, Spin, Symmetric};
 use crate::sys::lock::LockKind;
 use crate::{role, sys};
 
@@ -208,7 +208,7 @@ impl Reader {
         let newer = || self.c.current().load(SeqCst) >> protocol::SLOT_BITS > generation;
         let ready = newer() || spin_until(self.spin, newer) || {
             let ev = self.c.event();
-            ev.wait_until(newer, deadline, &Futex)
+            ev.wait_until(newer, deadline, &Futex, &Symmetric)
         };
         if !ready {
             return Err(Error::Timeout {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::file::SharedFile;
 use crate::region::Access;
 use crate::shared::Persistent;
-use crate::sync::{Futex, Park};
+use crate::sync::{Futex, Park, Symmetric};
 use crate::sys::lock::LockKind;
 use crate::{role, sys};
 
@@ -241,7 +241,7 @@ impl Writer {
             ev.seq.fetch_add(1, SeqCst);
             Futex.wake(ev.seq, i32::MAX as u32);
         } else {
-            ev.notify_if_sleeping(i32::MAX as u32, &Futex);
+            ev.notify_if_sleeping(i32::MAX as u32, &Futex, &Symmetric);
         }
     }
 
