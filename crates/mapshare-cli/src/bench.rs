@@ -134,7 +134,7 @@ pub(crate) fn pin(cpu: usize) {
 }
 
 /// Per-operation cost of `op`, measured over batches.
-fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Dist {
+pub(crate) fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Dist {
     let mut h = histogram();
     for _ in 0..batches / 10 {
         for _ in 0..per_batch {

@@ -20,14 +20,14 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mapshare::snapshot::{Reader, Writer};
 use mapshare::sync::Spin;
 use mapshare::unstable::sys::futex;
 use serde_json::Value;
 
 use crate::bench::{
-    finish, futex_for, latency, ping_pong, throughput_bytes, word, BenchFile, Dist, VAL_A, VAL_B,
+    batched, finish, futex_for, latency, ping_pong, throughput_bytes, word, BenchFile, Dist, VAL_A,
+    VAL_B,
 };
 use crate::Failure;
 
@@ -36,30 +36,6 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 fn exe() -> Result<Command, Failure> {
     Ok(Command::new(std::env::current_exe()?))
-}
-
-/// Per-operation cost of `op` (nanoseconds), from batches of `per_batch`.
-fn per_op(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Dist {
-    let mut h =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds");
-    for _ in 0..batches / 10 {
-        for _ in 0..per_batch {
-            op();
-        }
-    }
-    for _ in 0..batches {
-        let t = Instant::now();
-        for _ in 0..per_batch {
-            op();
-        }
-        let ps = t.elapsed().as_nanos() as u64 * 1000 / u64::from(per_batch);
-        let _ = h.record(ps.max(1));
-    }
-    Dist {
-        median: h.value_at_quantile(0.5) as f64 / 1000.0,
-        p99: h.value_at_quantile(0.99) as f64 / 1000.0,
-        p999: h.value_at_quantile(0.999) as f64 / 1000.0,
-    }
 }
 
 /// One read: guard, touch 64 B, drop.
@@ -125,10 +101,10 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
     // Reads in this process, and a 64 B memcpy out of the same mapping
     // kind (the previous value's bytes, through a guard's copy).
     let mut r = Reader::open(&path)?;
-    let read = per_op(batches, 1000, || read_once(&mut r));
+    let read = batched(batches, 1000, || read_once(&mut r));
     let src = [7u8; 64];
     let mut dst = [0u8; 64];
-    let memcpy64 = per_op(batches, 1000, || {
+    let memcpy64 = batched(batches, 1000, || {
         dst.copy_from_slice(black_box(&src));
         black_box(&dst);
     });
@@ -138,7 +114,7 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
     let eight = readers(&path_s, 8, batches)?;
 
     let value = [3u8; 64];
-    let publish = per_op(batches / 4, 100, || {
+    let publish = batched(batches / 4, 100, || {
         let _ = black_box(w.publish(black_box(&value)));
     });
 
@@ -271,7 +247,7 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
             let i: usize = index.parse().unwrap_or(0);
             crate::bench::pin(i % mapshare::unstable::sys::cpus_available().max(1));
             let mut r = Reader::open(path)?;
-            let d = per_op(batches, 1000, || read_once(&mut r));
+            let d = batched(batches, 1000, || read_once(&mut r));
             println!("{} {}", d.median, d.p99);
             Ok(())
         }

@@ -302,6 +302,18 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// A writer that never adds slots or waits: `Busy` when all are pinned.
+fn failing_writer(path: &std::path::Path) -> Writer {
+    Writer::open_with(
+        path,
+        &Options {
+            slow_readers: SlowReaders::Fail,
+            ..Options::default()
+        },
+    )
+    .unwrap()
+}
+
 fn publish_value(w: &mut Writer) -> u64 {
     let g = w.generation().unwrap() + 1;
     assert_eq!(w.publish(&value(g)).unwrap(), g);
@@ -463,14 +475,7 @@ fn torn_read_hunt_across_processes() {
 fn a_dead_readers_pin_is_reclaimed_after_its_death_not_before() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("snap");
-    let mut w = Writer::open_with(
-        &path,
-        &Options {
-            slow_readers: SlowReaders::Fail,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let mut w = failing_writer(&path);
     assert_eq!(publish_value(&mut w), 1);
     let mut peer = speer();
     assert_eq!(peer.ok(&format!("pin {}", path.display())), "1");
@@ -1036,14 +1041,7 @@ fn a_forked_child_neither_uses_nor_releases_its_parents_pins_and_role() {
     );
     // The peer's writer was dropped by the peer itself (not by the child):
     // the role is free now; the pin on generation 1 stands.
-    let mut w = Writer::open_with(
-        &path,
-        &Options {
-            slow_readers: SlowReaders::Fail,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let mut w = failing_writer(&path);
     assert_eq!(w.publish(b"two").unwrap(), 2);
     assert!(
         matches!(w.publish(b"three"), Err(Error::Busy { .. })),
