@@ -85,6 +85,8 @@ pub enum Kind {
     Value,
     /// A single-producer single-consumer queue.
     Queue,
+    /// One writer's latest value for many readers ([`crate::snapshot`]).
+    Snapshot,
 }
 
 impl Kind {
@@ -94,6 +96,7 @@ impl Kind {
             Kind::Raw => 1,
             Kind::Value => 2,
             Kind::Queue => 3,
+            Kind::Snapshot => 4,
         }
     }
 
@@ -103,6 +106,7 @@ impl Kind {
             1 => Some(Kind::Raw),
             2 => Some(Kind::Value),
             3 => Some(Kind::Queue),
+            4 => Some(Kind::Snapshot),
             _ => None,
         }
     }
@@ -113,6 +117,7 @@ impl Kind {
             Kind::Raw => "raw",
             Kind::Value => "value",
             Kind::Queue => "queue",
+            Kind::Snapshot => "snapshot",
         }
     }
 }

@@ -22,6 +22,9 @@
 //! - [`queue`]: a zero-copy single-producer single-consumer queue of
 //!   variable-length records, crash-safe and hardened against a hostile
 //!   peer.
+//! - [`snapshot`]: one writer publishes whole values to any number of
+//!   readers, who read the latest one in place, never torn, without
+//!   slowing the writer.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,8 +64,10 @@ pub mod format;
 mod lease;
 pub mod queue;
 pub mod region;
+mod role;
 pub mod shared;
 pub mod shm;
+pub mod snapshot;
 pub mod sync;
 mod sys;
 
@@ -104,6 +109,11 @@ pub mod unstable {
     /// The queue's position protocol and record format over any memory.
     pub mod ring {
         pub use crate::queue::ring::*;
+    }
+    /// The snapshot's pin/validate/publish protocol over any
+    /// [`Word64`](crate::sync::Word64), and its control-block parser.
+    pub mod pin {
+        pub use crate::snapshot::protocol::*;
     }
 }
 
