@@ -685,10 +685,11 @@ fn scene_snapshot(dir: &Path) -> Result<(), Failure> {
 fn child_config_reader(path: &Path, name: &str, n: &str) -> Result<(), Failure> {
     let n = crate::units::number(n).map_err(Failure)?;
     let mut reader = mapshare::snapshot::Reader::open(path)?;
+    // The generation before saying "ready": the publisher starts then.
+    let mut seen = reader.generation()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "reader {name} (pid {}) ready", std::process::id())?;
     out.flush()?;
-    let mut seen = reader.generation()?;
     for _ in 0..n {
         reader.wait_newer(seen, PATIENCE)?;
         let text = match reader.read()? {
