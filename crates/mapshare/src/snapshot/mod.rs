@@ -441,6 +441,7 @@ impl Control {
 
     /// Slot `v.slot`'s entry, validated against `v` (loaded with acquire
     /// after `v` was read from `current` or a pin).
+    #[inline]
     fn slot_of(&self, v: Version) -> Result<Slot> {
         let s = Slot {
             offset: self.slot_word(v.slot, SEG_OFFSET).load(Acquire),
@@ -473,12 +474,14 @@ impl Control {
 
     /// A segment must lie page-aligned past the object, with a sane size
     /// (the file's size is checked when it is mapped).
+    #[inline]
     fn check_segment(&self, offset: u64, capacity: u64) -> Result<()> {
         let p = page();
+        // `p` is a power of two: masks, not divisions.
         if offset < self.data_start
-            || offset % p != 0
+            || offset & (p - 1) != 0
             || capacity == 0
-            || capacity % p != 0
+            || capacity & (p - 1) != 0
             || capacity > 2 * MAX_VALUE
             || offset
                 .checked_add(capacity)
@@ -495,7 +498,7 @@ impl Control {
 
 /// A slot entry as loaded.
 #[derive(Debug, Clone, Copy)]
-struct Slot {
+pub(super) struct Slot {
     offset: u64,
     capacity: u64,
     generation: u64,
@@ -529,6 +532,7 @@ impl Segments {
     /// The segment at `offset` of `capacity` bytes (checked by
     /// `Control::check_segment`), mapped. A segment past the end of the
     /// file is `Corrupted` (the writer reserves it before naming it).
+    #[inline]
     fn get(&mut self, offset: u64, capacity: u64) -> Result<&Region> {
         if let Some(i) = self
             .maps

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{self, Pinned, StdFence, Version, PIN_TRIES};
 use super::{
-    bad_checksum, checksum, copy_atomic, init, spec, Control, Segments, DEFAULT_CAPACITY, READERS,
-    RO_RECHECK, RO_WAIT_BYTE,
+    bad_checksum, checksum, copy_atomic, init, spec, Control, Segments, Slot, DEFAULT_CAPACITY,
+    READERS, RO_RECHECK, RO_WAIT_BYTE,
 };
 use crate::error::{Error, Result};
 use crate::file::{Inspection, SharedFile};
@@ -54,6 +54,12 @@ pub struct Reader {
     entry: u32,
     segments: Segments,
     spin: Spin,
+    /// The last version pinned and its slot entry as validated then. A
+    /// version word names one generation, and the writer writes a slot's
+    /// entry only before publishing a new generation into it, so the
+    /// same word pinned again has the same entry: a repeated read skips
+    /// the slot table.
+    last: Option<(u64, Slot)>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -98,6 +104,7 @@ impl Reader {
             entry,
             segments,
             spin: Spin::default(),
+            last: None,
         })
     }
 
@@ -143,14 +150,26 @@ impl Reader {
     }
 
     /// Locates pinned version word `c`: `(bytes, len, generation, crc)`.
+    #[inline]
     fn pinned(&mut self, c: u64) -> Result<(*const u8, usize, u64, u32)> {
-        let v = Version::unpack(c)
-            .map_err(|why| self.c.corrupted("snapshot current version", why))?
-            .ok_or_else(|| self.c.corrupted("snapshot pin", "0".into()))?;
-        let s = self.c.slot_of(v)?;
+        let (s, cached) = match self.last {
+            Some((last, s)) if last == c => (s, true),
+            _ => {
+                let v = Version::unpack(c)
+                    .map_err(|why| self.c.corrupted("snapshot current version", why))?
+                    .ok_or_else(|| self.c.corrupted("snapshot pin", "0".into()))?;
+                (self.c.slot_of(v)?, false)
+            }
+        };
         let region = self.segments.get(s.offset, s.capacity)?;
         region.check_faults()?;
-        Ok((region.as_ptr(), s.len as usize, s.generation, s.crc))
+        let ptr = region.as_ptr();
+        // Only an entry that passed every check (its segment mapped too)
+        // is remembered.
+        if !cached {
+            self.last = Some((c, s));
+        }
+        Ok((ptr, s.len as usize, s.generation, s.crc))
     }
 
     /// [`Reader::read`], then verifies the value's checksum
