@@ -282,18 +282,6 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
         self.capacity - 2 * HEADER
     }
 
-    /// Checks one position read from shared memory: a multiple of 8, at most
-    /// `MAX_POSITION`.
-    #[inline]
-    pub fn check_position(pos: u64) -> Result<(), Violation> {
-        if pos % 8 != 0 || pos > MAX_POSITION {
-            return Err(Violation(format!(
-                "position {pos} is not a multiple of 8 below 2^63"
-            )));
-        }
-        Ok(())
-    }
-
     /// Checks a (read, write) pair read from shared memory.
     #[inline]
     pub fn check(&self, read: u64, write: u64) -> Result<(), Violation> {
