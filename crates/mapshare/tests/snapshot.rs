@@ -219,6 +219,10 @@ mod speer {
                     let mut w = Some(w);
                     let g = r.read().map_err(|e| variant(&e))?.ok_or("nothing")?;
                     let mut held = Some(g);
+                    // An inherited guard shows nothing (its pin is the
+                    // parent's, which may go at any time: found in review).
+                    let empty =
+                        fork_and(|| i32::from(held.as_ref().is_some_and(|g| !g.is_empty())));
                     let dropped = fork_and(|| {
                         drop(held.take());
                         drop(w.take());
@@ -229,7 +233,7 @@ mod speer {
                     let state = mapshare::snapshot::observe(&insp).map_err(|e| variant(&e))?;
                     let mine = state.writer == Some((std::process::id(), true));
                     drop(w);
-                    answer(Ok(format!("{used} {dropped} {gen} {mine}")));
+                    answer(Ok(format!("{used} {empty} {dropped} {gen} {mine}")));
                     let _ = lines.next();
                     let g = held.take().ok_or("no guard")?;
                     g.verify().map_err(|e| variant(&e))?;
@@ -1037,7 +1041,7 @@ fn a_forked_child_neither_uses_nor_releases_its_parents_pins_and_role() {
     let mut peer = speer();
     assert_eq!(
         peer.ok(&format!("forkpin {}", path.display())),
-        "0 0 1 true"
+        "0 0 0 1 true"
     );
     // The peer's writer was dropped by the peer itself (not by the child):
     // the role is free now; the pin on generation 1 stands.
@@ -1049,4 +1053,56 @@ fn a_forked_child_neither_uses_nor_releases_its_parents_pins_and_role() {
     );
     assert_eq!(peer.ok("unpin"), "intact 1");
     assert_eq!(w.publish(b"three").unwrap(), 3);
+}
+
+/// Found in review: control words lowered behind the writer's back (the
+/// slot count below the current slot, the data end below a segment, a
+/// segment overlapping another) made it write into a version readers
+/// hold; now each is `Corrupted`, and the reader's view stays intact.
+#[test]
+fn a_writer_refuses_control_words_that_would_overwrite_a_held_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut w = Writer::open(&path).unwrap();
+    for v in [&b"one"[..], b"two", b"three"] {
+        w.publish(v).unwrap();
+    }
+    let (mut raw, obj) = scribble(&path);
+    let mut r = Reader::open(&path).unwrap();
+    let g = r.read().unwrap().unwrap();
+    assert_eq!(&*g, b"three");
+    let current = raw.load_u64(obj + CURRENT, Ordering::SeqCst).unwrap();
+    let slot = current & 0xff;
+
+    // The slot count below the current slot.
+    let count = raw.load_u64(obj + 136, Ordering::SeqCst).unwrap();
+    put(&mut raw, obj + 136, slot);
+    for _ in 0..3 {
+        assert!(corrupted(&w.publish(b"four").map(|_| ())));
+    }
+    put(&mut raw, obj + 136, count);
+
+    // Another slot's segment moved over the current one.
+    let other = (slot + 1) % count;
+    let entry = |s: u64| obj + SLOT_TABLE + s * 64;
+    let (o_off, o_cap) = (
+        raw.load_u64(entry(other), Ordering::SeqCst).unwrap(),
+        raw.load_u64(entry(other) + 8, Ordering::SeqCst).unwrap(),
+    );
+    let cur_off = raw.load_u64(entry(slot), Ordering::SeqCst).unwrap();
+    put(&mut raw, entry(other), cur_off);
+    for _ in 0..count {
+        let _ = w.publish(b"x");
+    }
+    assert_eq!(&*g, b"three", "the held version was never written");
+    put(&mut raw, entry(other), o_off);
+    put(&mut raw, entry(other) + 8, o_cap);
+
+    // The data end below the segments: growth must not reuse them.
+    let end = raw.load_u64(obj + 144, Ordering::SeqCst).unwrap();
+    put(&mut raw, obj + 144, cur_off);
+    assert!(corrupted(&w.publish(&vec![7u8; 1 << 20]).map(|_| ())));
+    put(&mut raw, obj + 144, end);
+    assert_eq!(&*g, b"three");
+    g.verify().unwrap();
 }

@@ -422,6 +422,11 @@ impl Deref for Record<'_> {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
+        // An inherited record in a forked child: its parent may release
+        // it at any time (as for a snapshot guard).
+        if !self.consumer.q.is_owner() {
+            return &[];
+        }
         // SAFETY: validated to lie inside the ring, and its header is
         // committed (loaded with acquire order); until we release it a producer that follows the
         // protocol does not write there: an exclusive grant by the protocol
@@ -457,7 +462,13 @@ impl Batch<'_> {
     /// The records, in order, in place.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let bytes = &self.consumer.q.bytes;
-        self.records.iter().map(move |&(at, len)| {
+        // Nothing for a forked child (see `Record`'s `Deref`).
+        let n = if self.consumer.q.is_owner() {
+            self.records.len()
+        } else {
+            0
+        };
+        self.records[..n].iter().map(move |&(at, len)| {
             // SAFETY: as for `Record`: validated, committed, not yet
             // released.
             unsafe { std::slice::from_raw_parts(bytes.ptr(at), len) }

@@ -123,7 +123,9 @@
 //!
 //! A forked child inherits its parent's `Producer`, `Consumer`, and any
 //! `Record`, `Batch` or `Grant`, as copies of memory. Using them fails with
-//! [`Error::ForkedChild`] (one exception: an inherited `Grant` still
+//! [`Error::ForkedChild`]; an inherited `Record` or `Batch` derefs to
+//! nothing (its parent may release it at any time) (one exception: an
+//! inherited `Grant` still
 //! derefs to the parent's reserved bytes, which the child shares through
 //! the mapping, so a child that writes there races its parent; its
 //! `commit` publishes nothing); dropping them writes nothing to shared memory

@@ -182,9 +182,11 @@
 //!
 //! # Fork
 //!
-//! A forked child's inherited `Writer`, `Reader` or guard fails with
-//! [`Error::ForkedChild`] and writes nothing to shared memory when
-//! dropped (no unpin, no role given back): the parent's pins stand.
+//! A forked child's inherited `Writer` or `Reader` fails with
+//! [`Error::ForkedChild`]; an inherited guard derefs to an empty slice
+//! (its pin is the parent's, which may drop it at any time); none of them
+//! writes anything to shared memory when dropped (no unpin, no role given
+//! back): the parent's pins stand.
 
 mod anonymous;
 pub(crate) mod protocol;

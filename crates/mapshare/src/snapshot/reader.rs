@@ -357,7 +357,10 @@ impl std::ops::Deref for ReadGuard<'_> {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        if self.len == 0 {
+        // A guard a forked child inherited names its parent's pin, which
+        // the parent may drop at any time: nothing to see here (one
+        // relaxed load; found in review).
+        if self.len == 0 || !self.reader.file.lease().is_mine() {
             return &[];
         }
         // SAFETY: `ptr` points at `len <= capacity` bytes of a segment
@@ -416,6 +419,8 @@ pub struct ReadOnlyReader {
     /// Whether this reader holds its shared lock on `RO_WAIT_BYTE` (taken
     /// by the first wait, kept until drop).
     waiting_registered: bool,
+    /// When this reader took its waiter lock.
+    registered_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for ReadOnlyReader {
@@ -438,6 +443,7 @@ impl ReadOnlyReader {
             segments,
             spin: Spin::default(),
             waiting_registered: false,
+            registered_at: None,
         })
     }
 
@@ -520,7 +526,6 @@ impl ReadOnlyReader {
         if newer() || spin_until(self.spin, newer) {
             return self.generation();
         }
-        let mut first_slice = None;
         if !self.waiting_registered {
             let file = self.insp.region.file();
             let locked = sys::lock::try_lock(file, LockKind::Shared, RO_WAIT_BYTE, 1)
@@ -532,8 +537,15 @@ impl ReadOnlyReader {
                 });
             }
             self.waiting_registered = true;
-            first_slice = Some(start + 2 * RO_RECHECK);
+            self.registered_at = Some(start);
         }
+        // Until the writer has surely looked for our lock (it looks at most
+        // every `RO_RECHECK`), a publish may not wake us: every park until
+        // then is short, in this call or a later one.
+        let first_slice = self
+            .registered_at
+            .map(|t| t + 2 * RO_RECHECK)
+            .filter(|&until| until > start);
         let seq = self.c.event().seq;
         loop {
             // Ticket before the check: a bump after it makes the futex
@@ -543,7 +555,7 @@ impl ReadOnlyReader {
                 return self.generation();
             }
             let now = Instant::now();
-            let until = match (deadline, first_slice.take()) {
+            let until = match (deadline, first_slice.filter(|&f| f > now)) {
                 (Some(d), Some(f)) => Some(d.min(f)),
                 (d, f) => d.or(f),
             };

@@ -100,6 +100,13 @@ pub struct Writer {
     /// Read-only waiters seen at the last check, and when to check again.
     ro_waiters: bool,
     ro_check: Option<Instant>,
+    /// The reader high-water mark as this writer has seen it: it only
+    /// grows, so a lowered shared word cannot hide live entries.
+    high_water: u32,
+    /// Segments `(offset, capacity)` per slot as this writer last checked
+    /// them against the others (for overlap); a changed entry is checked
+    /// again.
+    checked: [(u64, u64); MAX_SLOTS as usize],
 }
 
 impl std::fmt::Debug for Writer {
@@ -148,6 +155,8 @@ impl Writer {
             dead: Vec::new(),
             ro_waiters: false,
             ro_check: None,
+            high_water: 0,
+            checked: [(0, 0); MAX_SLOTS as usize],
         };
         if let Err(e) = w.c.load_current().and(w.slots_in_use().map(|_| ())) {
             role::unclaim(&w.file, w.c.writer_role());
@@ -290,13 +299,21 @@ impl Writer {
     /// the slow-readers policy.
     fn choose_slot(&mut self, cur: Option<Version>) -> Result<u32> {
         let n = self.slots_in_use()?;
+        if let Some(c) = cur.filter(|c| c.slot >= n) {
+            return Err(self.c.corrupted(
+                "snapshot slot count",
+                format!("{n} slots in use, but slot {} is current", c.slot),
+            ));
+        }
         // The high-water mark is loaded after the fence, like the pins: a
-        // reader that raised it before pinning is scanned.
+        // reader that raised it before pinning is scanned. It only grows.
         let mut entries = 0;
+        let seen = self.high_water;
         let busy = protocol::pinned_slots::<_, StdFence, _>(|| {
-            entries = self.c.entries_in_use();
+            entries = self.c.entries_in_use().max(seen);
             (0..entries).map(|e| self.c.pin(e))
         });
+        self.high_water = entries;
         if let Some(s) = protocol::free_slot(busy, cur, n) {
             return Ok(s);
         }
@@ -313,13 +330,23 @@ impl Writer {
                 _ => n < 2,
             };
             if may_add {
+                // A live pin on a slot past the count means the count was
+                // lowered behind our back: never hand that slot out.
+                if busy >> n != 0 {
+                    return Err(self.c.corrupted(
+                        "snapshot slot count",
+                        format!("{n} slots in use, but a live reader pins one past them"),
+                    ));
+                }
                 self.c.slots_in_use().store(u64::from(n) + 1, Release);
                 return Ok(n);
             }
             let deadline = match self.policy {
-                SlowReaders::Wait { timeout } => start + timeout,
-                _ => start,
+                SlowReaders::Wait { timeout } => start.checked_add(timeout),
+                _ => Some(start),
             };
+            // A deadline past what `Instant` can hold: wait for ever.
+            let deadline = deadline.unwrap_or_else(|| start + Duration::from_secs(1 << 32));
             let now = Instant::now();
             if now >= deadline {
                 return Err(match self.policy {
@@ -390,6 +417,10 @@ impl Writer {
         let have = offset != 0 || capacity != 0;
         if have {
             self.c.check_segment(offset, capacity)?;
+            if self.checked[slot as usize] != (offset, capacity) {
+                self.check_no_overlap(slot, offset, capacity)?;
+                self.checked[slot as usize] = (offset, capacity);
+            }
             if capacity >= len {
                 self.segments.get(offset, capacity)?;
                 return Ok((offset, capacity));
@@ -414,12 +445,49 @@ impl Writer {
         Ok((at, new_cap))
     }
 
+    /// Fails with `Corrupted` if slot `slot`'s segment overlaps another
+    /// slot's (a slot table changed behind our back would otherwise have
+    /// us write into a version a reader holds).
+    fn check_no_overlap(&self, slot: u32, offset: u64, capacity: u64) -> Result<()> {
+        for other in (0..MAX_SLOTS).filter(|&o| o != slot) {
+            let o = self.c.slot_word(other, SEG_OFFSET).load(Acquire);
+            let c = self.c.slot_word(other, SEG_CAPACITY).load(Acquire);
+            if c != 0 && o < offset.saturating_add(capacity) && offset < o.saturating_add(c) {
+                return Err(self.c.corrupted(
+                    "snapshot segment",
+                    format!(
+                        "slot {slot}'s segment ({capacity} bytes at {offset}) overlaps slot {other}'s ({c} bytes at {o})"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of the furthest slot segment.
+    fn segments_end(&self) -> u64 {
+        (0..MAX_SLOTS)
+            .map(|s| {
+                let o = self.c.slot_word(s, SEG_OFFSET).load(Acquire);
+                let c = self.c.slot_word(s, SEG_CAPACITY).load(Acquire);
+                o.saturating_add(c)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Reserves `len` bytes at the data end and moves the data end past
-    /// them (before any slot names them).
+    /// them (before any slot names them). A data end before a slot's
+    /// segment end was lowered behind our back: `Corrupted`, never a new
+    /// segment over a version a reader holds.
     fn allocate(&mut self, len: u64) -> Result<u64> {
         let end = self.c.data_end().load(Acquire);
         let size = self.file.region().file_len()?;
-        if end < self.c.data_start || end % super::page() != 0 || end > size {
+        if end < self.c.data_start
+            || end % super::page() != 0
+            || end > size
+            || end < self.segments_end()
+        {
             return Err(self.c.corrupted(
                 "snapshot data end",
                 format!(
