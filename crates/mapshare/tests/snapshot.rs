@@ -989,8 +989,10 @@ fn slow_reader_policies_add_wait_or_fail() {
         timeout: Duration::from_millis(30),
     });
     assert!(matches!(w.publish(b"4"), Err(Error::Timeout { .. })));
+    // No deadline at all (found in review: `Duration::MAX` overflowed
+    // the deadline and panicked).
     w.set_slow_readers(SlowReaders::Wait {
-        timeout: Duration::from_secs(10),
+        timeout: Duration::MAX,
     });
     std::thread::scope(|s| {
         let publisher = s.spawn(|| w.publish(b"4"));
