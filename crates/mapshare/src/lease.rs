@@ -432,10 +432,16 @@ impl<'r> LeaseTable<'r> {
     }
 
     /// Whether some *other* open file description holds slot `i`'s lock.
+    ///
+    /// Only an exclusive lock counts: holders lock their byte exclusively,
+    /// and an exclusive lock excludes every shared one, so a shared lock
+    /// is never a holder's. Without this, a process that may only read
+    /// the file could take shared locks on the lease bytes and make dead
+    /// holders look alive for ever (found in review).
     fn slot_locked(&self, i: u32) -> Result<bool> {
         let holder = sys::lock::holder(self.region.file(), LockKind::Exclusive, lock_byte(i), 1)
             .map_err(|e| Error::io(self.region.origin(), "query lease slot", e))?;
-        Ok(holder.is_some())
+        Ok(holder.is_some_and(|h| h.kind == LockKind::Exclusive))
     }
 
     /// Every slot that is attached or whose lock is held, with its liveness.

@@ -1301,3 +1301,55 @@ fn a_32_aligned_value_is_aligned_exclusive_and_poisoned_once() {
     assert_eq!(m.state().unwrap(), MutexState::Free);
     assert!(m.lock().is_ok());
 }
+
+/// Found in review: a process that may only read a file can take shared
+/// locks on every lease byte; dead holders then looked alive for ever (a
+/// mutex never recovered, a snapshot's pins never reclaimed). Holders
+/// lock exclusively, so a shared lock is never a holder's.
+#[test]
+fn shared_locks_on_lease_bytes_never_keep_a_dead_holder_alive() {
+    use mapshare::unstable::lease::lock_byte;
+    use mapshare::unstable::sys::lock::try_lock;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let slots = mapshare::Inspection::open(&path)
+        .unwrap()
+        .header
+        .lease_slots;
+    // In another PID namespace, so that only the lease lock tells whether
+    // the holder lives (no PID test applies).
+    if !unshare_works() {
+        return;
+    }
+    let mut holder = Peer::spawn_under(&["unshare", "--pid", "--fork", "--kill-child"]);
+    holder.ok(&format!("pair {}", path.display()));
+    assert_eq!(holder.ok("hold"), "holding");
+    holder.kill();
+    // A reader's own open file description, read-only, locking shared
+    // every lease byte it can (all but this process's own slot).
+    // (The holder's own process in the namespace dies a moment after the
+    // peer: retry until its byte is free too.)
+    let reader = std::fs::File::open(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let taken = (0..slots)
+            .filter(|&i| try_lock(&reader, LockKind::Shared, lock_byte(i), 1).unwrap())
+            .count() as u32;
+        if taken + 1 >= slots {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{taken} of {slots} lease bytes locked"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match pair.mutex().lock_timeout(Duration::from_secs(10)) {
+        Err(LockError::OwnerDied(mut g)) => {
+            g.a = g.b;
+            g.mark_consistent();
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+}
