@@ -85,6 +85,8 @@ pub enum Kind {
     Value,
     /// A single-producer single-consumer queue.
     Queue,
+    /// One segment file of a broadcast log ([`crate::log`]).
+    LogSegment,
 }
 
 impl Kind {
@@ -94,6 +96,7 @@ impl Kind {
             Kind::Raw => 1,
             Kind::Value => 2,
             Kind::Queue => 3,
+            Kind::LogSegment => 5,
         }
     }
 
@@ -103,6 +106,7 @@ impl Kind {
             1 => Some(Kind::Raw),
             2 => Some(Kind::Value),
             3 => Some(Kind::Queue),
+            5 => Some(Kind::LogSegment),
             _ => None,
         }
     }
@@ -113,6 +117,7 @@ impl Kind {
             Kind::Raw => "raw",
             Kind::Value => "value",
             Kind::Queue => "queue",
+            Kind::LogSegment => "log-segment",
         }
     }
 }

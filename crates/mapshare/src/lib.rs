@@ -22,6 +22,8 @@
 //! - [`queue`]: a zero-copy single-producer single-consumer queue of
 //!   variable-length records, crash-safe and hardened against a hostile
 //!   peer.
+//! - [`log`]: a persistent broadcast log in segment files: many writers,
+//!   many independent readers with durable cursors, retention.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +61,7 @@ pub mod error;
 pub mod file;
 pub mod format;
 mod lease;
+pub mod log;
 pub mod queue;
 pub mod region;
 pub mod shared;
