@@ -547,3 +547,188 @@ pub mod heap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::heap::Heap;
+    use super::*;
+
+    fn seg(capacity: u64) -> (Heap, Geometry) {
+        let g = Geometry::new(capacity);
+        (Heap::new(g.object_len()), g)
+    }
+
+    fn claim(m: &Heap, g: &Geometry, len: u32) -> (u64, u64) {
+        match reserve(m, g, span(u64::from(len)), 1) {
+            Reserve::Ok { off, idx } => {
+                assert!(publish_claim(m, g, off, idx, len, 7 << 10 | 1, idx, 0));
+                (off, idx)
+            }
+            other => panic!("no room: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn commits_out_of_order_are_read_in_reservation_order() {
+        let (m, g) = seg(4096);
+        let a = claim(&m, &g, 3);
+        let b = claim(&m, &g, 9);
+        assert_eq!((a.1, b.1), (0, 1));
+        assert!(commit(&m, &g, b.0, b.1, 9, 0));
+        // The first record is still in progress: the reader waits there.
+        assert!(matches!(step(&m, &g, 0, 0), Ok(Step::Pending { token, .. }) if token != 0));
+        assert!(commit(&m, &g, a.0, a.1, 3, 0));
+        assert_eq!(step(&m, &g, 0, 0), Ok(Step::Record { len: 3, idx: 0 }));
+        assert_eq!(
+            step(&m, &g, span(3), 1),
+            Ok(Step::Record { len: 9, idx: 1 })
+        );
+        assert_eq!(step(&m, &g, span(3) + span(9), 2), Ok(Step::Empty));
+    }
+
+    #[test]
+    fn an_aborted_claim_is_skipped_and_cannot_be_committed() {
+        let (m, g) = seg(4096);
+        let (off, idx) = claim(&m, &g, 5);
+        assert!(abort(&m, &g, off, idx, 5));
+        assert!(!commit(&m, &g, off, idx, 5, 0));
+        assert_eq!(
+            step(&m, &g, 0, 0),
+            Ok(Step::Skip {
+                span: span(5),
+                next_idx: 1
+            })
+        );
+    }
+
+    #[test]
+    fn unclaimed_reservations_become_one_hole_only_when_quiet() {
+        let (m, g) = seg(4096);
+        // Two dead reservations (nothing published), then a live claim.
+        for _ in 0..2 {
+            assert!(matches!(reserve(&m, &g, span(16), 1), Reserve::Ok { .. }));
+        }
+        let (off, idx) = claim(&m, &g, 1);
+        assert_eq!(idx, 2);
+        assert_eq!(step(&m, &g, 0, 0), Ok(Step::Pending { word: 0, token: 0 }));
+        // A live writer between reservation and claim: wait.
+        assert_eq!(
+            resolve(&m, &g, 0, 0, || Ok::<_, ()>(false)),
+            Ok(Ok(Resolved::Busy))
+        );
+        assert_eq!(
+            resolve(&m, &g, 0, 0, || Ok::<_, ()>(true)),
+            Ok(Ok(Resolved::Done))
+        );
+        assert_eq!(
+            step(&m, &g, 0, 0),
+            Ok(Step::Skip {
+                span: off,
+                next_idx: 2
+            })
+        );
+        // The live claim after the hole is untouched.
+        assert!(commit(&m, &g, off, idx, 1, 0));
+        assert_eq!(step(&m, &g, off, 2), Ok(Step::Record { len: 1, idx: 2 }));
+    }
+
+    #[test]
+    fn a_hole_up_to_the_tail_names_the_next_index() {
+        let (m, g) = seg(4096);
+        assert!(matches!(reserve(&m, &g, span(0), 1), Reserve::Ok { .. }));
+        assert_eq!(
+            resolve(&m, &g, 0, 0, || Ok::<_, ()>(true)),
+            Ok(Ok(Resolved::Done))
+        );
+        assert_eq!(
+            step(&m, &g, 0, 0),
+            Ok(Step::Skip {
+                span: span(0),
+                next_idx: 1
+            })
+        );
+        let (off, idx) = claim(&m, &g, 0);
+        assert_eq!((off, idx), (span(0), 1));
+    }
+
+    #[test]
+    fn the_first_reservation_that_does_not_fit_closes_the_segment() {
+        let (m, g) = seg(4096);
+        let big = (g.usable() - HDR - 100) as u32;
+        let (off, idx) = claim(&m, &g, big);
+        assert!(commit(&m, &g, off, idx, big, 0));
+        let closer = reserve(&m, &g, span(200), 1);
+        assert_eq!(
+            closer,
+            Reserve::Closer {
+                off: span(u64::from(big)),
+                idx: 1
+            }
+        );
+        // A racer past the end only rolls.
+        assert_eq!(reserve(&m, &g, span(8), 1), Reserve::Full);
+        assert!(close(&m, &g, span(u64::from(big)), 1));
+        assert_eq!(ended(&m), Some(1));
+        assert_eq!(
+            step(&m, &g, span(u64::from(big)), 1),
+            Ok(Step::End { count: 1 })
+        );
+    }
+
+    #[test]
+    fn a_dead_closer_is_replaced_by_whoever_repairs() {
+        let (m, g) = seg(4096);
+        let (off, idx) = claim(&m, &g, 8);
+        assert!(commit(&m, &g, off, idx, 8, 0));
+        // A dead reservation that fits, then a dead closer.
+        assert!(matches!(reserve(&m, &g, span(8), 1), Reserve::Ok { .. }));
+        assert!(matches!(
+            reserve(&m, &g, g.usable(), 1),
+            Reserve::Closer { .. }
+        ));
+        let at = span(8);
+        assert_eq!(
+            resolve(&m, &g, at, 1, || Ok::<_, ()>(true)),
+            Ok(Ok(Resolved::Done))
+        );
+        assert_eq!(step(&m, &g, at, 1), Ok(Step::End { count: 1 }));
+        assert_eq!(ended(&m), Some(1));
+    }
+
+    #[test]
+    fn garbage_words_are_violations_not_panics() {
+        let (m, g) = seg(4096);
+        for w in [
+            BAD_WORD,
+            word(COMMITTED, 5, 1),
+            word(COMMITTED, 0, u32::MAX),
+            word(HOLE, 0, 8),
+            word(HOLE, 3, 7),
+            word(ENDED, 1, 0),
+            word(6, 0, 0),
+            1,
+        ] {
+            m.store(g.at(0), w, Relaxed);
+            m.store(TAIL, 64, Relaxed);
+            assert!(step(&m, &g, 0, 0).is_err(), "{w:#x}");
+        }
+        assert!(step(&m, &g, 3, 0).is_err());
+        assert!(step(&m, &g, g.capacity, 0).is_err());
+        // An unclaimed reservation followed by garbage.
+        let (m, g) = seg(4096);
+        m.store(TAIL, 256, Relaxed);
+        m.store(g.at(64), 12345, Relaxed);
+        assert!(matches!(
+            resolve(&m, &g, 0, 0, || Ok::<_, ()>(true)),
+            Ok(Err(_))
+        ));
+    }
+
+    #[test]
+    fn batches_get_consecutive_indexes() {
+        let (m, g) = seg(4096);
+        let total = span(1) + span(2) + span(3);
+        assert_eq!(reserve(&m, &g, total, 3), Reserve::Ok { off: 0, idx: 0 });
+        assert_eq!(tail_parts(m.load(TAIL, Relaxed)), (total, 3));
+    }
+}

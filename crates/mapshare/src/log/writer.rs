@@ -148,6 +148,18 @@ impl Writer {
         })
     }
 
+    /// For crash tests only: reserves a record of `len` bytes and
+    /// publishes nothing, leaving this handle counted as pending, exactly
+    /// as a writer killed between its atomic add and its claim leaves it.
+    /// Returns the sequence number the record would have had.
+    #[doc(hidden)]
+    pub fn __reserve_unclaimed(&mut self, len: usize) -> Result<u64> {
+        let len = len as u64;
+        self.check_len(len)?;
+        let (_, idx) = self.reserve(p::span(len), 1)?;
+        Ok(self.seg.base + idx)
+    }
+
     /// Appends one record; returns its sequence number.
     pub fn append(&mut self, data: &[u8]) -> Result<u64> {
         let mut g = self.claim(data.len())?;
