@@ -108,6 +108,11 @@ pub mod unstable {
     pub mod ring {
         pub use crate::queue::ring::*;
     }
+    /// The log segment protocol (reserve, claim, commit, abort, repair)
+    /// over any memory of 64-bit words.
+    pub mod log_protocol {
+        pub use crate::log::protocol::*;
+    }
 }
 
 pub use error::{Error, Origin, Result};

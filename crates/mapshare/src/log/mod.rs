@@ -531,12 +531,11 @@ impl Log {
     /// upwards; bounded by the number of segments).
     fn last_number(&self) -> Result<u64> {
         let first = self.meta.load(FIRST)?;
-        let mut n = self.meta.load(LAST)?.max(first);
-        for _ in 0..1 << 20 {
+        let hint = self.meta.load(LAST)?.max(first);
+        for n in hint..hint.saturating_add(1 << 20) {
             if !segment::path(self.dir(), n + 1).exists() {
                 return Ok(n);
             }
-            n += 1;
         }
         Err(Error::Corrupted {
             origin: self.meta.origin(),

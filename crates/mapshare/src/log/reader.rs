@@ -248,10 +248,7 @@ impl Reader {
         for _ in 0..1 << 20 {
             let here = (self.seg.number << 40) ^ self.pos.p;
             let now = Instant::now();
-            let repair = match self.next_check {
-                Some((at, t)) if at == here && now < t => false,
-                _ => true,
-            };
+            let repair = !matches!(self.next_check, Some((at, t)) if at == here && now < t);
             match scan(&self.log.meta, &self.seg, &mut self.pos, repair)? {
                 Found::Record { len } => {
                     let seq = self.seg.base + self.pos.idx;
@@ -304,7 +301,9 @@ impl Reader {
         Ok(())
     }
 
-    /// The next record, in place, or `None` if there is none yet.
+    /// The next record, in place, or `None` if there is none yet. (Not
+    /// an `Iterator`: the record borrows the reader, and reads can fail.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record<'_>>> {
         let Some((at, len, seq)) = self.advance()? else {
             return Ok(None);

@@ -110,33 +110,21 @@ impl Segment {
         let o = file.object_offset();
         let r = file.region();
         let capacity = r.load_u64(o + p::CAPACITY, Acquire)?;
-        check_capacity(&origin, capacity)?;
-        let geo = Geometry::new(capacity);
-        if geo.object_len() != file.object_len() {
-            return Err(Error::Corrupted {
-                origin,
-                what: "log segment",
-                why: format!(
-                    "a segment of {capacity} data bytes has {} object bytes, not {}",
-                    geo.object_len(),
-                    file.object_len()
-                ),
-            });
-        }
+        let stored = r.load_u64(o + p::NUMBER, Acquire)?;
+        let base = r.load_u64(o + p::BASE, Acquire)?;
+        let geo =
+            p::check_control(capacity, stored, base, file.object_len(), number).map_err(|v| {
+                Error::Corrupted {
+                    origin: origin.clone(),
+                    what: "log segment",
+                    why: v.0,
+                }
+            })?;
         if o % 8 != 0 || o + geo.object_len() > r.len() as u64 {
             return Err(Error::Truncated {
                 origin,
                 expected: o + geo.object_len(),
                 actual: r.len() as u64,
-            });
-        }
-        let stored = r.load_u64(o + p::NUMBER, Acquire)?;
-        let base = r.load_u64(o + p::BASE, Acquire)?;
-        if stored != number || base > u64::MAX / 2 {
-            return Err(Error::Corrupted {
-                origin,
-                what: "log segment",
-                why: format!("file of segment {number} says number {stored}, base {base}"),
             });
         }
         if file.lease().token().slot() >= p::REGISTRY_SLOTS {
