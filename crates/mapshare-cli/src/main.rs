@@ -15,6 +15,7 @@ mod dump;
 mod hexdump;
 mod info;
 mod lock;
+mod log;
 mod repair;
 mod stream;
 mod units;
@@ -241,6 +242,12 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// A persistent broadcast log in a directory: many writers, many
+    /// independent readers, durable cursors, retention.
+    Log {
+        #[command(subcommand)]
+        cmd: log::LogCommand,
+    },
     /// Internal: the other side of a benchmark.
     #[command(hide = true)]
     BenchChild {
@@ -306,7 +313,7 @@ fn needs_stdout(command: &Command) -> Result<(), Failure> {
     let prints = !matches!(
         command,
         Command::Lock { .. } | Command::Send { .. } | Command::BenchChild { .. }
-    );
+    ) && !matches!(command, Command::Log { cmd } if !log::prints(cmd));
     if prints && stdout_was_closed() {
         return Err(Failure(
             "standard output is closed: nothing was read or changed".into(),
@@ -383,6 +390,7 @@ fn main() -> ExitCode {
             plot,
             quick,
         } => bench::run(suite, json, quick, plot.as_deref()),
+        Command::Log { cmd } => log::run(cmd),
         Command::BenchChild { args } => bench::child(&args),
         Command::DemoChild { scene, args } => demo::child(&scene, &args),
     };

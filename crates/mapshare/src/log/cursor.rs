@@ -46,9 +46,9 @@ fn name_at(meta: &Meta, i: u64) -> Result<Option<String>> {
     Ok(String::from_utf8(bytes).ok())
 }
 
-/// Finds the slot of cursor `name`, taking a free one if there is none.
-/// Returns the slot and its stored position.
-pub(crate) fn find_or_create(meta: &Meta, name: &str) -> Result<(u64, u64)> {
+/// Finds the slot of cursor `name`, taking a free one (at position
+/// `start`) if there is none. Returns the slot and its stored position.
+pub(crate) fn find_or_create(meta: &Meta, name: &str, start: u64) -> Result<(u64, u64)> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(Error::Unsupported {
             origin: meta.origin(),
@@ -63,7 +63,7 @@ pub(crate) fn find_or_create(meta: &Meta, name: &str) -> Result<(u64, u64)> {
     let byte = meta.file.object_offset() + CURSORS;
     sys::lock::lock(file, LockKind::Exclusive, byte, 1)
         .map_err(|e| Error::io(&meta.origin(), "lock cursor table", e))?;
-    let taken = take(meta, name);
+    let taken = take(meta, name, start);
     let _ = sys::lock::unlock(file, byte, 1);
     taken
 }
@@ -78,7 +78,7 @@ fn find(meta: &Meta, name: &str) -> Result<Option<(u64, u64)>> {
 }
 
 /// Under the table lock.
-fn take(meta: &Meta, name: &str) -> Result<(u64, u64)> {
+fn take(meta: &Meta, name: &str, start: u64) -> Result<(u64, u64)> {
     if let Some(found) = find(meta, name)? {
         return Ok(found);
     }
@@ -93,9 +93,9 @@ fn take(meta: &Meta, name: &str) -> Result<(u64, u64)> {
             let v = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
             meta.word(slot(i) + 16 + 8 * w as u64)?.store(v, Relaxed);
         }
-        meta.word(slot(i) + 8)?.store(0, Relaxed);
+        meta.word(slot(i) + 8)?.store(start, Relaxed);
         state.store((name.len() as u64) << 8 | IN_USE, Release);
-        return Ok((i, 0));
+        return Ok((i, start));
     }
     Err(Error::Busy {
         origin: meta.origin(),

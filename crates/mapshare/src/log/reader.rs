@@ -113,7 +113,9 @@ impl Reader {
             Start::Latest => return Reader::at_latest(log),
             Start::Seq(s) => Some(s),
             Start::Cursor(name) => {
-                let (slot, pos) = cursor::find_or_create(&log.meta, &name)?;
+                // A new cursor starts at the first record still there.
+                let first = log.first_segment()?.base;
+                let (slot, pos) = cursor::find_or_create(&log.meta, &name, first)?;
                 cursor_slot = Some(slot);
                 Some(pos)
             }
