@@ -30,7 +30,7 @@
 //! event, the configuration, the segment range and the durable cursors)
 //! and segment files `NNNNNNNNNNNNNNNNNNNN.seg` (mapshare files of kind
 //! `log-segment`, numbered from 0). Every file is created whole (see
-//! [`SharedFile`](crate::SharedFile)) with its space reserved by
+//! [`SharedFile`]) with its space reserved by
 //! `fallocate`, so a full disk is an error at the roll, never a SIGBUS.
 //!
 //! ## `meta` object (native words)
@@ -142,7 +142,7 @@
 //! truncated, so even a reader that opened it in the instant before the
 //! unlink keeps valid pages. A reader that asks for records already
 //! deleted (by number or by a durable cursor) gets
-//! [`Error::Lagged`](crate::Error::Lagged) once, with the exact count, and
+//! [`Error::Lagged`] once, with the exact count, and
 //! then reads on from the first record still there.
 //!
 //! # Soundness of in-place access
@@ -159,7 +159,7 @@
 //!
 //! A forked child's `Writer`, `Reader` and `Grant` copies write nothing
 //! when dropped (no abort, no wake-up); operations in the child fail with
-//! [`Error::ForkedChild`](crate::Error::ForkedChild).
+//! [`Error::ForkedChild`].
 
 mod cursor;
 pub(crate) mod protocol;
