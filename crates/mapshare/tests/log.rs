@@ -168,6 +168,19 @@ fn log_child() {
                 r.commit().unwrap();
             }
         }
+        "tether" => {
+            // Tethered (limit 1) at the start of the log, never reads.
+            let r = log
+                .reader(Start::Tethered {
+                    name: args[1].clone(),
+                    max_lag: 1,
+                })
+                .unwrap();
+            let _ = r.position();
+            writeln!(out, "@@ ready").unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown role {other}"),
     }
     out.flush().unwrap();
@@ -554,4 +567,83 @@ fn scribbled_segments_give_errors_not_panics() {
         }
     }
     assert!(corrupted > 20, "only {corrupted} of 40 scribbles detected");
+}
+
+#[test]
+fn a_tethered_reader_holds_writers_back_until_it_reads_or_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &Options::default()).unwrap();
+    let mut w = log.writer().unwrap();
+    w.set_tether_wait(Duration::from_millis(20));
+    // In this process: a tethered reader 3 behind at most.
+    let mut t = log
+        .reader(Start::Tethered {
+            name: "t".into(),
+            max_lag: 3,
+        })
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(w.append(b"x").unwrap(), i);
+    }
+    assert!(matches!(w.append(b"x"), Err(Error::Timeout { .. })));
+    // An untethered reader that reads nothing changes nothing.
+    let _idle = log.reader(Start::Earliest).unwrap();
+    assert_eq!(t.next().unwrap().unwrap().seq(), 0);
+    assert_eq!(w.append(b"x").unwrap(), 3);
+    assert!(matches!(w.append(b"x"), Err(Error::Timeout { .. })));
+    // Dropped: released.
+    drop(t);
+    assert_eq!(w.append(b"x").unwrap(), 4);
+
+    // In another process, killed: released through its lease.
+    let p = path.display().to_string();
+    let (child, mut out) = spawn("tether", &[p, "u".into()]);
+    assert_eq!(line(&mut out).as_deref(), Some("ready"));
+    // A new cursor starts at the first record: 5 behind, limit 1.
+    assert!(matches!(w.append(b"x"), Err(Error::Timeout { .. })));
+    kill(child);
+    assert_eq!(w.append(b"x").unwrap(), 5);
+}
+
+#[test]
+fn retention_by_age_and_bytes() {
+    for retain in [
+        Retention {
+            age: Some(Duration::from_millis(1)),
+            ..Retention::default()
+        },
+        Retention {
+            bytes: Some(64 << 10),
+            ..Retention::default()
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            segment_size: 4096,
+            retain,
+        };
+        let log = Log::create(dir.path(), &options).unwrap();
+        let mut w = log.writer().unwrap();
+        let mut i = 0;
+        while log.info().unwrap().segments.last().unwrap().number < 8 {
+            w.append(&payload(0, i)).unwrap();
+            i += 1;
+            if i % 50 == 0 {
+                // Every segment is older than 1 ms by the next roll.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let info = log.info().unwrap();
+        assert!(info.segments[0].number > 0, "{retain:?}: nothing deleted");
+        if let Some(b) = retain.bytes {
+            assert!(
+                info.bytes <= b + info.bytes / info.segments.len() as u64,
+                "{info:?}"
+            );
+        }
+        // Readers start at what is left.
+        let mut r = log.reader(Start::Earliest).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().seq(), info.first_seq);
+    }
 }

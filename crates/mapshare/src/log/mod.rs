@@ -45,7 +45,8 @@
 //! | 32 | retain age in ms (`u64`, 0: no limit) | |
 //! | 40 | first segment number (`u64`) | moved by retention |
 //! | 48 | last segment number (`u64`) | a hint, raised by each roll |
-//! | 128 | 64 durable cursors of 64 bytes | see `cursor` |
+//! | 56 | tethers set (`u64`) | while 0, writers skip the tether check |
+//! | 128 | 64 durable cursors of 128 bytes | see `cursor` |
 //!
 //! ## Segment object
 //!
@@ -145,6 +146,12 @@
 //! [`Error::Lagged`] once, with the exact count, and
 //! then reads on from the first record still there.
 //!
+//! A [`Start::Tethered`] reader back-pressures writers instead: a writer
+//! waits, up to [`Writer::set_tether_wait`], while it is too far ahead of
+//! a live tethered reader; a dead one is released through its lease
+//! (see `cursor`). While no reader is tethered, the check is one relaxed
+//! load.
+//!
 //! # Soundness of in-place access
 //!
 //! [`Record`] and [`Grant`] hand out `&[u8]` / `&mut [u8]` into the
@@ -190,10 +197,12 @@ const RETAIN_SEGMENTS: u64 = 24;
 const RETAIN_AGE: u64 = 32;
 const FIRST: u64 = 40;
 const LAST: u64 = 48;
+/// Tethers set (see `cursor`).
+const TETHERS: u64 = 56;
 const CURSORS: u64 = 128;
 /// Durable cursor slots.
 pub const MAX_CURSORS: u64 = 64;
-const CURSOR_LEN: u64 = 64;
+const CURSOR_LEN: u64 = 128;
 const META_LEN: u64 = CURSORS + MAX_CURSORS * CURSOR_LEN;
 /// How often a stuck reader asks the kernel whether a writer lives.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
@@ -249,6 +258,17 @@ pub enum Start {
     /// (at the start of the log for a new name); [`Reader::commit`]
     /// stores the position under that name.
     Cursor(String),
+    /// As [`Start::Cursor`], and **tethered**: while this reader lives,
+    /// writers wait (up to their [`Writer::set_tether_wait`] deadline)
+    /// rather than run more than `max_lag` sequence numbers ahead of it.
+    /// A tethered reader that dies is released through its lease: it
+    /// then holds nothing back. Untethered readers never stall a writer.
+    Tethered {
+        /// The durable cursor's name.
+        name: String,
+        /// How far writers may run ahead (at least 1).
+        max_lag: u64,
+    },
 }
 
 /// The `meta` file, shared by every handle of one [`Log`].

@@ -39,6 +39,8 @@ pub struct Reader {
     lagged: Option<(u64, u64)>,
     /// Our durable cursor slot, if any.
     cursor: Option<u64>,
+    /// Whether that slot's tether is ours.
+    tethered: bool,
     /// When the writer of a stuck record may be checked again.
     next_check: Option<(u64, Instant)>,
     spin: Spin,
@@ -105,9 +107,18 @@ impl Record<'_> {
     }
 }
 
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let (true, Some(slot)) = (self.tethered, self.cursor) {
+            cursor::untether(&self.log.meta, slot);
+        }
+    }
+}
+
 impl Reader {
     pub(crate) fn new(log: Log, start: Start) -> Result<Reader> {
         let mut cursor_slot = None;
+        let mut tether = None;
         let target = match start {
             Start::Earliest => None,
             Start::Latest => return Reader::at_latest(log),
@@ -119,11 +130,22 @@ impl Reader {
                 cursor_slot = Some(slot);
                 Some(pos)
             }
+            Start::Tethered { name, max_lag } => {
+                let first = log.first_segment()?.base;
+                let (slot, pos) = cursor::find_or_create(&log.meta, &name, first)?;
+                cursor_slot = Some(slot);
+                tether = Some((slot, pos, max_lag));
+                Some(pos)
+            }
         };
         let mut r = Reader::at_earliest(log)?;
         r.cursor = cursor_slot;
         if let Some(seq) = target {
             r.seek(seq)?;
+        }
+        if let Some((slot, pos, max_lag)) = tether {
+            cursor::tether(&r.log.meta, slot, pos, max_lag)?;
+            r.tethered = true;
         }
         Ok(r)
     }
@@ -138,6 +160,7 @@ impl Reader {
             next_seq,
             lagged: None,
             cursor: None,
+            tethered: false,
             next_check: None,
             spin: Spin::default(),
         }
@@ -266,6 +289,11 @@ impl Reader {
                     self.next_seq = seq + 1;
                     if seq < self.floor {
                         continue;
+                    }
+                    if self.tethered {
+                        if let Some(slot) = self.cursor {
+                            cursor::tether_moved(&self.log.meta, slot, seq + 1);
+                        }
                     }
                     return Ok(Some((at, len, seq)));
                 }

@@ -2,11 +2,14 @@
 //! in the [module documentation](super)).
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering::Acquire;
+use std::time::{Duration, Instant};
 
-use super::protocol::{self as p, Reserve};
+use super::cursor;
+use super::protocol::{self as p, Mem, Reserve};
 use super::segment::{now_ns, Segment};
 use super::Log;
-use crate::error::{Error, Result};
+use crate::error::{Error, Origin, Result};
 
 /// Rolls one reservation may go through before giving up (each roll
 /// starts an empty segment, where a record that passed the size check
@@ -32,6 +35,8 @@ pub struct Writer {
     seg: Segment,
     /// Our registry entry (our lease slot) in `seg`.
     slot: u32,
+    /// Longest wait for a tethered reader.
+    tether_wait: Duration,
 }
 
 impl std::fmt::Debug for Writer {
@@ -52,7 +57,45 @@ impl Writer {
             None => Segment::open(log.dir(), last)?,
         };
         let slot = seg.register_writer()?;
-        Ok(Writer { log, seg, slot })
+        Ok(Writer {
+            log,
+            seg,
+            slot,
+            tether_wait: Duration::from_secs(5),
+        })
+    }
+
+    /// How long an append waits for a tethered reader
+    /// ([`Start::Tethered`](super::Start::Tethered)) that is too far
+    /// behind before it fails with [`Error::Timeout`] (5 s by default).
+    pub fn set_tether_wait(&mut self, wait: Duration) {
+        self.tether_wait = wait;
+    }
+
+    /// Waits while a live tethered reader is too far behind for `n` more
+    /// records. One relaxed load when no reader is tethered. Several
+    /// writers checking at once may overshoot a limit by the records they
+    /// have in flight.
+    fn wait_for_tethers(&self, n: u64) -> Result<()> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let (_, count) = p::tail_parts(self.seg.load(p::TAIL, Acquire));
+            let last = self.seg.base + count + n.max(1) - 1;
+            if cursor::holding_back(&self.log.meta, last)?.is_none() {
+                return Ok(());
+            }
+            let waited = start.elapsed();
+            if waited >= self.tether_wait {
+                return Err(Error::Timeout {
+                    origin: Origin::path(self.log.dir()),
+                    what: "a tethered reader to catch up (see `mapshare log info`)",
+                    waited,
+                });
+            }
+            std::thread::sleep(pause.min(self.tether_wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
     }
 
     /// The largest payload one record can have.
@@ -134,6 +177,7 @@ impl Writer {
     pub fn claim(&mut self, len: usize) -> Result<Grant<'_>> {
         let len = len as u64;
         self.check_len(len)?;
+        self.wait_for_tethers(1)?;
         let (off, idx) = self.reserve(p::span(len), 1)?;
         let seq = self.publish(off, idx, len);
         p::pending_add(&self.seg, self.slot, u64::MAX);
@@ -189,6 +233,7 @@ impl Writer {
                 total += p::span(records[j].len() as u64);
                 j += 1;
             }
+            self.wait_for_tethers((j - i) as u64)?;
             let (off0, idx0) = self.reserve(total, (j - i) as u64)?;
             let mut claims = Vec::with_capacity(j - i);
             let mut off = off0;
