@@ -397,7 +397,7 @@ fn many_writer_processes_one_order_many_readers_agree() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     let log = Log::create(&path, &small(64 << 10)).unwrap();
-    let per = scaled(3000) as u64;
+    let per = scaled(30_000) as u64;
     let writers = 3u64;
     let total = per * writers;
     let p = path.display().to_string();

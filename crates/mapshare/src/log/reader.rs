@@ -298,6 +298,22 @@ impl Reader {
                     return Ok(Some((at, len, seq)));
                 }
                 Found::End { count } => {
+                    if self.seg.number + 1 < self.log.meta.load(FIRST)? {
+                        // Retention deleted the next segment while we
+                        // were in this one (we opened it in the instant
+                        // before its own deletion): never re-create it.
+                        let end = self.seg.base + count;
+                        let first = self.log.first_segment()?;
+                        let resume_at = first.base;
+                        self.seg = first;
+                        self.pos = Pos { p: 0, idx: 0 };
+                        self.next_seq = resume_at;
+                        return Err(Error::Lagged {
+                            origin: Origin::path(self.log.dir()),
+                            skipped: resume_at.saturating_sub(end),
+                            resume_at,
+                        });
+                    }
                     let next = self.log.follow(&self.seg, count)?;
                     self.seg = next;
                     self.pos = Pos { p: 0, idx: 0 };
@@ -429,7 +445,6 @@ impl Reader {
     /// The first sequence number still in the log (for telling how far
     /// behind retention a position is).
     pub fn first_seq(&self) -> Result<u64> {
-        let _ = self.log.meta.load(FIRST)?;
         Ok(self.log.first_segment()?.base)
     }
 }

@@ -138,8 +138,7 @@ impl Writer {
                 }
                 Reserve::Full => p::pending_add(&self.seg, self.slot, u64::MAX),
             }
-            let count = self.log.end_of(&self.seg)?;
-            let next = self.log.follow(&self.seg, count)?;
+            let next = self.next_segment()?;
             self.slot = next.register_writer()?;
             self.seg = next;
         }
@@ -147,6 +146,24 @@ impl Writer {
             origin: self.seg.origin().clone(),
             why: "other writers filled every new segment before this record fit".into(),
         })
+    }
+
+    /// The segment to append to once ours is full: the newest one if
+    /// others already rolled past ours (a writer that was descheduled
+    /// may be many segments behind; its records keep its order since
+    /// later segments come later), else the one after ours, created from
+    /// our segment's record count if nobody has yet.
+    fn next_segment(&self) -> Result<Segment> {
+        let last = self.log.last_number()?;
+        if last > self.seg.number {
+            match Segment::open(self.log.dir(), last) {
+                Ok(s) => return Ok(s),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let count = self.log.end_of(&self.seg)?;
+        self.log.follow(&self.seg, count)
     }
 
     /// Publishes the claim of record `idx` at `off`; `Corrupted` if its
