@@ -7,6 +7,7 @@
 //! checked up front reaches the library.
 
 mod bench;
+mod bench_log;
 mod bench_queue;
 mod byte;
 mod create;
