@@ -647,3 +647,33 @@ fn retention_by_age_and_bytes() {
         assert_eq!(r.next().unwrap().unwrap().seq(), info.first_seq);
     }
 }
+
+#[test]
+fn a_scribbled_meta_file_gives_errors_not_hangs() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"x").unwrap();
+    let meta = dir.path().join("meta");
+    let obj = mapshare::Inspection::open(&meta)
+        .unwrap()
+        .header
+        .object_offset;
+    let f = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+    // A cursor slot whose name length is impossible is skipped.
+    f.write_at(&(200u64 << 8 | 2).to_ne_bytes(), obj + 128)
+        .unwrap();
+    assert!(log.info().unwrap().cursors.is_empty());
+    // A huge segment range is refused at once.
+    f.write_at(&(u64::MAX / 2).to_ne_bytes(), obj + 48).unwrap();
+    assert!(matches!(log.info(), Err(Error::Corrupted { .. })));
+    assert!(matches!(
+        log.reader(Start::Earliest),
+        Err(Error::Corrupted { .. })
+    ));
+    // A first segment past the last one, likewise.
+    f.write_at(&0u64.to_ne_bytes(), obj + 48).unwrap();
+    assert!(log.info().is_ok());
+    f.write_at(&7u64.to_ne_bytes(), obj + 40).unwrap();
+    assert!(log.reader(Start::Earliest).is_err());
+}

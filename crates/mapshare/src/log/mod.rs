@@ -204,6 +204,8 @@ const CURSORS: u64 = 128;
 pub const MAX_CURSORS: u64 = 64;
 const CURSOR_LEN: u64 = 128;
 const META_LEN: u64 = CURSORS + MAX_CURSORS * CURSOR_LEN;
+/// Most segments a log has at once (bounds every loop over them).
+pub const MAX_SEGMENTS: u64 = 1 << 20;
 /// How often a stuck reader asks the kernel whether a writer lives.
 const CHECK_EVERY: Duration = Duration::from_millis(20);
 /// How long a roll waits for a live closer before reporting `Timeout`.
@@ -530,11 +532,26 @@ impl Log {
         Reader::new(self.clone(), start)
     }
 
+    /// The numbers of the first and the last segment, validated: at most
+    /// [`MAX_SEGMENTS`] apart (the words are shared; loops over the range
+    /// stay bounded).
+    fn range(&self) -> Result<(u64, u64)> {
+        let first = self.meta.load(FIRST)?;
+        let last = self.last_number()?;
+        if last < first || last - first > MAX_SEGMENTS {
+            return Err(Error::Corrupted {
+                origin: self.meta.origin(),
+                what: "log segment range",
+                why: format!("segments {first}..={last}"),
+            });
+        }
+        Ok((first, last))
+    }
+
     /// The number of the first segment still present, and the segment
     /// itself (skipping numbers retention just deleted).
     fn first_segment(&self) -> Result<Segment> {
-        let mut n = self.meta.load(FIRST)?;
-        let last = self.last_number()?;
+        let (mut n, last) = self.range()?;
         while n <= last {
             match Segment::open(self.dir(), n) {
                 Ok(s) => return Ok(s),
@@ -552,7 +569,7 @@ impl Log {
     fn last_number(&self) -> Result<u64> {
         let first = self.meta.load(FIRST)?;
         let hint = self.meta.load(LAST)?.max(first);
-        for n in hint..hint.saturating_add(1 << 20) {
+        for n in hint..hint.saturating_add(MAX_SEGMENTS) {
             if !segment::path(self.dir(), n + 1).exists() {
                 return Ok(n);
             }
@@ -560,7 +577,7 @@ impl Log {
         Err(Error::Corrupted {
             origin: self.meta.origin(),
             what: "log segments",
-            why: "more than 2^20 segments past the last one recorded".into(),
+            why: format!("more than {MAX_SEGMENTS} segments past the last one recorded"),
         })
     }
 
@@ -630,9 +647,8 @@ impl Log {
             return Ok(0);
         }
         let mut deleted = 0;
-        for _ in 0..1 << 20 {
-            let first = self.meta.load(FIRST)?;
-            let last = self.last_number()?;
+        for _ in 0..MAX_SEGMENTS {
+            let (first, last) = self.range()?;
             if first >= last {
                 break;
             }
@@ -676,8 +692,7 @@ impl Log {
 
     /// Segments, sequence range, writers and cursors.
     pub fn info(&self) -> Result<LogInfo> {
-        let first = self.meta.load(FIRST)?;
-        let last = self.last_number()?;
+        let (first, last) = self.range()?;
         let mut segments = Vec::new();
         let mut bytes = 0;
         let mut writers = 0;

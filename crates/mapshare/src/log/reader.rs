@@ -196,7 +196,7 @@ impl Reader {
         if seq < first.base {
             self.lagged = Some((first.base - seq, first.base));
         }
-        let last = self.log.last_number()?;
+        let (_, last) = self.log.range()?;
         let mut seg = first;
         // The last segment whose base is at or below `seq`.
         let mut n = last;
