@@ -58,8 +58,8 @@
 //! | 24 | data bytes (capacity) | immutable, must match the header |
 //! | 32 | end: `1 << 63 \| records` once closed, else 0 | |
 //! | 40 | creation time (ms since the epoch) | retention by age |
-//! | 64 | writer registry: 64 × (lease token, pending count) | one entry per lease slot |
-//! | 1088 | seek index: data offset + 1 of every 256th record | written at claim |
+//! | 64 | writer registry: 64 × (lease token, pending count), one per 64-byte line | one entry per lease slot |
+//! | 4160 | seek index: data offset + 1 of every 256th record | written at claim |
 //! | page-aligned | data area: records | |
 //!
 //! ## Records (8-byte aligned, in the data area)

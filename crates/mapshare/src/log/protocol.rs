@@ -45,12 +45,16 @@ pub const CAPACITY: u64 = 24;
 pub const END: u64 = 32;
 /// Creation time, milliseconds since the Unix epoch (for retention).
 pub const CREATED: u64 = 40;
-/// The writer registry: [`REGISTRY_SLOTS`] pairs `(token, pending)`.
+/// The writer registry: [`REGISTRY_SLOTS`] pairs `(token, pending)`, one
+/// per cache line (each writer's pending count is written twice per
+/// append; neighbours must not share its line).
 pub const REGISTRY: u64 = 64;
 /// Registry entries: one per lease slot of the segment file.
 pub const REGISTRY_SLOTS: u32 = 64;
 /// The seek index follows the registry.
-pub const INDEX: u64 = REGISTRY + 16 * REGISTRY_SLOTS as u64;
+pub const INDEX: u64 = REGISTRY + REGISTRY_STRIDE * REGISTRY_SLOTS as u64;
+/// Bytes per registry entry.
+pub const REGISTRY_STRIDE: u64 = 64;
 
 /// Record header bytes: commit word, token, sequence number, timestamp,
 /// checksum word.
@@ -189,7 +193,7 @@ impl Geometry {
 /// 8 bytes further).
 #[inline]
 pub fn registry_at(slot: u32) -> u64 {
-    REGISTRY + 16 * u64::from(slot)
+    REGISTRY + REGISTRY_STRIDE * u64::from(slot)
 }
 
 /// What [`reserve`] got.
