@@ -181,6 +181,14 @@ fn log_child() {
             out.flush().unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
+        "pin" => {
+            // Reads the first record (so it is inside segment 0), stays.
+            let mut r = log.reader(Start::Earliest).unwrap();
+            let seq = r.next_timeout(WAIT).unwrap().unwrap().seq();
+            writeln!(out, "@@ ready {seq}").unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown role {other}"),
     }
     out.flush().unwrap();
@@ -676,4 +684,38 @@ fn a_scribbled_meta_file_gives_errors_not_hangs() {
     assert!(log.info().is_ok());
     f.write_at(&7u64.to_ne_bytes(), obj + 40).unwrap();
     assert!(log.reader(Start::Earliest).is_err());
+}
+
+#[test]
+fn a_reader_process_pins_its_segment_until_it_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let options = Options {
+        segment_size: 4096,
+        retain: Retention {
+            segments: Some(2),
+            ..Retention::default()
+        },
+    };
+    let log = Log::create(&path, &options).unwrap();
+    let mut w = log.writer().unwrap();
+    w.append(&payload(0, 0)).unwrap();
+    let (child, mut out) = spawn("pin", &[path.display().to_string()]);
+    assert_eq!(line(&mut out).as_deref(), Some("ready 0"));
+    let mut i = 1;
+    let mut roll = |w: &mut mapshare::log::Writer, upto: u64| {
+        while log.info().unwrap().segments.last().unwrap().number < upto {
+            w.append(&payload(0, i)).unwrap();
+            i += 1;
+        }
+    };
+    roll(&mut w, 6);
+    let info = log.info().unwrap();
+    assert_eq!(info.segments[0].number, 0, "deleted under a live reader");
+    assert!(path.join(format!("{:020}.seg", 0)).exists());
+    kill(child);
+    roll(&mut w, 8);
+    let info = log.info().unwrap();
+    assert!(info.segments[0].number > 0, "{:?}", info.segments);
+    assert!(info.segments.len() <= 3);
 }
