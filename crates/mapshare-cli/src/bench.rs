@@ -135,7 +135,7 @@ pub(crate) fn pin(cpu: usize) {
 }
 
 /// Per-operation cost of `op`, measured over batches.
-fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Dist {
+pub(crate) fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> Dist {
     let mut h = histogram();
     for _ in 0..batches / 10 {
         for _ in 0..per_batch {
@@ -272,6 +272,9 @@ pub enum Suite {
     /// cache-line floor, a pipe and a Unix socket; throughput against a
     /// pipe and memcpy.
     Queue,
+    /// Snapshot read (1 and 8 reader processes), publish (64 B, 1 MiB)
+    /// and publish-to-parked-reader wake-up against memcpy and a raw futex.
+    Snapshot,
     /// Broadcast log: latency to the last of 1..8 reader processes,
     /// append throughput (1 and 2 writers) against the SPSC queue, append
     /// latency across segment rolls.
@@ -284,6 +287,7 @@ pub fn run(suite: Suite, json_out: bool, quick: bool, plot: Option<&Path>) -> Re
         Suite::Lock => lock_suite(quick)?,
         Suite::Wake => wake_suite(quick)?,
         Suite::Queue => crate::bench_queue::suite(quick)?,
+        Suite::Snapshot => crate::bench_snapshot::suite(quick)?,
         Suite::Log => crate::bench_log::suite(quick)?,
     };
     if let Some(path) = plot {
@@ -649,6 +653,7 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
             Ok(())
         }
         [suite, rest @ ..] if suite == "queue" => crate::bench_queue::child(rest),
+        [suite, rest @ ..] if suite == "snapshot" => crate::bench_snapshot::child(rest),
         _ => Err(Failure("bad bench-child arguments".into())),
     }
 }

@@ -61,7 +61,9 @@ pub fn run(step: bool) -> Result<(), Failure> {
         .and_then(|()| pause(step, "start scene 3"))
         .and_then(|()| scene_robust_lock(&dir, step))
         .and_then(|()| pause(step, "start scene 4"))
-        .and_then(|()| scene_queue());
+        .and_then(|()| scene_queue())
+        .and_then(|()| pause(step, "start scene 5"))
+        .and_then(|()| scene_snapshot(&dir));
     // A scene that failed may have left a child running.
     cleanup::stop_children();
     let _ = std::fs::remove_dir_all(&dir);
@@ -355,6 +357,7 @@ pub fn child(scene: &str, args: &[String]) -> Result<(), Failure> {
         ("anon", []) => child_anonymous(),
         ("count", [file, n]) => child_count(Path::new(file), n, None),
         ("stream", [n]) => child_stream(n),
+        ("config-reader", [file, name, n]) => child_config_reader(Path::new(file), name, n),
         ("count-then-hold", [file, n]) => child_count(Path::new(file), n, Some(())),
         ("hold", [file]) => child_hold(Path::new(file)),
         _ => Err(Failure(format!("unknown demo scene {scene:?}"))),
@@ -631,6 +634,73 @@ fn child_stream(n: &str) -> Result<(), Failure> {
         let mut grant = tx.reserve(text.len())?;
         grant.copy_from_slice(text.as_bytes());
         grant.commit();
+    }
+    Ok(())
+}
+
+/// The versions scene 5 publishes.
+const CONFIGS: [&str; 3] = [
+    "mode=fast retries=3",
+    "mode=safe retries=5",
+    "mode=safe retries=5 log=verbose",
+];
+
+fn scene_snapshot(dir: &Path) -> Result<(), Failure> {
+    println!("\n== 5. A snapshot: one publisher, two readers that react to each version ==");
+    let path = dir.join("config.snap");
+    let file = path.to_string_lossy().into_owned();
+    let mut writer = mapshare::snapshot::Writer::open(&path)?;
+    println!("  parent: created {file}; starting two reader processes");
+    let n = CONFIGS.len().to_string();
+    let mut readers = Vec::new();
+    for name in ["A", "B"] {
+        let mut child = spawn_child("config-reader", &[&file, name, &n], None)?;
+        let out = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or_else(|| Failure("no child stdout".into()))?,
+        );
+        readers.push((child, out));
+    }
+    for (_, out) in &mut readers {
+        relay(out)?; // "ready"
+    }
+    for config in CONFIGS {
+        let generation = writer.publish(config.as_bytes())?;
+        println!("  parent: published generation {generation}: {config:?}");
+        // Each reader was parked on the snapshot's futex; one wake-all
+        // call woke both. Wait for both to say what they saw.
+        for (_, out) in &mut readers {
+            relay(out)?;
+        }
+    }
+    for (child, out) in readers {
+        finish(child, out)?;
+    }
+    println!("  parent: both readers saw every version whole, in place, with no lock and no copy");
+    Ok(())
+}
+
+fn child_config_reader(path: &Path, name: &str, n: &str) -> Result<(), Failure> {
+    let n = crate::units::number(n).map_err(Failure)?;
+    let mut reader = mapshare::snapshot::Reader::open(path)?;
+    // The generation before saying "ready": the publisher starts then.
+    let mut seen = reader.generation()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "reader {name} (pid {}) ready", std::process::id())?;
+    out.flush()?;
+    for _ in 0..n {
+        reader.wait_newer(seen, PATIENCE)?;
+        let text = match reader.read()? {
+            Some(version) => {
+                seen = version.generation();
+                String::from_utf8_lossy(&version).into_owned()
+            }
+            None => return Err(Failure("woken with nothing published".into())),
+        };
+        writeln!(out, "reader {name} sees generation {seen}: {text:?}")?;
+        out.flush()?;
     }
     Ok(())
 }

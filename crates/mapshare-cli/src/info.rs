@@ -123,6 +123,34 @@ fn describe(insp: &Inspection, v: &mut Value) -> Result<(), Failure> {
             Err(e) => json!({"error": e.to_string()}),
         };
     }
+    if h.kind == Kind::Snapshot {
+        v["snapshot"] = match mapshare::snapshot::observe(insp) {
+            Ok(s) => json!({
+                "generation": s.generation,
+                "value_len": s.value_len,
+                "slots": s.slots.iter().map(|&(offset, capacity, generation, len)| json!({
+                    "offset": offset,
+                    "capacity": capacity,
+                    "generation": generation,
+                    "len": len,
+                })).collect::<Vec<_>>(),
+                "segments": {
+                    "distinct": s.slots.iter().filter(|sl| sl.1 > 0).count(),
+                    "bytes": s.segment_bytes,
+                },
+                "writer": match s.writer {
+                    Some((pid, alive)) => json!({"pid": pid, "alive": alive}),
+                    None => Value::Null,
+                },
+                "readers": s.readers.iter().map(|&(pid, alive, pinned)| json!({
+                    "pid": pid,
+                    "alive": alive,
+                    "pinned_generation": if pinned == 0 { Value::Null } else { json!(pinned) },
+                })).collect::<Vec<_>>(),
+            }),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+    }
     if h.kind == Kind::Value {
         let state = observe_mutex(&insp.region, &leases, h.object_offset);
         v["mutex"] = match state {
@@ -221,10 +249,70 @@ fn print_text(v: &Value) {
                     }
                 }
             }
+            print_snapshot(&v["snapshot"]);
             if let Some(m) = v["mutex"].as_str() {
                 println!("mutex:     {m}");
             }
         }
         None => {}
+    }
+}
+
+fn print_snapshot(s: &Value) {
+    if s.is_null() {
+        return;
+    }
+    if let Some(e) = s["error"].as_str() {
+        println!("snapshot:  unreadable: {e}");
+        return;
+    }
+    if s["generation"] == json!(0) {
+        println!("snapshot:  nothing published yet");
+    } else {
+        println!(
+            "snapshot:  generation {}, value of {} bytes",
+            s["generation"], s["value_len"]
+        );
+    }
+    let slots = s["slots"].as_array().cloned().unwrap_or_default();
+    let caps: Vec<String> = slots
+        .iter()
+        .map(|sl| format!("{} (generation {})", sl["capacity"], sl["generation"]))
+        .collect();
+    println!("slots:     {}: capacities {}", slots.len(), caps.join(", "));
+    println!(
+        "segments:  {} bytes in the file ({} in use by slots)",
+        s["segments"]["bytes"], s["segments"]["distinct"]
+    );
+    match &s["writer"] {
+        Value::Null => println!("writer:    none"),
+        w => println!(
+            "writer:    pid {} ({})",
+            w["pid"],
+            if w["alive"] == json!(true) {
+                "alive"
+            } else {
+                "dead"
+            }
+        ),
+    }
+    let readers = s["readers"].as_array().cloned().unwrap_or_default();
+    if readers.is_empty() {
+        println!("readers:   none");
+    }
+    for r in readers {
+        let pin = match &r["pinned_generation"] {
+            Value::Null => "no pin".to_string(),
+            g => format!("pins generation {g}"),
+        };
+        println!(
+            "reader:    pid {} ({}), {pin}",
+            r["pid"],
+            if r["alive"] == json!(true) {
+                "alive"
+            } else {
+                "dead"
+            }
+        );
     }
 }

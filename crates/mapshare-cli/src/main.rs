@@ -9,6 +9,7 @@
 mod bench;
 mod bench_log;
 mod bench_queue;
+mod bench_snapshot;
 mod byte;
 mod create;
 mod demo;
@@ -18,6 +19,7 @@ mod info;
 mod lock;
 mod log;
 mod repair;
+mod snapshot;
 mod stream;
 mod units;
 mod write;
@@ -186,6 +188,62 @@ enum Command {
         #[arg(long, default_value = "1MiB", value_parser = units::queue_capacity)]
         capacity: u64,
     },
+    /// Publish standard input (or --from PATH) as the next version of
+    /// snapshot FILE; prints `published generation N (B bytes)` on stderr.
+    ///
+    /// Creates the file if it does not exist. Never waits for readers:
+    /// a slot pinned by a slow reader makes the writer add one. Refused
+    /// (exit 1) while another live process is the writer.
+    #[command(after_help = units::SIZE_HELP)]
+    Publish {
+        /// The snapshot file (created if missing).
+        file: PathBuf,
+        /// Read the value from PATH instead of standard input.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Capacity of the first slots if the file is created here
+        /// (default: the value's size, at least 4KiB; larger values grow them).
+        #[arg(long, value_parser = units::nonzero_size)]
+        capacity: Option<u64>,
+        /// Permission bits if the file is created (644 lets other users read).
+        #[arg(long, default_value = "600", value_parser = units::mode)]
+        mode: u32,
+    },
+    /// Write the current value of snapshot FILE to standard output, exactly,
+    /// after checking its checksum.
+    ///
+    /// Never waits. Exits 1 if nothing has been published yet. Works on a
+    /// file this user may only read (it then takes no lease).
+    Read {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Print only the generation number.
+        #[arg(long)]
+        generation: bool,
+    },
+    /// Wait for each new version of snapshot FILE and write it to standard
+    /// output (or run CMD with it on standard input).
+    ///
+    /// Shows versions newer than the one current when it starts, newest
+    /// first: versions published faster than it prints are skipped, never
+    /// shown torn or out of order. Stops after --count versions; exits 1
+    /// when --timeout passes with no new version. Creates the file if it
+    /// does not exist (so it may start before the publisher).
+    #[command(after_help = units::SIZE_AND_DURATION_HELP)]
+    Watch {
+        /// The snapshot file.
+        file: PathBuf,
+        /// Stop after N versions.
+        #[arg(long, value_parser = units::count)]
+        count: Option<u64>,
+        /// Give up (exit 1) after waiting this long for a new version.
+        #[arg(long, value_parser = units::duration)]
+        timeout: Option<std::time::Duration>,
+        /// Run `sh -c CMD` for each version, the value on its standard
+        /// input and the generation in MAPSHARE_GENERATION.
+        #[arg(long)]
+        exec: Option<String>,
+    },
     /// Size, pages resident in memory, and what kind of file FILE is.
     ///
     /// Never waits and never changes the file: it is mapped read-only and
@@ -313,7 +371,10 @@ pub fn stdout_was_closed() -> bool {
 fn needs_stdout(command: &Command) -> Result<(), Failure> {
     let prints = !matches!(
         command,
-        Command::Lock { .. } | Command::Send { .. } | Command::BenchChild { .. }
+        Command::Lock { .. }
+            | Command::Send { .. }
+            | Command::Publish { .. }
+            | Command::BenchChild { .. }
     ) && !matches!(command, Command::Log { cmd } if !log::prints(cmd));
     if prints && stdout_was_closed() {
         return Err(Failure(
@@ -343,6 +404,19 @@ fn main() -> ExitCode {
             no_sync,
         } => write::run(&file, offset, &data, !no_sync),
         Command::Info { file, json } => info::run(&file, json),
+        Command::Publish {
+            file,
+            from,
+            capacity,
+            mode,
+        } => snapshot::publish(&file, from.as_deref(), capacity, mode),
+        Command::Read { file, generation } => snapshot::read(&file, generation),
+        Command::Watch {
+            file,
+            count,
+            timeout,
+            exec,
+        } => snapshot::watch(&file, count, timeout, exec.as_deref()),
         Command::Repair { file, how } => repair::run(&file, &how),
         Command::Create {
             file,

@@ -311,6 +311,14 @@ fn demo_runs_every_scene() {
     assert!(out.contains("final count 1500 = 500"), "{out}");
     assert!(out.contains(": correct"), "{out}");
     assert!(out.contains("got all 200000 records"), "{out}");
+    for reader in ["A", "B"] {
+        assert!(
+            out.contains(&format!(
+                "reader {reader} sees generation 3: \"mode=safe retries=5 log=verbose\""
+            )),
+            "{out}"
+        );
+    }
 }
 
 #[test]

@@ -85,6 +85,8 @@ pub enum Kind {
     Value,
     /// A single-producer single-consumer queue.
     Queue,
+    /// One writer's latest value for many readers ([`crate::snapshot`]).
+    Snapshot,
     /// One segment file of a broadcast log ([`crate::log`]).
     LogSegment,
 }
@@ -96,6 +98,7 @@ impl Kind {
             Kind::Raw => 1,
             Kind::Value => 2,
             Kind::Queue => 3,
+            Kind::Snapshot => 4,
             Kind::LogSegment => 5,
         }
     }
@@ -106,6 +109,7 @@ impl Kind {
             1 => Some(Kind::Raw),
             2 => Some(Kind::Value),
             3 => Some(Kind::Queue),
+            4 => Some(Kind::Snapshot),
             5 => Some(Kind::LogSegment),
             _ => None,
         }
@@ -117,6 +121,7 @@ impl Kind {
             Kind::Raw => "raw",
             Kind::Value => "value",
             Kind::Queue => "queue",
+            Kind::Snapshot => "snapshot",
             Kind::LogSegment => "log-segment",
         }
     }

@@ -22,6 +22,9 @@
 //! - [`queue`]: a zero-copy single-producer single-consumer queue of
 //!   variable-length records, crash-safe and hardened against a hostile
 //!   peer.
+//! - [`snapshot`]: one writer publishes whole values to any number of
+//!   readers, who read the latest one in place, never torn, without
+//!   slowing the writer.
 //! - [`log`]: a persistent broadcast log in segment files: many writers,
 //!   many independent readers with durable cursors, retention.
 //!
@@ -64,8 +67,10 @@ mod lease;
 pub mod log;
 pub mod queue;
 pub mod region;
+mod role;
 pub mod shared;
 pub mod shm;
+pub mod snapshot;
 pub mod sync;
 mod sys;
 
@@ -107,6 +112,11 @@ pub mod unstable {
     /// The queue's position protocol and record format over any memory.
     pub mod ring {
         pub use crate::queue::ring::*;
+    }
+    /// The snapshot's pin/validate/publish protocol over any
+    /// [`Word64`](crate::sync::Word64), and its control-block parser.
+    pub mod pin {
+        pub use crate::snapshot::protocol::*;
     }
     /// The log segment protocol (reserve, claim, commit, abort, repair)
     /// over any memory of 64-bit words.

@@ -583,6 +583,111 @@ mod ring_model {
     // still blocked.
 }
 
+/// The snapshot's pin protocol (`mapshare::unstable::pin`): a reader pins
+/// and reads slot bytes in place (loom's `UnsafeCell` reports any access
+/// that races the writer's) while the writer publishes two versions into
+/// three slots. Generation 1 starts current in slot 0.
+#[test]
+fn snapshot_pinned_reads_never_race_the_writer() {
+    use loom::cell::UnsafeCell;
+    use mapshare::unstable::pin::{self, LoomFence, Pinned, Version};
+    struct Snap {
+        current: AtomicU64,
+        pins: [AtomicU64; 1],
+        slots: [UnsafeCell<u64>; 3],
+    }
+    // SAFETY: the protocol under test orders every access to the cells;
+    // loom checks that it does.
+    unsafe impl Sync for Snap {}
+    loom::model(|| {
+        let s = Arc::new(Snap {
+            current: AtomicU64::new(
+                Version {
+                    generation: 1,
+                    slot: 0,
+                }
+                .pack(),
+            ),
+            pins: [AtomicU64::new(0)],
+            slots: [UnsafeCell::new(1), UnsafeCell::new(0), UnsafeCell::new(0)],
+        });
+        let writer = {
+            let s = s.clone();
+            thread::spawn(move || {
+                for generation in 2..=3 {
+                    let cur = Version::unpack(s.current.load(SeqCst)).unwrap();
+                    let busy = pin::pinned_slots::<_, LoomFence, _>(|| &s.pins);
+                    let slot = pin::free_slot(busy, cur, 3).expect("a free slot");
+                    // SAFETY: see `Snap`.
+                    s.slots[slot as usize].with_mut(|p| unsafe { *p = generation });
+                    pin::publish(&s.current, Version { generation, slot });
+                }
+            })
+        };
+        let mut last = 0;
+        for _ in 0..2 {
+            let Pinned::Version(c) = pin::pin::<_, LoomFence>(&s.current, &s.pins[0]) else {
+                panic!("nothing pinned");
+            };
+            let v = Version::unpack(c).unwrap().unwrap();
+            // SAFETY: see `Snap`.
+            let seen = s.slots[v.slot as usize].with(|p| unsafe { *p });
+            assert_eq!(seen, v.generation, "torn: slot holds another version");
+            assert!(v.generation >= last);
+            last = v.generation;
+            pin::unpin(&s.pins[0]);
+        }
+        writer.join().unwrap();
+    });
+}
+
+/// A read-only reader's seqlock copy: no pin, atomic bytes; a copy is kept
+/// only if `current` did not change across it. Two words per slot, so a
+/// copy can straddle a rewrite.
+#[test]
+fn snapshot_read_only_copies_are_whole() {
+    use mapshare::unstable::pin::{self, Version};
+    loom::model(|| {
+        let current = Arc::new(AtomicU64::new(
+            Version {
+                generation: 1,
+                slot: 0,
+            }
+            .pack(),
+        ));
+        let slots: Arc<[[AtomicU64; 2]; 2]> = Arc::new([
+            [AtomicU64::new(1), AtomicU64::new(1)],
+            [AtomicU64::new(0), AtomicU64::new(0)],
+        ]);
+        let writer = {
+            let (current, slots) = (current.clone(), slots.clone());
+            thread::spawn(move || {
+                for generation in 2..=3 {
+                    let cur = Version::unpack(current.load(SeqCst)).unwrap();
+                    let slot = pin::free_slot(0, cur, 2).unwrap();
+                    for w in &slots[slot as usize] {
+                        w.store(generation, Release);
+                    }
+                    pin::publish(&*current, Version { generation, slot });
+                }
+            })
+        };
+        loop {
+            let c = current.load(SeqCst);
+            let v = Version::unpack(c).unwrap().unwrap();
+            let copy = [
+                slots[v.slot as usize][0].load(Acquire),
+                slots[v.slot as usize][1].load(Acquire),
+            ];
+            if pin::still_current(&*current, c) {
+                assert_eq!(copy, [v.generation; 2], "torn copy kept");
+                break;
+            }
+        }
+        writer.join().unwrap();
+    });
+}
+
 /// The log segment protocol (`log::protocol`) over heap words: claim,
 /// commit, abort, the reader's step and the repair of holes.
 mod log_model {

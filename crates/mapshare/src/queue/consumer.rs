@@ -422,8 +422,8 @@ impl Deref for Record<'_> {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        // SAFETY: validated to lie inside the ring and before the published
-        // write position; until we release it a producer that follows the
+        // SAFETY: validated to lie inside the ring, and its header is
+        // committed (loaded with acquire order); until we release it a producer that follows the
         // protocol does not write there: an exclusive grant by the protocol
         // (see the type's docs for a peer that does not follow it).
         unsafe { std::slice::from_raw_parts(self.consumer.q.bytes.ptr(self.at()), self.len) }

@@ -22,7 +22,7 @@
 //! | 256 | producer role (`u64`): its lease token, 0 if none | producer |
 //! | 264 | producer sessions (`u64`): producers that ever attached | producer |
 //! | 272 | producer closed (`u64`): the session number of the last producer that left cleanly | producer |
-//! | 280 | producer fences (`u64`): 1 asymmetric, 2 full ([`FenceMode`](crate::sync::FenceMode)) | producer |
+//! | 280 | producer fences (`u64`): 1 asymmetric, 2 full ([`FenceMode`]) | producer |
 //! | 320 | consumer role, sessions, closed, fences (as at 256..288) | consumer |
 //! | 384 | space (`u64`): the read position as published to the producer, lazily | consumer |
 //! | 512 | the ring: `capacity` bytes | |
@@ -104,9 +104,12 @@
 //! the shared mapping. Rust requires that nobody writes the bytes behind a
 //! `&[u8]` (or reads or writes those behind a `&mut [u8]`) while it lives.
 //! The queue protocol guarantees that **only while the peer follows it**:
-//! the producer never writes between the consumer's released position and
-//! its own published write position, and the consumer never touches bytes
-//! past the published write position. A peer that is buggy or hostile, or
+//! the producer never writes the bytes of a committed record the consumer
+//! has not released, and the consumer never reads a record's bytes before
+//! its header is committed. (The producer does write the header *slot*
+//! after its record, to clear it, and the consumer loads the header slot
+//! at its position, possibly that one: both are atomic accesses, never
+//! covered by a reference.) A peer that is buggy or hostile, or
 //! that was wrongly judged dead while still running (its role taken over),
 //! can write those bytes while the reference lives: that is a data race,
 //! undefined behaviour in this process, and no check on our side can
@@ -905,31 +908,50 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
     check_capacity(&origin, capacity)?;
     let r = &insp.region;
     let obj = h.object_offset;
-    let read = r.load_u64(obj + READ_POS, Acquire)?;
     let corrupt = |why: String| Error::Corrupted {
         origin: origin.clone(),
         what: "queue state",
         why,
     };
-    ring::check_position(read).map_err(|v| corrupt(v.0))?;
-    // Walk the committed records, as the consumer would (bounded: each
-    // step advances by at least 8 bytes, and by at most a ring in all).
-    let mut records = 0;
-    let mut pos = read;
+    // Walk the committed records from the consumer's position, as the
+    // consumer would (bounded: each step advances by at least 8 bytes, and
+    // by at most a ring in all). On a live queue the consumer may release
+    // what the walk is reading and the producer reuse it: a violation
+    // counts only if the read position did not move meanwhile; otherwise
+    // walk again (and after many tries, report what the last walk saw).
     let base = obj + CONTROL_LEN;
-    loop {
-        let word = r.load_u64(base + ring::offset(pos, capacity), Acquire)?;
-        if word == ring::EMPTY {
-            break;
-        }
-        match ring::parse(capacity, word, pos, read + capacity).map_err(|v| corrupt(v.0))? {
-            ring::Next::Pad { size } => pos += size,
-            ring::Next::Record { size, .. } => {
-                records += 1;
-                pos += size;
+    let mut tries = 0;
+    let (read, pos, records) = loop {
+        let read = r.load_u64(obj + READ_POS, Acquire)?;
+        ring::check_position(read).map_err(|v| corrupt(v.0))?;
+        let (mut pos, mut records) = (read, 0u64);
+        let walked = loop {
+            let word = r.load_u64(base + ring::offset(pos, capacity), Acquire)?;
+            if word == ring::EMPTY {
+                break Ok(());
+            }
+            match ring::parse(capacity, word, pos, read + capacity) {
+                Ok(ring::Next::Pad { size }) => pos += size,
+                Ok(ring::Next::Record { size, .. }) => {
+                    records += 1;
+                    pos += size;
+                }
+                Err(v) => break Err(v),
+            }
+        };
+        match walked {
+            Ok(()) => break (read, pos, records),
+            Err(v) => {
+                tries += 1;
+                if r.load_u64(obj + READ_POS, Acquire)? == read {
+                    return Err(corrupt(v.0));
+                }
+                if tries >= 64 {
+                    break (read, pos, records);
+                }
             }
         }
-    }
+    };
     let leases = crate::lease::LeaseTable::new(r, h.lease_offset, h.lease_slots);
     let role = |off: u64| -> Result<Option<(u32, bool)>> {
         let token = r.load_u64(obj + off, Acquire)?;

@@ -96,8 +96,8 @@ pub struct Producer {
 /// [`Grant::commit`]; dropping it uncommitted publishes nothing.
 ///
 /// The `&mut [u8]` points into the shared mapping. It is exclusive only
-/// while the consumer follows the queue protocol (it never reads past the
-/// published write position); see "Soundness of in-place access" in the
+/// while the consumer follows the queue protocol (it never reads a
+/// record's bytes before the record is committed); see "Soundness of in-place access" in the
 /// [module docs](super).
 pub struct Grant<'p> {
     producer: &'p mut Producer,
@@ -338,47 +338,61 @@ impl Producer {
     }
 
     /// Sends every record of `records`, waiting for space as `send` does.
-    /// Each record is visible to the consumer once committed; the store of
-    /// the write position and the check for a sleeping consumer happen
-    /// once per run of records that fit without waiting, instead of once
-    /// per record. On an error, `Err((n, e))`: the first `n` records were
-    /// sent and published, the others not. After an outside truncate
-    /// ([`Error::Truncated`]) the record being written when the fault was
-    /// noticed may have been published too, as with `send`, but it is not
-    /// counted: its bytes may be zeros.
+    /// The records of a run that fits without waiting become visible
+    /// together: the run's later headers are written first and its first
+    /// header last, as the run's one commit, so a consumer does not chase
+    /// the producer record by record through lines it is still writing;
+    /// the write position's store and the check for a sleeping consumer
+    /// happen once per run too. On an error, `Err((n, e))`: the first `n`
+    /// records were sent and published, the others not. After an outside
+    /// truncate ([`Error::Truncated`]) the record being written when the
+    /// fault was noticed may have been published too, as with `send`, but
+    /// it is not counted: its bytes may be zeros.
     pub fn send_batch(&mut self, records: &[&[u8]]) -> std::result::Result<(), (usize, Error)> {
-        let mut unpublished = false;
-        let result = self.send_batch_inner(records, &mut unpublished);
+        let mut run = None;
+        let result = self.send_batch_inner(records, &mut run);
         // Whatever happened, what was written is published: the count
         // reported is the count the consumer gets.
-        if unpublished {
-            self.q.ring().publish(self.write, &Futex, &self.q.pair());
-        }
+        self.commit_run(&mut run);
         result
+    }
+
+    /// Commits a run of records whose first header (at `start`, `len`
+    /// bytes) was held back, and publishes it.
+    fn commit_run(&mut self, run: &mut Option<(u64, u32)>) {
+        if let Some((start, len)) = run.take() {
+            let ring = self.q.ring();
+            ring.commit_run(start, len, self.write);
+            ring.publish(self.write, &Futex, &self.q.pair());
+        }
     }
 
     fn send_batch_inner(
         &mut self,
         records: &[&[u8]],
-        unpublished: &mut bool,
+        run: &mut Option<(u64, u32)>,
     ) -> std::result::Result<(), (usize, Error)> {
         for (sent, r) in records.iter().enumerate() {
             let size = record_size(r.len() as u64);
             let pad = self.q.ring().pad_before(self.write, size);
-            if *unpublished && self.free() < pad + size {
+            if run.is_some() && self.free() < pad + size + HEADER {
                 // About to wait (or wrap): publish what we have first.
-                self.q.ring().publish(self.write, &Futex, &self.q.pair());
-                *unpublished = false;
+                self.commit_run(run);
             }
-            let mut g = match self.reserve_inner(r.len(), Wait::Forever) {
-                Ok(Some(at)) => self.grant(at, r.len()),
+            let at = match self.reserve_inner(r.len(), Wait::Forever) {
+                Ok(Some(at)) => at,
                 Ok(None) => return Err((sent, wait_ended(self.q.origin()))),
                 Err(e) => return Err((sent, e)),
             };
-            g.copy_from_slice(r);
-            if g.finish().is_some() {
-                *unpublished = true;
+            // `reserve_inner` checked that we are not a forked child.
+            self.grant(at, r.len()).fill(r);
+            let len = r.len() as u32;
+            if run.is_some() {
+                self.q.ring().write_header(at, len);
+            } else {
+                *run = Some((at, len));
             }
+            self.write = at + size;
             // As `send`: a record written into a page an outside truncate
             // cut away is not counted as sent (checked here, not only by
             // the next reservation, which the batch's last record lacks).
@@ -479,7 +493,7 @@ impl Deref for Grant<'_> {
     #[inline]
     fn deref(&self) -> &[u8] {
         // SAFETY: the reserved range lies inside the ring (checked when
-        // reserved), beyond the published write position, so a consumer
+        // reserved), in free space past the last commit, so a consumer
         // that follows the protocol does not read it and no one else
         // writes it until we commit: an exclusive grant (see the module
         // docs for a peer that does not follow it). The borrow of `&self`

@@ -38,7 +38,7 @@
 //! | bits | field |
 //! |---|---|
 //! | 0..32 | payload length (pads: the bytes they cover, less 8) |
-//! | 32..60 | bits 3..31 of the record's own position (a stale or misplaced header cannot pass) |
+//! | 32..60 | bits 3..31 of the record's own position (a header written for another position within 2 GiB of this one cannot pass) |
 //! | 60..64 | kind: `0xD` data, `0xA` pad |
 //!
 //! A header word of 0 ([`EMPTY`]) means "nothing committed here yet".
@@ -282,18 +282,6 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
         self.capacity - 2 * HEADER
     }
 
-    /// Checks one position read from shared memory: a multiple of 8, at most
-    /// `MAX_POSITION`.
-    #[inline]
-    pub fn check_position(pos: u64) -> Result<(), Violation> {
-        if pos % 8 != 0 || pos > MAX_POSITION {
-            return Err(Violation(format!(
-                "position {pos} is not a multiple of 8 below 2^63"
-            )));
-        }
-        Ok(())
-    }
-
     /// Checks a (read, write) pair read from shared memory.
     #[inline]
     pub fn check(&self, read: u64, write: u64) -> Result<(), Violation> {
@@ -373,6 +361,34 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
     #[inline]
     pub fn commit_record(&self, write: u64, len: u32) {
         self.commit(write, record_size(u64::from(len)), header(DATA, len, write));
+    }
+
+    /// Producer, in a run of records committed together: stores the
+    /// header of the `len`-byte record at `write` without committing
+    /// anything (the run's first header, stored last, does; see
+    /// [`Ring::commit_run`]).
+    #[inline]
+    pub fn write_header(&self, write: u64, len: u32) {
+        self.bytes.store_header(
+            offset(write, self.capacity),
+            header(DATA, len, write),
+            Relaxed,
+        );
+    }
+
+    /// Producer: commits the run of records from `start` to `end` whose
+    /// later headers were stored with [`Ring::write_header`]: clears the
+    /// slot at `end`, then stores the first header (`len` bytes) with
+    /// release order. A consumer that sees it sees the whole run.
+    #[inline]
+    pub fn commit_run(&self, start: u64, len: u32, end: u64) {
+        self.bytes
+            .store_header(offset(end, self.capacity), EMPTY, Relaxed);
+        self.bytes.store_header(
+            offset(start, self.capacity),
+            header(DATA, len, start),
+            Release,
+        );
     }
 
     /// Producer: stores `write` (for restarts and observers) and wakes the
@@ -639,6 +655,99 @@ mod tests {
                 if read - published >= publish_every(CAP) || r.producer_sleeping(fences) {
                     published = read;
                     r.publish_space(read, &park, fences);
+                }
+            }
+        });
+    }
+
+    /// Runs of records committed together (as `send_batch` does): the
+    /// consumer sees each run whole or not at all, in order, across laps
+    /// and pads.
+    #[test]
+    fn runs_become_visible_together() {
+        const CAP: u64 = 128;
+        let w = words();
+        let heap = Heap::new(CAP as usize);
+        let park = HeapPark::default();
+        let fences = ModelAsymmetric;
+        let n: u32 = if cfg!(miri) { 30 } else { 20_000 };
+        let spin = Spin::for_duration(std::time::Duration::from_micros(5));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let r = ring(&w, &heap, CAP);
+                let (mut write, mut seen) = (0u64, 0u64);
+                let mut run: Option<(u64, u32)> = None;
+                let mut i = 0u32;
+                while i < n {
+                    let len = 8 + (i as u64 % 3) * 8;
+                    let size = record_size(len);
+                    let pad = r.pad_before(write, size);
+                    let need = Ring::<AtomicU64, AtomicU32, Heap>::room(pad + size);
+                    if run.is_some() && (CAP - (write - seen) < need || i % 4 == 0) {
+                        let (start, l) = run.take().unwrap();
+                        r.commit_run(start, l, write);
+                        r.publish(write, &park, &fences);
+                    }
+                    while CAP - (write - seen) < need {
+                        let fits = |read: u64| CAP - (write - read) >= need;
+                        let space = || r.load_space(write, seen).unwrap();
+                        if !crate::sync::spin_until(spin, || fits(space())) {
+                            r.space_event.wait_until(
+                                || fits(r.load_read(write, seen).unwrap()),
+                                None,
+                                &park,
+                                &fences,
+                            );
+                        }
+                        seen = r.load_read(write, seen).unwrap();
+                    }
+                    if pad > 0 {
+                        r.commit_pad(write, pad);
+                        write += pad;
+                    }
+                    r.bytes
+                        .write(offset(write, CAP) + HEADER, &vec![i as u8; len as usize]);
+                    match run {
+                        Some(_) => r.write_header(write, len as u32),
+                        None => run = Some((write, len as u32)),
+                    }
+                    write += size;
+                    i += 1;
+                }
+                if let Some((start, l)) = run {
+                    r.commit_run(start, l, write);
+                    r.publish(write, &park, &fences);
+                }
+            });
+            let r = ring(&w, &heap, CAP);
+            let (mut read, mut published, mut i) = (0u64, 0u64, 0u32);
+            while i < n {
+                match r.next(read, read + CAP).unwrap() {
+                    None => {
+                        if published != read {
+                            published = read;
+                            r.publish_space(read, &park, &fences);
+                        }
+                        let arrived = || r.next(read, read + CAP).unwrap().is_some();
+                        if !crate::sync::spin_until(spin, arrived) {
+                            r.data_event.wait_until(arrived, None, &park, &fences);
+                        }
+                        continue;
+                    }
+                    Some(Next::Pad { size }) => read += size,
+                    Some(Next::Record { at, len, size }) => {
+                        assert_eq!(u64::from(len), 8 + (i as u64 % 3) * 8);
+                        let mut buf = vec![0u8; len as usize];
+                        r.bytes.read(at, &mut buf);
+                        assert!(buf.iter().all(|&b| b == i as u8), "record {i}");
+                        read += size;
+                        i += 1;
+                    }
+                }
+                r.release(read);
+                if read - published >= publish_every(CAP) || r.producer_sleeping(&fences) {
+                    published = read;
+                    r.publish_space(read, &park, &fences);
                 }
             }
         });

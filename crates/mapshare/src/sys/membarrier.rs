@@ -16,9 +16,9 @@ use rustix::thread::{membarrier, MembarrierCommand};
 /// Registers this process for expedited global barriers
 /// (`membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0)`). Fails with
 /// `EINVAL` on kernels before 4.16 and `EPERM`/`ENOSYS` where a seccomp
-/// filter forbids the call. Idempotent; the registration belongs to the
-/// address space, so a forked child (or an `exec`ed program) registers
-/// again.
+/// filter forbids the call. Idempotent. Whether a forked child inherits
+/// the registration has varied between kernels (6.18 keeps it), and
+/// `exec` drops it; callers register at every attach, so neither matters.
 pub fn register_global_expedited() -> io::Result<()> {
     membarrier(MembarrierCommand::RegisterGlobalExpedited).map_err(io::Error::from)
 }
