@@ -30,11 +30,11 @@ pub enum LogCommand {
         /// The log directory.
         dir: PathBuf,
         /// Data bytes per segment file (4KiB..=256MiB, a multiple of 8).
-        #[arg(long, default_value = "16MiB", value_parser = units::size)]
+        #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = units::size)]
         segment: u64,
         /// Delete the oldest segments (unless a reader is in them) while
         /// the log holds more than SIZE bytes.
-        #[arg(long, value_parser = units::nonzero_size)]
+        #[arg(long, value_name = "SIZE", value_parser = units::nonzero_size)]
         retain: Option<u64>,
     },
     /// Append each line of standard input (or frame) as one record;
@@ -61,20 +61,20 @@ pub enum LogCommand {
         #[arg(short = 'f', long = "follow")]
         follow: bool,
         /// Start at this sequence number.
-        #[arg(long, value_parser = units::number, conflicts_with_all = ["from_start", "cursor"])]
+        #[arg(long, value_name = "SEQ", value_parser = units::number, conflicts_with_all = ["from_start", "cursor"])]
         from: Option<u64>,
         /// Start at the first record still in the log.
         #[arg(long, conflicts_with = "cursor")]
         from_start: bool,
         /// Start after the durable cursor NAME's committed position, and
         /// commit as records are written.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         cursor: Option<String>,
         /// Stop after N records.
-        #[arg(long, value_parser = units::count)]
+        #[arg(long, value_name = "N", value_parser = units::count)]
         count: Option<u64>,
         /// With -f: stop when no record came for this long.
-        #[arg(long, value_parser = units::duration)]
+        #[arg(long, value_name = "DURATION", value_parser = units::duration)]
         timeout: Option<Duration>,
         /// Prefix each line with its sequence number and a tab (frames:
         /// with the sequence number as 8 little-endian bytes).
