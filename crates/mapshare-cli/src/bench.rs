@@ -10,6 +10,7 @@
 //!   ping-pong, a pipe ping-pong and the cache-line floor (two words
 //!   bounced by spinning).
 //!
+//! - `log`: see `bench_log`.
 //! - `queue`: one-way latency (ping-pong ÷ 2) of 64 B and 64 KiB records
 //!   between two processes through two queues, busy (spinning) and
 //!   blocking (parking at once), against the cache-line floor, a pipe and a
@@ -274,6 +275,10 @@ pub enum Suite {
     /// Snapshot read (1 and 8 reader processes), publish (64 B, 1 MiB)
     /// and publish-to-parked-reader wake-up against memcpy and a raw futex.
     Snapshot,
+    /// Broadcast log: latency to the last of 1..8 reader processes,
+    /// append throughput (1 and 2 writers) against the SPSC queue, append
+    /// latency across segment rolls.
+    Log,
 }
 
 pub fn run(suite: Suite, json_out: bool, quick: bool, plot: Option<&Path>) -> Result<(), Failure> {
@@ -283,6 +288,7 @@ pub fn run(suite: Suite, json_out: bool, quick: bool, plot: Option<&Path>) -> Re
         Suite::Wake => wake_suite(quick)?,
         Suite::Queue => crate::bench_queue::suite(quick)?,
         Suite::Snapshot => crate::bench_snapshot::suite(quick)?,
+        Suite::Log => crate::bench_log::suite(quick)?,
     };
     if let Some(path) = plot {
         std::fs::write(path, crate::bench_queue::plot(&figures))
@@ -579,6 +585,9 @@ fn wake_suite(quick: bool) -> Result<Vec<Value>, Failure> {
 
 /// The other side of a benchmark (`mapshare bench-child ...`).
 pub fn child(args: &[String]) -> Result<(), Failure> {
+    if args.first().is_some_and(|s| s == "log") {
+        return crate::bench_log::child(args);
+    }
     pin(CHILD_CPU);
     match args {
         [suite, path, n] if suite == "lock" => {

@@ -184,7 +184,7 @@ fn words_ping_pong(case: &str, rounds: u32) -> Result<Dist, Failure> {
 
 /// Records per second and bytes per second of a child streaming `n`
 /// records of `size` bytes through a queue.
-fn queue_throughput(size: usize, n: u64) -> Result<(f64, f64), Failure> {
+pub(crate) fn queue_throughput(size: usize, n: u64) -> Result<(f64, f64), Failure> {
     let q = Anonymous::new(RING)?;
     let mut rx = q.consumer()?;
     rx.set_spin(BUSY);

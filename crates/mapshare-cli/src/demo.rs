@@ -15,6 +15,10 @@
 //! 4. A zero-copy queue: a child process streams records to its parent
 //!    through an anonymous shared queue; the parent checks every one.
 //!
+//! 6. A broadcast log: two writer processes append at once, a live
+//!    tailer sees their records as they come, and a late reader started
+//!    afterwards replays the same records in the same order.
+//!
 //! Each scene's second process is this same executable, run as the hidden
 //! `demo-child` subcommand.
 //!
@@ -63,7 +67,9 @@ pub fn run(step: bool) -> Result<(), Failure> {
         .and_then(|()| pause(step, "start scene 4"))
         .and_then(|()| scene_queue())
         .and_then(|()| pause(step, "start scene 5"))
-        .and_then(|()| scene_snapshot(&dir));
+        .and_then(|()| scene_snapshot(&dir))
+        .and_then(|()| pause(step, "start scene 6"))
+        .and_then(|()| scene_log(&dir));
     // A scene that failed may have left a child running.
     cleanup::stop_children();
     let _ = std::fs::remove_dir_all(&dir);
@@ -360,6 +366,8 @@ pub fn child(scene: &str, args: &[String]) -> Result<(), Failure> {
         ("config-reader", [file, name, n]) => child_config_reader(Path::new(file), name, n),
         ("count-then-hold", [file, n]) => child_count(Path::new(file), n, Some(())),
         ("hold", [file]) => child_hold(Path::new(file)),
+        ("log-writer", [dir, name, n]) => child_log_writer(Path::new(dir), name, n),
+        ("log-reader", [dir, how, n]) => child_log_reader(Path::new(dir), how, n),
         _ => Err(Failure(format!("unknown demo scene {scene:?}"))),
     }
 }
@@ -700,6 +708,81 @@ fn child_config_reader(path: &Path, name: &str, n: &str) -> Result<(), Failure> 
             None => return Err(Failure("woken with nothing published".into())),
         };
         writeln!(out, "reader {name} sees generation {seen}: {text:?}")?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+const LOG_EVENTS: u64 = 3;
+
+fn scene_log(dir: &Path) -> Result<(), Failure> {
+    println!("\n== 6. A broadcast log: two writers, a live tailer, a late reader that replays ==");
+    let path = dir.join("events.log");
+    let d = path.to_string_lossy().into_owned();
+    mapshare::log::Log::create(&path, &mapshare::log::Options::default())?;
+    let total = (2 * LOG_EVENTS).to_string();
+    let out_of = |mut child: Child| -> Result<(Child, BufReader<ChildStdout>), Failure> {
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| Failure("no child stdout".into()))?;
+        Ok((child, BufReader::new(out)))
+    };
+    println!("  parent: created {d}; starting a tailer, then two writers");
+    let (tailer, mut tail_out) = out_of(spawn_child("log-reader", &[&d, "live", &total], None)?)?;
+    relay(&mut tail_out)?; // "ready"
+    let n = LOG_EVENTS.to_string();
+    let writers = ["A", "B"]
+        .iter()
+        .map(|w| out_of(spawn_child("log-writer", &[&d, w, &n], None)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (child, out) in writers {
+        finish(child, out)?;
+    }
+    finish(tailer, tail_out)?;
+    println!("  parent: starting a late reader at the start of the log");
+    let (late, late_out) = out_of(spawn_child("log-reader", &[&d, "late", &total], None)?)?;
+    finish(late, late_out)?;
+    println!("  parent: the late reader replayed the records the tailer saw, in the same order");
+    Ok(())
+}
+
+fn child_log_writer(dir: &Path, name: &str, n: &str) -> Result<(), Failure> {
+    let n = crate::units::number(n).map_err(Failure)?;
+    let log = mapshare::log::Log::open(dir)?;
+    let mut w = log.writer()?;
+    let mut out = std::io::stdout().lock();
+    for i in 1..=n {
+        let seq = w.append(format!("{name}: event {i}").as_bytes())?;
+        writeln!(
+            out,
+            "writer {name} (pid {}) appended seq {seq}",
+            std::process::id()
+        )?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn child_log_reader(dir: &Path, how: &str, n: &str) -> Result<(), Failure> {
+    let n = crate::units::number(n).map_err(Failure)?;
+    let log = mapshare::log::Log::open(dir)?;
+    let mut r = log.reader(mapshare::log::Start::Earliest)?;
+    let mut out = std::io::stdout().lock();
+    if how == "live" {
+        writeln!(out, "tailer (pid {}) ready", std::process::id())?;
+        out.flush()?;
+    }
+    for _ in 0..n {
+        let Some(rec) = r.next_timeout(PATIENCE)? else {
+            return Err(Failure("no record came".into()));
+        };
+        writeln!(
+            out,
+            "{how} reader sees seq {}: {}",
+            rec.seq(),
+            String::from_utf8_lossy(rec.bytes())
+        )?;
         out.flush()?;
     }
     Ok(())

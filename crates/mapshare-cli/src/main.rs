@@ -7,6 +7,7 @@
 //! checked up front reaches the library.
 
 mod bench;
+mod bench_log;
 mod bench_queue;
 mod bench_snapshot;
 mod byte;
@@ -16,6 +17,7 @@ mod dump;
 mod hexdump;
 mod info;
 mod lock;
+mod log;
 mod repair;
 mod snapshot;
 mod stream;
@@ -299,6 +301,12 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// A persistent broadcast log in a directory: many writers, many
+    /// independent readers, durable cursors, retention.
+    Log {
+        #[command(subcommand)]
+        cmd: log::LogCommand,
+    },
     /// Internal: the other side of a benchmark.
     #[command(hide = true)]
     BenchChild {
@@ -367,7 +375,7 @@ fn needs_stdout(command: &Command) -> Result<(), Failure> {
             | Command::Send { .. }
             | Command::Publish { .. }
             | Command::BenchChild { .. }
-    );
+    ) && !matches!(command, Command::Log { cmd } if !log::prints(cmd));
     if prints && stdout_was_closed() {
         return Err(Failure(
             "standard output is closed: nothing was read or changed".into(),
@@ -457,6 +465,7 @@ fn main() -> ExitCode {
             plot,
             quick,
         } => bench::run(suite, json, quick, plot.as_deref()),
+        Command::Log { cmd } => log::run(cmd),
         Command::BenchChild { args } => bench::child(&args),
         Command::DemoChild { scene, args } => demo::child(&scene, &args),
     };

@@ -171,6 +171,21 @@ pub enum Error {
         why: String,
     },
 
+    /// A log reader asked for records that retention has already deleted
+    /// ([`crate::log`]): `skipped` records are gone, reading resumes at
+    /// sequence number `resume_at`.
+    #[error(
+        "{origin}: lagged: {skipped} records were deleted by retention; resuming at {resume_at}"
+    )]
+    Lagged {
+        /// The log directory.
+        origin: Origin,
+        /// Exactly how many records were lost to this reader.
+        skipped: u64,
+        /// The first sequence number still in the log.
+        resume_at: u64,
+    },
+
     /// The file is shorter than it must be: somebody shrank it.
     #[error("{origin}: truncated: expected at least {expected} bytes, the file has {actual}")]
     Truncated {

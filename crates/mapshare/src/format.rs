@@ -87,6 +87,8 @@ pub enum Kind {
     Queue,
     /// One writer's latest value for many readers ([`crate::snapshot`]).
     Snapshot,
+    /// One segment file of a broadcast log ([`crate::log`]).
+    LogSegment,
 }
 
 impl Kind {
@@ -97,6 +99,7 @@ impl Kind {
             Kind::Value => 2,
             Kind::Queue => 3,
             Kind::Snapshot => 4,
+            Kind::LogSegment => 5,
         }
     }
 
@@ -107,6 +110,7 @@ impl Kind {
             2 => Some(Kind::Value),
             3 => Some(Kind::Queue),
             4 => Some(Kind::Snapshot),
+            5 => Some(Kind::LogSegment),
             _ => None,
         }
     }
@@ -118,6 +122,7 @@ impl Kind {
             Kind::Value => "value",
             Kind::Queue => "queue",
             Kind::Snapshot => "snapshot",
+            Kind::LogSegment => "log-segment",
         }
     }
 }

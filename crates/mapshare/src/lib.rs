@@ -25,6 +25,8 @@
 //! - [`snapshot`]: one writer publishes whole values to any number of
 //!   readers, who read the latest one in place, never torn, without
 //!   slowing the writer.
+//! - [`log`]: a persistent broadcast log in segment files: many writers,
+//!   many independent readers with durable cursors, retention.
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -62,6 +64,7 @@ pub mod error;
 pub mod file;
 pub mod format;
 mod lease;
+pub mod log;
 pub mod queue;
 pub mod region;
 mod role;
@@ -114,6 +117,11 @@ pub mod unstable {
     /// [`Word64`](crate::sync::Word64), and its control-block parser.
     pub mod pin {
         pub use crate::snapshot::protocol::*;
+    }
+    /// The log segment protocol (reserve, claim, commit, abort, repair)
+    /// over any memory of 64-bit words.
+    pub mod log_protocol {
+        pub use crate::log::protocol::*;
     }
 }
 

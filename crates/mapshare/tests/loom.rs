@@ -687,3 +687,158 @@ fn snapshot_read_only_copies_are_whole() {
         writer.join().unwrap();
     });
 }
+
+/// The log segment protocol (`log::protocol`) over heap words: claim,
+/// commit, abort, the reader's step and the repair of holes.
+mod log_model {
+    use super::*;
+    use mapshare::unstable::log_protocol::heap::Heap;
+    use mapshare::unstable::log_protocol::*;
+
+    /// Every interleaving with at most two preemptions (the writers make
+    /// a dozen atomic accesses each: unbounded, the models do not end).
+    fn bounded(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(2);
+        builder.check(f);
+    }
+
+    /// A small segment: the registry and one index entry, then 256 data
+    /// bytes.
+    fn small() -> (Arc<Heap>, Geometry) {
+        let g = Geometry {
+            data: INDEX + 8,
+            capacity: 256,
+        };
+        (Arc::new(Heap::new(g.object_len())), g)
+    }
+
+    /// A writer: pending, reserve, claim, unpending, payload, commit.
+    fn write(m: &Heap, g: &Geometry, slot: u32, value: u64) {
+        pending_add(m, slot, 1);
+        let Reserve::Ok { off, idx } = reserve(m, g, span(8), 1) else {
+            panic!("no room");
+        };
+        assert!(publish_claim(
+            m,
+            g,
+            off,
+            idx,
+            8,
+            1 << 10 | u64::from(slot),
+            idx,
+            0
+        ));
+        pending_add(m, slot, u64::MAX);
+        m.store(g.at(off) + HDR, value, Relaxed);
+        assert!(commit(m, g, off, idx, 8, 0));
+    }
+
+    fn quiet(m: &Heap, dead: &AtomicU64) -> bool {
+        (0..2)
+            .all(|s| m.load(registry_at(s) + 8, Acquire) == 0 || dead.load(Acquire) & (1 << s) != 0)
+    }
+
+    /// Reads `n` records, repairing holes whose writers are dead per
+    /// `dead`; returns their payloads in order.
+    fn read(m: &Heap, g: &Geometry, n: usize, dead: &AtomicU64) -> Vec<u64> {
+        let (mut p, mut idx) = (0, 0);
+        let mut got = vec![];
+        while got.len() < n {
+            match step(m, g, p, idx).unwrap() {
+                Step::Record { len, .. } => {
+                    got.push(m.load(g.at(p) + HDR, Relaxed));
+                    p += span(u64::from(len));
+                    idx += 1;
+                }
+                Step::Skip { span, next_idx } => {
+                    p += span;
+                    idx = next_idx;
+                }
+                Step::Pending { word: 0, .. } => {
+                    let r = resolve(m, g, p, idx, || Ok::<_, ()>(quiet(m, dead)))
+                        .unwrap()
+                        .unwrap();
+                    if dead.load(Acquire) == 0 {
+                        assert_ne!(r, Resolved::Done, "a live writer's reservation was skipped");
+                    }
+                    thread::yield_now();
+                }
+                Step::Pending { .. } | Step::Empty => thread::yield_now(),
+                Step::End { .. } => panic!("no end in this model"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn two_writers_commit_and_a_reader_sees_whole_records_in_one_order() {
+        bounded(|| {
+            let (m, g) = small();
+            let ws: Vec<_> = (0..2)
+                .map(|s| {
+                    let m = m.clone();
+                    thread::spawn(move || write(&m, &g, s, 100 + u64::from(s)))
+                })
+                .collect();
+            let none = AtomicU64::new(0);
+            let got = read(&m, &g, 2, &none);
+            let mut sorted = got.clone();
+            sorted.sort();
+            assert_eq!(sorted, [100, 101]);
+            for w in ws {
+                w.join().unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn a_hole_of_a_dead_writer_is_passed_and_a_live_record_never_skipped() {
+        bounded(|| {
+            let (m, g) = small();
+            let dead = Arc::new(AtomicU64::new(0));
+            let (m2, d2) = (m.clone(), dead.clone());
+            // Writer 0 dies between its reservation and its claim (the
+            // kernel's lease lock tells the others, modelled by `dead`).
+            let dying = thread::spawn(move || {
+                pending_add(&*m2, 0, 1);
+                let _ = reserve(&*m2, &g, span(8), 1);
+                d2.store(1, Release);
+            });
+            let m3 = m.clone();
+            let live = thread::spawn(move || write(&m3, &g, 1, 7));
+            let got = read(&m, &g, 1, &dead);
+            assert_eq!(got, [7]);
+            dying.join().unwrap();
+            live.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn commit_and_abort_of_one_claim_exclude_each_other() {
+        bounded(|| {
+            let (m, g) = small();
+            pending_add(&*m, 0, 1);
+            let Reserve::Ok { off, idx } = reserve(&*m, &g, span(8), 1) else {
+                panic!("no room");
+            };
+            assert!(publish_claim(&*m, &g, off, idx, 8, 1 << 10, idx, 0));
+            let m2 = m.clone();
+            let c = thread::spawn(move || {
+                m2.store(g.at(off) + HDR, 5, Relaxed);
+                commit(&*m2, &g, off, idx, 8, 0)
+            });
+            let aborted = abort(&*m, &g, off, idx, 8);
+            let committed = c.join().unwrap();
+            assert!(aborted != committed);
+            match step(&*m, &g, off, idx).unwrap() {
+                Step::Record { .. } => {
+                    assert!(committed);
+                    assert_eq!(m.load(g.at(off) + HDR, Relaxed), 5);
+                }
+                Step::Skip { .. } => assert!(aborted),
+                other => panic!("{other:?}"),
+            }
+        });
+    }
+}

@@ -1,0 +1,225 @@
+//! `mapshare bench log`: the broadcast log.
+//!
+//! - `latency_64B_N_readers` (N = 1, 2, 4, 8): one 64 B append until the
+//!   last of N reader processes has read it and counted it on a shared
+//!   word (so one cache-line hop more than the one-way latency), median
+//!   over rounds; from 2 readers up against the 1-reader figure of the
+//!   same run. Readers spin briefly, then park on the log's one futex
+//!   word; with more readers than cores they are oversubscribed.
+//! - `append_64B_1_writer`: appends per second of one writer (no reader)
+//!   against the SPSC queue's throughput for 64 B records.
+//! - `append_64B_2_writers`: two writer threads, against one writer.
+//! - `roll_p999`: per-append latency with 1 MiB segments (a roll every
+//!   ~10k records): the 99.9th percentile against the median.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mapshare::log::{Log, Options, Start};
+use serde_json::Value;
+
+use crate::bench::{latency, throughput_bytes, word, BenchFile, Dist, VAL_A};
+use crate::Failure;
+
+const STOP: u8 = 0xff;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn dist(h: &Histogram<u64>) -> Dist {
+    Dist {
+        median: h.value_at_quantile(0.5) as f64,
+        p99: h.value_at_quantile(0.99) as f64,
+        p999: h.value_at_quantile(0.999) as f64,
+    }
+}
+
+fn options(segment_size: u64) -> Options {
+    Options {
+        segment_size,
+        ..Options::default()
+    }
+}
+
+fn spawn_reader(log: &str, file: &str) -> Result<Child, Failure> {
+    Command::new(std::env::current_exe()?)
+        .args(["bench-child", "log", "reader", log, file])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| Failure(format!("cannot start a log reader: {e}")))
+}
+
+fn readers_latency(readers: u32, rounds: u32) -> Result<Dist, Failure> {
+    let bench = BenchFile::new()?;
+    let file = bench.open()?;
+    let ack = word(&file, VAL_A)?;
+    ack.store(0, Ordering::SeqCst);
+    let dir = bench.path.with_extension("log");
+    let log = Log::create(&dir, &options(64 << 20))?;
+    let (d, f) = (dir.display().to_string(), bench.path.display().to_string());
+    let children = (0..readers)
+        .map(|_| spawn_reader(&d, &f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wait_for = |want: u32| -> Result<(), Failure> {
+        let start = Instant::now();
+        while ack.load(Ordering::Acquire) < want {
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(Failure("log readers stopped answering".into()));
+            }
+            std::hint::spin_loop();
+        }
+        Ok(())
+    };
+    wait_for(readers)?;
+    let mut w = log.writer()?;
+    let buf = [7u8; 64];
+    let mut h = histogram();
+    let warmup = rounds / 10;
+    for i in 0..warmup + rounds {
+        let t = Instant::now();
+        w.append(&buf)?;
+        wait_for(readers * (i + 2))?;
+        if i >= warmup {
+            let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
+        }
+    }
+    w.append(&[STOP])?;
+    for mut c in children {
+        c.wait()?;
+    }
+    Ok(dist(&h))
+}
+
+/// (msgs/s, bytes/s) of `writers` threads appending `n` 64 B records in all.
+fn append_throughput(writers: u64, n: u64) -> Result<(f64, f64), Failure> {
+    let bench = BenchFile::new()?;
+    let log = Log::create(bench.path.with_extension("log"), &options(64 << 20))?;
+    let buf = [1u8; 64];
+    let mut ws = (0..writers)
+        .map(|_| log.writer())
+        .collect::<Result<Vec<_>, _>>()?;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = ws
+            .iter_mut()
+            .map(|w| {
+                s.spawn(move || -> mapshare::Result<()> {
+                    for _ in 0..n / writers {
+                        w.append(&buf)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter().try_for_each(|h| h.join().unwrap_or(Ok(())))
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let total = (n / writers * writers) as f64;
+    Ok((total / secs, total * 64.0 / secs))
+}
+
+fn roll_latency(n: u64) -> Result<Dist, Failure> {
+    let bench = BenchFile::new()?;
+    let log = Log::create(bench.path.with_extension("log"), &options(1 << 20))?;
+    let mut w = log.writer()?;
+    let buf = [3u8; 64];
+    let mut h = histogram();
+    for _ in 0..n {
+        let t = Instant::now();
+        w.append(&buf)?;
+        let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
+    }
+    Ok(dist(&h))
+}
+
+pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
+    let (rounds, n) = if quick {
+        (200, 20_000)
+    } else {
+        (5_000, 1_000_000)
+    };
+    let mut figures = Vec::new();
+    let one = readers_latency(1, rounds)?;
+    figures.push(latency(
+        "log",
+        "latency_64B_1_readers",
+        "mapshare-log",
+        &one,
+        "1 reader",
+        &one,
+    ));
+    for r in [2u32, 4, 8] {
+        let d = readers_latency(r, rounds / (r / 2).max(1))?;
+        figures.push(latency(
+            "log",
+            &format!("latency_64B_{r}_readers"),
+            "mapshare-log",
+            &d,
+            "1 reader",
+            &one,
+        ));
+    }
+    let spsc = crate::bench_queue::queue_throughput(64, n)?;
+    let w1 = append_throughput(1, n)?;
+    figures.push(throughput_bytes(
+        "log",
+        "append_64B_1_writer",
+        "mapshare-log",
+        w1,
+        "SPSC queue",
+        spsc,
+    ));
+    let w2 = append_throughput(2, n)?;
+    figures.push(throughput_bytes(
+        "log",
+        "append_64B_2_writers",
+        "mapshare-log",
+        w2,
+        "1 writer",
+        w1,
+    ));
+    let roll = roll_latency(n)?;
+    let p999 = Dist {
+        median: roll.p999,
+        p99: roll.p999,
+        p999: roll.p999,
+    };
+    figures.push(latency(
+        "log",
+        "roll_p999",
+        "mapshare-log p99.9 append",
+        &p999,
+        "median append",
+        &roll,
+    ));
+    Ok(figures)
+}
+
+/// `bench-child log reader LOG FILE`: reads from the end, counting each
+/// record on the shared word, until the stop record.
+pub fn child(args: &[String]) -> Result<(), Failure> {
+    let [_, role, dir, path] = args else {
+        return Err(Failure("bad log bench arguments".into()));
+    };
+    if role != "reader" {
+        return Err(Failure(format!("unknown log bench role {role}")));
+    }
+    let log = Log::open(dir)?;
+    let file = mapshare::SharedFile::open_any(path, Duration::from_secs(5))?;
+    let ack = word(&file, VAL_A)?;
+    let mut r = log.reader(Start::Latest)?;
+    ack.fetch_add(1, Ordering::AcqRel);
+    loop {
+        let Some(rec) = r.next_timeout(Duration::from_secs(30))? else {
+            return Err(Failure("no record for 30 s".into()));
+        };
+        if rec.bytes() == [STOP] {
+            return Ok(());
+        }
+        ack.fetch_add(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,319 @@
+//! One segment file: a mapshare file of kind `log-segment` whose object is
+//! the control block, the writer registry, the seek index and the data
+//! area (see the layout table in the [module documentation](super)).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::{self, AcqRel, Acquire, Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Release};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::protocol::{self as p, Geometry, Mem, BAD_WORD};
+use crate::error::{Error, Origin, Result};
+use crate::file::{SharedFile, Spec};
+use crate::format::{Fingerprint, Kind};
+use crate::lease::{Liveness, Token};
+
+/// The segment format's fingerprint.
+pub(crate) fn fingerprint() -> Fingerprint {
+    Fingerprint::new("mapshare::log-segment/v1", p::HDR, 8)
+}
+
+/// Smallest data area accepted.
+pub const MIN_CAPACITY: u64 = 4096;
+
+/// The path of segment `number` in `dir`.
+pub(crate) fn path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:020}.seg"))
+}
+
+/// Checks a data capacity (from options or from a shared word).
+pub(crate) fn check_capacity(origin: &Origin, capacity: u64) -> Result<()> {
+    if !(MIN_CAPACITY..=p::MAX_CAPACITY).contains(&capacity) || capacity % 8 != 0 {
+        return Err(Error::Corrupted {
+            origin: origin.clone(),
+            what: "log segment size",
+            why: format!(
+                "{capacity} bytes; a segment holds a multiple of 8 between {MIN_CAPACITY} and {} bytes",
+                p::MAX_CAPACITY
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A mapped segment. Holding one pins the file: this process's lease in
+/// it is what retention checks before deleting it.
+pub(crate) struct Segment {
+    file: SharedFile,
+    /// The object's first byte (page-aligned).
+    obj: *mut u8,
+    /// Bytes of the object, from the checksummed header.
+    len: u64,
+    pub geo: Geometry,
+    pub number: u64,
+    /// First sequence number (validated against the previous segment by
+    /// whoever follows the chain).
+    pub base: u64,
+}
+
+// SAFETY: `obj` points into `file`'s mapping, which moves with the
+// segment and is never remapped (nobody gets `&mut` to its region); all
+// shared words are accessed atomically, and payload bytes only under the
+// log protocol (see the module docs).
+unsafe impl Send for Segment {}
+// SAFETY: as for `Send`: `&Segment` only gives atomic access to words.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Opens segment `number` of `dir`, creating it with first sequence
+    /// number `base` and `capacity` data bytes if it does not exist. An
+    /// existing one must have that base (else `Corrupted`).
+    pub fn open_or_create(dir: &Path, number: u64, base: u64, capacity: u64) -> Result<Segment> {
+        let path = path(dir, number);
+        let origin = Origin::path(&path);
+        check_capacity(&origin, capacity)?;
+        let geo = Geometry::new(capacity);
+        let mut spec = Spec::new(Kind::LogSegment, fingerprint(), geo.object_len());
+        spec.lease_slots = p::REGISTRY_SLOTS;
+        let file = SharedFile::open_or_create(&path, &spec, |region, header| {
+            let o = header.object_offset;
+            let now = now_ms();
+            region.write_at(o + p::BASE, &base.to_ne_bytes())?;
+            region.write_at(o + p::NUMBER, &number.to_ne_bytes())?;
+            region.write_at(o + p::CAPACITY, &capacity.to_ne_bytes())?;
+            region.write_at(o + p::CREATED, &now.to_ne_bytes())
+        })?;
+        let seg = Segment::attach(file, number)?;
+        if seg.base != base {
+            return Err(seg.corrupted(format!(
+                "segment {number} starts at sequence {}, its predecessor ends at {base}",
+                seg.base
+            )));
+        }
+        Ok(seg)
+    }
+
+    /// Opens existing segment `number` of `dir` (`NotFound` if there is
+    /// none).
+    pub fn open(dir: &Path, number: u64) -> Result<Segment> {
+        let file = SharedFile::open(
+            path(dir, number),
+            Kind::LogSegment,
+            &fingerprint(),
+            Duration::from_secs(5),
+        )?;
+        Segment::attach(file, number)
+    }
+
+    fn attach(file: SharedFile, number: u64) -> Result<Segment> {
+        let origin = file.region().origin().clone();
+        let o = file.object_offset();
+        let r = file.region();
+        let capacity = r.load_u64(o + p::CAPACITY, Acquire)?;
+        let stored = r.load_u64(o + p::NUMBER, Acquire)?;
+        let base = r.load_u64(o + p::BASE, Acquire)?;
+        let geo =
+            p::check_control(capacity, stored, base, file.object_len(), number).map_err(|v| {
+                Error::Corrupted {
+                    origin: origin.clone(),
+                    what: "log segment",
+                    why: v.0,
+                }
+            })?;
+        if o % 8 != 0 || o + geo.object_len() > r.len() as u64 {
+            return Err(Error::Truncated {
+                origin,
+                expected: o + geo.object_len(),
+                actual: r.len() as u64,
+            });
+        }
+        if file.lease().token().slot() >= p::REGISTRY_SLOTS {
+            return Err(Error::Corrupted {
+                origin,
+                what: "log segment",
+                why: "lease slot outside the writer registry".into(),
+            });
+        }
+        let obj = r.as_mut_ptr()?.wrapping_add(o as usize);
+        Ok(Segment {
+            len: geo.object_len(),
+            file,
+            obj,
+            geo,
+            number,
+            base,
+        })
+    }
+
+    pub fn file(&self) -> &SharedFile {
+        &self.file
+    }
+
+    pub fn origin(&self) -> &Origin {
+        self.file.region().origin()
+    }
+
+    /// The word at object offset `at`, if it is in bounds and aligned.
+    #[inline]
+    fn word(&self, at: u64) -> Option<&AtomicU64> {
+        if at % 8 != 0 || at.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: `obj` is page-aligned plus 8-aligned `at`, and
+        // `at..at + 8` lies inside the object, which lies inside the
+        // mapping (checked in `attach`); the mapping lives as long as
+        // `self`. Log words are only ever accessed as `AtomicU64`s.
+        Some(unsafe { AtomicU64::from_ptr(self.obj.add(at as usize).cast()) })
+    }
+
+    /// A pointer to data offset `p` (in bounds when `p + len <= capacity`,
+    /// which callers check).
+    #[inline]
+    pub fn data_ptr(&self, p: u64) -> *mut u8 {
+        self.obj.wrapping_add(self.geo.at(p) as usize)
+    }
+
+    /// Copies `len` payload bytes of the record at data offset `p` into
+    /// `out` with atomic loads only (sound whatever a peer writes).
+    pub fn copy_out(&self, p: u64, len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(len);
+        let start = self.geo.at(p) + p::HDR;
+        let mut off = 0usize;
+        while off < len {
+            let w = self.load(start + off as u64, Relaxed).to_ne_bytes();
+            let n = (len - off).min(8);
+            out.extend_from_slice(&w[..n]);
+            off += 8;
+        }
+    }
+
+    /// `Truncated` if a page vanished under an outside truncate.
+    pub fn check_faults(&self) -> Result<()> {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        self.file.region().check_faults()
+    }
+
+    pub fn corrupted(&self, why: String) -> Error {
+        if let Err(e) = self.check_faults() {
+            return e;
+        }
+        Error::Corrupted {
+            origin: self.origin().clone(),
+            what: "log segment",
+            why,
+        }
+    }
+
+    pub fn violation(&self, v: p::Violation) -> Error {
+        self.corrupted(v.0)
+    }
+
+    /// Registers this handle in the writer registry (its pending count
+    /// cleared first, then its token): entry = our lease slot.
+    pub fn register_writer(&self) -> Result<u32> {
+        self.file.lease().check_owner(self.file.region())?;
+        let token = self.file.lease().token();
+        let slot = token.slot();
+        let at = p::registry_at(slot);
+        self.store(at + 8, 0, Release);
+        self.store(at, token.raw(), Release);
+        Ok(slot)
+    }
+
+    /// Liveness of a lease token read from the segment (untrusted: a
+    /// word that is no token counts as dead).
+    pub fn alive(&self, token: u64) -> Result<bool> {
+        let Some(t) = Token::from_raw(token) else {
+            return Ok(false);
+        };
+        if t.slot() >= p::REGISTRY_SLOTS {
+            return Ok(false);
+        }
+        Ok(!matches!(
+            self.file.leases().liveness(t, Some(self.file.lease()))?,
+            Liveness::Dead { .. }
+        ))
+    }
+
+    /// Whether no live writer has a reservation without a published claim
+    /// (see `protocol::resolve`).
+    pub fn quiet(&self) -> Result<bool> {
+        for slot in 0..p::REGISTRY_SLOTS {
+            let at = p::registry_at(slot);
+            if self.load(at + 8, Acquire) == 0 {
+                continue;
+            }
+            if self.alive(self.load(at, Acquire))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Live writer handles registered in this segment.
+    pub fn writers(&self) -> Result<u32> {
+        let mut n = 0;
+        for slot in 0..p::REGISTRY_SLOTS {
+            let token = self.load(p::registry_at(slot), Acquire);
+            if token != 0 && self.alive(token)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Milliseconds since the epoch when the segment was created.
+    pub fn created_ms(&self) -> u64 {
+        self.load(p::CREATED, Relaxed)
+    }
+
+    /// Whether a live process other than this handle is attached.
+    pub fn pinned_by_others(&self) -> Result<bool> {
+        let me = self.file.lease();
+        Ok(self
+            .file
+            .leases()
+            .list(Some(me))?
+            .iter()
+            .any(|a| a.alive && a.slot != me.token().slot()))
+    }
+}
+
+impl Mem for Segment {
+    #[inline]
+    fn load(&self, at: u64, order: Ordering) -> u64 {
+        self.word(at).map_or(BAD_WORD, |w| w.load(order))
+    }
+    #[inline]
+    fn store(&self, at: u64, v: u64, order: Ordering) {
+        if let Some(w) = self.word(at) {
+            w.store(v, order)
+        }
+    }
+    #[inline]
+    fn cas(&self, at: u64, current: u64, new: u64) -> std::result::Result<u64, u64> {
+        match self.word(at) {
+            Some(w) => w.compare_exchange(current, new, AcqRel, Acquire),
+            None => Err(BAD_WORD),
+        }
+    }
+    #[inline]
+    fn add(&self, at: u64, v: u64) -> u64 {
+        self.word(at).map_or(BAD_WORD, |w| w.fetch_add(v, AcqRel))
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos() as u64
+}

@@ -1,0 +1,365 @@
+//! Writers: reserve, claim, write in place, commit (see the state table
+//! in the [module documentation](super)).
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::Ordering::Acquire;
+use std::time::{Duration, Instant};
+
+use super::cursor;
+use super::protocol::{self as p, Mem, Reserve};
+use super::segment::{now_ns, Segment};
+use super::Log;
+use crate::error::{Error, Origin, Result};
+
+/// Rolls one reservation may go through before giving up (each roll
+/// starts an empty segment, where a record that passed the size check
+/// fits unless other writers fill it first).
+const MAX_ROLLS: usize = 64;
+
+/// A handle that appends records to a [`Log`]. Any number of handles, in
+/// any number of processes, append at once; the records of one handle
+/// keep its order.
+///
+/// ```
+/// # fn main() -> mapshare::Result<()> {
+/// use mapshare::log::{Log, Options};
+/// let dir = tempfile::tempdir().unwrap();
+/// let log = Log::create(dir.path(), &Options::default())?;
+/// let mut w = log.writer()?;
+/// assert_eq!(w.append(b"a")?, 0);
+/// assert_eq!(w.append_batch([&b"b"[..], b"c"])?, vec![1, 2]);
+/// # Ok(()) }
+/// ```
+pub struct Writer {
+    log: Log,
+    seg: Segment,
+    /// Our registry entry (our lease slot) in `seg`.
+    slot: u32,
+    /// Longest wait for a tethered reader.
+    tether_wait: Duration,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("log", &self.log)
+            .field("segment", &self.seg.number)
+            .finish()
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(log: Log) -> Result<Writer> {
+        let last = log.last_number()?;
+        let base = if last == 0 { Some(0) } else { None };
+        let seg = match base {
+            Some(b) => Segment::open_or_create(log.dir(), 0, b, log.segment_size()?)?,
+            None => Segment::open(log.dir(), last)?,
+        };
+        let slot = seg.register_writer()?;
+        Ok(Writer {
+            log,
+            seg,
+            slot,
+            tether_wait: Duration::from_secs(5),
+        })
+    }
+
+    /// How long an append waits for a tethered reader
+    /// ([`Start::Tethered`](super::Start::Tethered)) that is too far
+    /// behind before it fails with [`Error::Timeout`] (5 s by default).
+    pub fn set_tether_wait(&mut self, wait: Duration) {
+        self.tether_wait = wait;
+    }
+
+    /// Waits while a live tethered reader is too far behind for `n` more
+    /// records. One relaxed load when no reader is tethered. Several
+    /// writers checking at once may overshoot a limit by the records they
+    /// have in flight.
+    fn wait_for_tethers(&self, n: u64) -> Result<()> {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let (_, count) = p::tail_parts(self.seg.load(p::TAIL, Acquire));
+            let last = self.seg.base + count + n.max(1) - 1;
+            if cursor::holding_back(&self.log.meta, last)?.is_none() {
+                return Ok(());
+            }
+            let waited = start.elapsed();
+            if waited >= self.tether_wait {
+                return Err(Error::Timeout {
+                    origin: Origin::path(self.log.dir()),
+                    what: "a tethered reader to catch up (see `mapshare log info`)",
+                    waited,
+                });
+            }
+            std::thread::sleep(pause.min(self.tether_wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// The largest payload one record can have.
+    pub fn max_record(&self) -> usize {
+        self.seg.geo.max_record() as usize
+    }
+
+    fn check_len(&self, len: u64) -> Result<()> {
+        if len > self.seg.geo.max_record() {
+            return Err(Error::Unsupported {
+                origin: self.seg.origin().clone(),
+                what: "a log record of this size",
+                why: "it is larger than a segment can hold (see Writer::max_record)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Reserves `total` bytes for `n` records; on success we are counted
+    /// as pending in `self.seg` (the caller publishes its claims, then
+    /// uncounts).
+    fn reserve(&mut self, total: u64, n: u64) -> Result<(u64, u64)> {
+        self.seg
+            .file()
+            .lease()
+            .check_owner(self.seg.file().region())?;
+        for _ in 0..MAX_ROLLS {
+            p::pending_add(&self.seg, self.slot, 1);
+            match p::reserve(&self.seg, &self.seg.geo, total, n) {
+                Reserve::Ok { off, idx } => return Ok((off, idx)),
+                Reserve::Closer { off, idx } => {
+                    let closed = p::close(&self.seg, &self.seg.geo, off, idx);
+                    p::pending_add(&self.seg, self.slot, u64::MAX);
+                    self.log.meta.notify();
+                    if !closed {
+                        return Err(self.seg.corrupted(format!(
+                            "the end of the segment at {off} was written over"
+                        )));
+                    }
+                }
+                Reserve::Full => p::pending_add(&self.seg, self.slot, u64::MAX),
+            }
+            let next = self.next_segment()?;
+            self.slot = next.register_writer()?;
+            self.seg = next;
+        }
+        Err(Error::Busy {
+            origin: self.seg.origin().clone(),
+            why: "other writers filled every new segment before this record fit".into(),
+        })
+    }
+
+    /// The segment to append to once ours is full: the newest one if
+    /// others already rolled past ours (a writer that was descheduled
+    /// may be many segments behind; its records keep its order since
+    /// later segments come later), else the one after ours, created from
+    /// our segment's record count if nobody has yet.
+    fn next_segment(&self) -> Result<Segment> {
+        let last = self.log.last_number()?;
+        if last > self.seg.number {
+            match Segment::open(self.log.dir(), last) {
+                Ok(s) => return Ok(s),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let count = self.log.end_of(&self.seg)?;
+        self.log.follow(&self.seg, count)
+    }
+
+    /// Publishes the claim of record `idx` at `off`; `Corrupted` if its
+    /// commit word was not empty.
+    fn publish(&self, off: u64, idx: u64, len: u64) -> Result<u64> {
+        let seq = self.seg.base + idx;
+        let token = self.seg.file().lease().token().raw();
+        if !p::publish_claim(
+            &self.seg,
+            &self.seg.geo,
+            off,
+            idx,
+            len as u32,
+            token,
+            seq,
+            now_ns(),
+        ) {
+            return Err(self
+                .seg
+                .corrupted(format!("reserved space at {off} was not empty")));
+        }
+        Ok(seq)
+    }
+
+    /// Reserves a record of `len` bytes to be written in place; the
+    /// [`Grant`] derefs to its bytes (zeros). Commit it to publish it;
+    /// dropping it aborts it (readers skip it).
+    pub fn claim(&mut self, len: usize) -> Result<Grant<'_>> {
+        let len = len as u64;
+        self.check_len(len)?;
+        self.wait_for_tethers(1)?;
+        let (off, idx) = self.reserve(p::span(len), 1)?;
+        let seq = self.publish(off, idx, len);
+        p::pending_add(&self.seg, self.slot, u64::MAX);
+        let seq = seq?;
+        Ok(Grant {
+            writer: self,
+            off,
+            idx,
+            len: len as u32,
+            seq,
+            done: false,
+        })
+    }
+
+    /// For crash tests only: reserves a record of `len` bytes and
+    /// publishes nothing, leaving this handle counted as pending, exactly
+    /// as a writer killed between its atomic add and its claim leaves it.
+    /// Returns the sequence number the record would have had.
+    #[doc(hidden)]
+    pub fn __reserve_unclaimed(&mut self, len: usize) -> Result<u64> {
+        let len = len as u64;
+        self.check_len(len)?;
+        let (_, idx) = self.reserve(p::span(len), 1)?;
+        Ok(self.seg.base + idx)
+    }
+
+    /// Appends one record; returns its sequence number.
+    pub fn append(&mut self, data: &[u8]) -> Result<u64> {
+        let mut g = self.claim(data.len())?;
+        g.copy_from_slice(data);
+        g.commit()
+    }
+
+    /// Appends records with as few reservations as possible (one atomic
+    /// add per group that fits a segment); records of one group get
+    /// consecutive sequence numbers. Returns their sequence numbers.
+    pub fn append_batch<'d>(
+        &mut self,
+        records: impl IntoIterator<Item = &'d [u8]>,
+    ) -> Result<Vec<u64>> {
+        let records: Vec<&[u8]> = records.into_iter().collect();
+        for r in &records {
+            self.check_len(r.len() as u64)?;
+        }
+        let mut seqs = Vec::with_capacity(records.len());
+        let limit = self.seg.geo.usable() / 2;
+        let mut i = 0;
+        while i < records.len() {
+            // A group: at least one record, at most half a segment.
+            let mut total = p::span(records[i].len() as u64);
+            let mut j = i + 1;
+            while j < records.len() && total + p::span(records[j].len() as u64) <= limit {
+                total += p::span(records[j].len() as u64);
+                j += 1;
+            }
+            self.wait_for_tethers((j - i) as u64)?;
+            let (off0, idx0) = self.reserve(total, (j - i) as u64)?;
+            let mut claims = Vec::with_capacity(j - i);
+            let mut off = off0;
+            let mut failed = None;
+            for (k, r) in records[i..j].iter().enumerate() {
+                let idx = idx0 + k as u64;
+                match self.publish(off, idx, r.len() as u64) {
+                    Ok(seq) => claims.push((off, idx, *r, seq)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                off += p::span(r.len() as u64);
+            }
+            p::pending_add(&self.seg, self.slot, u64::MAX);
+            for (off, idx, r, seq) in claims {
+                let mut g = Grant {
+                    writer: self,
+                    off,
+                    idx,
+                    len: r.len() as u32,
+                    seq,
+                    done: false,
+                };
+                if failed.is_some() {
+                    continue; // dropping the grant aborts it
+                }
+                g.copy_from_slice(r);
+                seqs.push(g.commit()?);
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            i = j;
+        }
+        Ok(seqs)
+    }
+}
+
+/// A claimed record being written in place: derefs to its payload bytes,
+/// which belong to this writer alone until [`Grant::commit`]. Dropped
+/// without a commit, the record is aborted and readers skip it.
+pub struct Grant<'w> {
+    writer: &'w Writer,
+    off: u64,
+    idx: u64,
+    len: u32,
+    seq: u64,
+    done: bool,
+}
+
+impl Grant<'_> {
+    /// The sequence number this record will have.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Publishes the record: checksum, then the commit word with release
+    /// order, then one wake-up call if a reader sleeps. Returns its
+    /// sequence number. Fails if the claim was aborted meanwhile (this
+    /// process was judged dead) or in a forked child.
+    pub fn commit(mut self) -> Result<u64> {
+        let seg = &self.writer.seg;
+        seg.file().lease().check_owner(seg.file().region())?;
+        let crc = crc32c::crc32c(&self);
+        self.done = true;
+        if !p::commit(seg, &seg.geo, self.off, self.idx, self.len, crc) {
+            return Err(seg.corrupted(format!(
+                "record {} was aborted before its commit (its writer was judged dead)",
+                self.seq
+            )));
+        }
+        self.writer.log.meta.notify();
+        Ok(self.seq)
+    }
+}
+
+impl Deref for Grant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let ptr = self.writer.seg.data_ptr(self.off + p::HDR);
+        // SAFETY: the reservation `off..off + span(len)` lies inside the
+        // data area (checked by `reserve`) and belongs to this grant
+        // alone until it is committed or aborted: no process that
+        // follows the protocol reads or writes these payload bytes
+        // meanwhile (readers stop at the uncommitted commit word). See
+        // "Soundness of in-place access" in the module docs.
+        unsafe { std::slice::from_raw_parts(ptr, self.len as usize) }
+    }
+}
+
+impl DerefMut for Grant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let ptr = self.writer.seg.data_ptr(self.off + p::HDR);
+        // SAFETY: as in `deref`; `&mut self` makes this the only view.
+        unsafe { std::slice::from_raw_parts_mut(ptr, self.len as usize) }
+    }
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        let seg = &self.writer.seg;
+        // Not in a forked child: the claim is its parent's.
+        if self.done || !seg.file().lease().is_mine() {
+            return;
+        }
+        if p::abort(seg, &seg.geo, self.off, self.idx, self.len) {
+            self.writer.log.meta.notify();
+        }
+    }
+}

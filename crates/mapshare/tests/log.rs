@@ -1,0 +1,721 @@
+//! The broadcast log: many writer processes in one total order, many
+//! reader processes that agree, writers killed between claim and commit,
+//! durable cursors killed and restarted, retention and `Lagged`, segments
+//! rolling under readers, corrupted segments.
+//!
+//! Child processes are this test binary re-executed (running only
+//! `log_child`, with `LOG_CHILD` naming the role): no `fork()` in the
+//! test harness.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use mapshare::log::{Log, Options, Retention, Start};
+use mapshare::Error;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Round count: `ci` unless `MAPSHARE_LONG` says more.
+fn scaled(ci: usize) -> usize {
+    std::env::var("MAPSHARE_LONG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci)
+}
+
+fn small(segment_size: u64) -> Options {
+    Options {
+        segment_size,
+        retain: Retention::default(),
+    }
+}
+
+/// Payload of writer `id`'s record `i` (length varies with `i`).
+fn payload(id: u64, i: u64) -> Vec<u8> {
+    let mut v = format!("{id} {i} ").into_bytes();
+    v.extend(std::iter::repeat_n(
+        b'a' + (i % 26) as u8,
+        (i * 7 % 61) as usize,
+    ));
+    v
+}
+
+fn parse(p: &[u8]) -> Option<(u64, u64)> {
+    let s = std::str::from_utf8(p).ok()?;
+    let mut it = s.split(' ');
+    let id = it.next()?.parse().ok()?;
+    let i = it.next()?.parse().ok()?;
+    (payload(id, i) == p).then_some((id, i))
+}
+
+fn fnv(h: &mut u64, bytes: &[u8]) {
+    for b in bytes {
+        *h ^= u64::from(*b);
+        *h = h.wrapping_mul(0x100000001b3);
+    }
+}
+
+/// Reads `total` records from the start and checks them: well-formed,
+/// each writer's in order without gaps. Returns a digest of (seq,
+/// payload) in order.
+fn read_all(log: &Log, writers: u64, total: u64) -> Result<u64, String> {
+    let mut r = log.reader(Start::Earliest).map_err(|e| e.to_string())?;
+    let mut next = vec![0u64; writers as usize];
+    let mut h = 0xcbf29ce484222325u64;
+    let mut buf = Vec::new();
+    let mut last = None;
+    for _ in 0..total {
+        let seq = r
+            .next_into_timeout(&mut buf, WAIT)
+            .map_err(|e| e.to_string())?
+            .ok_or("timed out waiting for a record")?;
+        if last.is_some_and(|l| seq <= l) {
+            return Err(format!("sequence {seq} after {last:?}"));
+        }
+        last = Some(seq);
+        let (id, i) = parse(&buf).ok_or_else(|| format!("bad record {seq}: {buf:?}"))?;
+        let want = next.get_mut(id as usize).ok_or("bad writer id")?;
+        if i != *want {
+            return Err(format!("writer {id}: record {i} where {want} was due"));
+        }
+        *want += 1;
+        fnv(&mut h, &seq.to_le_bytes());
+        fnv(&mut h, &buf);
+    }
+    Ok(h)
+}
+
+/// Entry point of child processes (does nothing in a normal run).
+#[test]
+fn log_child() {
+    let Ok(role) = std::env::var("LOG_CHILD") else {
+        return;
+    };
+    let args: Vec<String> = std::env::var("LOG_ARGS")
+        .unwrap_or_default()
+        .split(' ')
+        .map(String::from)
+        .collect();
+    let log = Log::open(&args[0]).expect("open log");
+    let out = &mut std::io::stdout();
+    match role.as_str() {
+        "writer" => {
+            let id: u64 = args[1].parse().unwrap();
+            let n: u64 = args[2].parse().unwrap();
+            let mut w = log.writer().unwrap();
+            let mut last = None;
+            let mut i = 0;
+            while i < n {
+                let seqs = match i % 3 {
+                    0 => vec![w.append(&payload(id, i)).unwrap()],
+                    1 => {
+                        let p = payload(id, i);
+                        let mut g = w.claim(p.len()).unwrap();
+                        g.copy_from_slice(&p);
+                        vec![g.commit().unwrap()]
+                    }
+                    _ if i + 2 < n => {
+                        let ps: Vec<Vec<u8>> = (i..i + 3).map(|k| payload(id, k)).collect();
+                        let s = w.append_batch(ps.iter().map(|p| &p[..])).unwrap();
+                        i += 2;
+                        s
+                    }
+                    _ => vec![w.append(&payload(id, i)).unwrap()],
+                };
+                for s in seqs {
+                    assert!(last.is_none_or(|l| s > l), "seq {s} after {last:?}");
+                    last = Some(s);
+                    writeln!(out, "@@ {s}").unwrap();
+                }
+                i += 1;
+            }
+        }
+        "reader" => {
+            let writers: u64 = args[1].parse().unwrap();
+            let total: u64 = args[2].parse().unwrap();
+            writeln!(out, "@@ ready").unwrap();
+            out.flush().unwrap();
+            match read_all(&log, writers, total) {
+                Ok(h) => writeln!(out, "@@ ok {h:x}").unwrap(),
+                Err(e) => writeln!(out, "@@ error {e}").unwrap(),
+            }
+        }
+        "crash" => {
+            let mut w = log.writer().unwrap();
+            match args[1].as_str() {
+                "claim" => {
+                    let mut g = w.claim(100).unwrap();
+                    g[..50].fill(0xab);
+                    writeln!(out, "@@ ready {}", g.seq()).unwrap();
+                    out.flush().unwrap();
+                    std::thread::sleep(Duration::from_secs(60));
+                }
+                _ => {
+                    let seq = w.__reserve_unclaimed(100).unwrap();
+                    writeln!(out, "@@ ready {seq}").unwrap();
+                    out.flush().unwrap();
+                    std::thread::sleep(Duration::from_secs(60));
+                }
+            }
+        }
+        "tail" => {
+            let mut r = log.reader(Start::Cursor(args[1].clone())).unwrap();
+            let mut buf = Vec::new();
+            while let Some(seq) = r.next_into_timeout(&mut buf, WAIT).unwrap() {
+                writeln!(out, "@@ {seq}").unwrap();
+                out.flush().unwrap();
+                r.commit().unwrap();
+            }
+        }
+        "tether" => {
+            // Tethered (limit 1) at the start of the log, never reads.
+            let r = log
+                .reader(Start::Tethered {
+                    name: args[1].clone(),
+                    max_lag: 1,
+                })
+                .unwrap();
+            let _ = r.position();
+            writeln!(out, "@@ ready").unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "pin" => {
+            // Reads the first record (so it is inside segment 0), stays.
+            let mut r = log.reader(Start::Earliest).unwrap();
+            let seq = r.next_timeout(WAIT).unwrap().unwrap().seq();
+            writeln!(out, "@@ ready {seq}").unwrap();
+            out.flush().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown role {other}"),
+    }
+    out.flush().unwrap();
+}
+
+fn spawn(role: &str, args: &[String]) -> (Child, BufReader<ChildStdout>) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "log_child",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env("LOG_CHILD", role)
+        .env("LOG_ARGS", args.join(" "))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    (child, out)
+}
+
+/// The next line a child printed (prefixed `@@ `, unlike test-harness chatter).
+fn line(out: &mut BufReader<ChildStdout>) -> Option<String> {
+    let mut l = String::new();
+    loop {
+        l.clear();
+        if out.read_line(&mut l).unwrap() == 0 {
+            return None;
+        }
+        if let Some(t) = l.trim().strip_prefix("@@ ") {
+            return Some(t.to_string());
+        }
+    }
+}
+
+fn kill(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn append_claim_batch_and_read_back_in_place_and_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), &Options::default()).unwrap();
+    let mut w = log.writer().unwrap();
+    assert_eq!(w.append(b"zero").unwrap(), 0);
+    let mut g = w.claim(3).unwrap();
+    assert_eq!(g.seq(), 1);
+    g.copy_from_slice(b"one");
+    assert_eq!(g.commit().unwrap(), 1);
+    assert_eq!(
+        w.append_batch([&b"two"[..], b"", b"four"]).unwrap(),
+        vec![2, 3, 4]
+    );
+    // A dropped grant is aborted: its number is never delivered.
+    drop(w.claim(10).unwrap());
+    assert_eq!(w.append(b"six").unwrap(), 6);
+
+    let mut r = log.reader(Start::Earliest).unwrap();
+    let mut got = Vec::new();
+    while let Some(rec) = r.next().unwrap() {
+        let mut copy = Vec::new();
+        rec.copy_to(&mut copy);
+        assert_eq!(copy, rec.bytes());
+        assert!(rec.timestamp_ns() > 0);
+        got.push((rec.seq(), copy));
+    }
+    let want: Vec<(u64, Vec<u8>)> = [
+        (0, &b"zero"[..]),
+        (1, b"one"),
+        (2, b"two"),
+        (3, b""),
+        (4, b"four"),
+        (6, b"six"),
+    ]
+    .iter()
+    .map(|(s, b)| (*s, b.to_vec()))
+    .collect();
+    assert_eq!(got, want);
+    // Latest starts after everything; a reader at a number starts there.
+    let mut latest = log.reader(Start::Latest).unwrap();
+    assert!(latest.next().unwrap().is_none());
+    w.append(b"seven").unwrap();
+    assert_eq!(latest.next().unwrap().unwrap().bytes(), b"seven");
+    let mut at = log.reader(Start::Seq(4)).unwrap();
+    assert_eq!(at.next().unwrap().unwrap().seq(), 4);
+    assert_eq!(at.next().unwrap().unwrap().seq(), 6);
+}
+
+#[test]
+fn oversized_records_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), &small(4096)).unwrap();
+    let mut w = log.writer().unwrap();
+    let max = w.max_record();
+    assert!(matches!(
+        w.append(&vec![0; max + 1]),
+        Err(Error::Unsupported { .. })
+    ));
+    assert_eq!(w.append(&vec![7; max]).unwrap(), 0);
+    assert!(Log::create(dir.path().join("x"), &small(100)).is_err());
+}
+
+#[test]
+fn segments_roll_and_seek_through_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), &small(64 << 10)).unwrap();
+    let mut w = log.writer().unwrap();
+    // A reader inside the first segment while it rolls.
+    let mut early = log.reader(Start::Earliest).unwrap();
+    let n = 6000;
+    for i in 0..n {
+        assert_eq!(w.append(&payload(0, i)).unwrap(), i);
+        if i == 10 {
+            assert_eq!(early.next().unwrap().unwrap().seq(), 0);
+        }
+    }
+    let info = log.info().unwrap();
+    assert!(info.segments.len() > 3, "{info:?}");
+    assert_eq!(info.next_seq, n);
+    assert_eq!(read_all(&log, 1, n).map(|_| ()), Ok(()));
+    let mut seqs = vec![];
+    while let Some(r) = early.next().unwrap() {
+        seqs.push(r.seq());
+    }
+    assert_eq!(seqs, (1..n).collect::<Vec<_>>());
+    for target in [0, 1, 255, 256, 257, 3000, n - 1] {
+        let mut r = log.reader(Start::Seq(target)).unwrap();
+        let rec = r.next().unwrap().unwrap();
+        assert_eq!((rec.seq(), rec.bytes()), (target, &payload(0, target)[..]));
+    }
+    let mut past = log.reader(Start::Seq(n + 5)).unwrap();
+    assert!(past.next().unwrap().is_none());
+}
+
+#[test]
+fn durable_cursor_resumes_after_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), &Options::default()).unwrap();
+    let mut w = log.writer().unwrap();
+    for i in 0..10 {
+        w.append(&payload(0, i)).unwrap();
+    }
+    let mut r = log.reader(Start::Cursor("c".into())).unwrap();
+    for _ in 0..4 {
+        r.next().unwrap().unwrap();
+    }
+    r.commit().unwrap();
+    r.next().unwrap().unwrap(); // read, not committed
+    drop(r);
+    let mut r = log.reader(Start::Cursor("c".into())).unwrap();
+    assert_eq!(r.position(), 4);
+    assert_eq!(r.next().unwrap().unwrap().seq(), 4);
+    let info = log.info().unwrap();
+    assert_eq!(info.cursors.len(), 1);
+    assert_eq!((info.cursors[0].position, info.cursors[0].lag), (4, 6));
+    assert!(log.reader(Start::Earliest).unwrap().commit().is_err());
+    assert!(log.reader(Start::Cursor(String::new())).is_err());
+}
+
+#[test]
+fn retention_deletes_only_unpinned_segments_and_lagging_readers_get_the_exact_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_size: 4096,
+        retain: Retention {
+            segments: Some(2),
+            ..Retention::default()
+        },
+    };
+    let log = Log::create(dir.path(), &options).unwrap();
+    let mut w = log.writer().unwrap();
+    // A durable cursor at 0, and a live reader pinning segment 0.
+    drop(log.reader(Start::Cursor("slow".into())).unwrap());
+    let mut pinned = log.reader(Start::Earliest).unwrap();
+    let mut i = 0;
+    while log.info().unwrap().segments.len() < 5 {
+        w.append(&payload(0, i)).unwrap();
+        i += 1;
+    }
+    assert_eq!(pinned.next().unwrap().unwrap().seq(), 0);
+    assert_eq!(
+        log.info().unwrap().segments[0].number,
+        0,
+        "a pinned segment was deleted"
+    );
+    drop(pinned);
+    let before = log.info().unwrap().segments.last().unwrap().number;
+    while log.info().unwrap().segments.last().unwrap().number < before + 2 {
+        w.append(&payload(0, i)).unwrap();
+        i += 1;
+    }
+    let info = log.info().unwrap();
+    assert!(info.segments.len() <= 3, "{:?}", info.segments);
+    let first = info.first_seq;
+    assert!(first > 0);
+    let mut slow = log.reader(Start::Cursor("slow".into())).unwrap();
+    match slow.next() {
+        Err(Error::Lagged {
+            skipped, resume_at, ..
+        }) => assert_eq!((skipped, resume_at), (first, first)),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    assert_eq!(slow.next().unwrap().unwrap().seq(), first);
+    let mut by_seq = log.reader(Start::Seq(1)).unwrap();
+    assert!(matches!(by_seq.next(), Err(Error::Lagged { skipped, .. }) if skipped == first - 1));
+}
+
+#[test]
+fn many_writer_processes_one_order_many_readers_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &small(64 << 10)).unwrap();
+    let per = scaled(30_000) as u64;
+    let writers = 3u64;
+    let total = per * writers;
+    let p = path.display().to_string();
+    let mut readers: Vec<_> = (0..4)
+        .map(|_| {
+            spawn(
+                "reader",
+                &[p.clone(), writers.to_string(), total.to_string()],
+            )
+        })
+        .collect();
+    for (_, out) in &mut readers {
+        assert_eq!(line(out).as_deref(), Some("ready"));
+    }
+    let mut ws: Vec<_> = (0..writers)
+        .map(|id| spawn("writer", &[p.clone(), id.to_string(), per.to_string()]))
+        .collect();
+    let mut all = Vec::new();
+    for (child, out) in &mut ws {
+        while let Some(l) = line(out) {
+            all.push(l.parse::<u64>().unwrap());
+        }
+        assert!(child.wait().unwrap().success());
+    }
+    // Every record exactly once, numbers dense (nobody died).
+    all.sort_unstable();
+    assert_eq!(all, (0..total).collect::<Vec<_>>());
+    let mine = read_all(&log, writers, total).unwrap();
+    for (mut child, mut out) in readers {
+        assert_eq!(line(&mut out), Some(format!("ok {mine:x}")));
+        assert!(child.wait().unwrap().success());
+    }
+}
+
+#[test]
+fn writers_killed_between_claim_and_commit_leave_holes_readers_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &small(16 << 10)).unwrap();
+    let p = path.display().to_string();
+    let mut w = log.writer().unwrap();
+    let mut r = log.reader(Start::Earliest).unwrap();
+    let rounds = scaled(200);
+    for round in 0..rounds {
+        let mode = if round % 2 == 0 { "claim" } else { "reserve" };
+        let (child, mut out) = spawn("crash", &[p.clone(), mode.into()]);
+        let ready = line(&mut out).expect("crash child ready");
+        let dead_seq: u64 = ready.trim_start_matches("ready ").parse().unwrap();
+        let body = format!("after {round}").into_bytes();
+        let seq = w.append(&body).unwrap();
+        assert!(seq > dead_seq);
+        // The slow writer is alive: its record is never skipped.
+        for _ in 0..3 {
+            assert!(
+                r.next().unwrap().is_none(),
+                "round {round}: read past a live claim"
+            );
+        }
+        kill(child);
+        let rec = r
+            .next_timeout(WAIT)
+            .unwrap()
+            .expect("no hang behind a dead writer");
+        assert_eq!(
+            (rec.seq(), rec.bytes()),
+            (seq, &body[..]),
+            "round {round} ({mode})"
+        );
+    }
+    assert!(
+        log.info().unwrap().segments.len() > 1,
+        "segments should roll"
+    );
+    // A fresh reader sees exactly the committed records.
+    let mut fresh = log.reader(Start::Earliest).unwrap();
+    let mut n = 0;
+    while let Some(rec) = fresh.next().unwrap() {
+        assert_eq!(rec.bytes(), format!("after {n}").as_bytes());
+        n += 1;
+    }
+    assert_eq!(n, rounds);
+}
+
+#[test]
+fn a_killed_durable_tail_misses_nothing_and_redelivers_at_most_the_uncommitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &small(16 << 10)).unwrap();
+    let p = path.display().to_string();
+    let n = scaled(1500) as u64;
+    let mut w = log.writer().unwrap();
+    for i in 0..n {
+        w.append(&payload(0, i)).unwrap();
+    }
+    let mut seen: Vec<u64> = Vec::new();
+    let mut restarts = 0;
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    while seen.last() != Some(&(n - 1)) {
+        let (child, mut out) = spawn("tail", &[p.clone(), "c".into()]);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let k = 1 + rng % 150;
+        let mut got = Vec::new();
+        for _ in 0..k {
+            match line(&mut out) {
+                Some(l) => got.push(l.parse::<u64>().unwrap()),
+                None => break,
+            }
+            if got.last() == Some(&(n - 1)) {
+                break;
+            }
+        }
+        kill(child);
+        while let Some(l) = line(&mut out) {
+            got.push(l.parse().unwrap());
+        }
+        if let (Some(&last), Some(&first)) = (seen.last(), got.first()) {
+            assert!(
+                first == last || first == last + 1,
+                "restart {restarts} began at {first} after {last}"
+            );
+        }
+        seen.extend(got);
+        seen.dedup();
+        restarts += 1;
+    }
+    assert_eq!(seen, (0..n).collect::<Vec<_>>());
+    assert!(restarts > 3);
+}
+
+#[test]
+fn scribbled_segments_give_errors_not_panics() {
+    use std::os::unix::fs::FileExt;
+    let mut corrupted = 0;
+    for seed in 0..40u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path(), &small(8192)).unwrap();
+        let mut w = log.writer().unwrap();
+        for i in 0..30 {
+            w.append(&payload(0, i)).unwrap();
+        }
+        drop(w);
+        let seg = dir.path().join(format!("{:020}.seg", 0));
+        let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        let len = f.metadata().unwrap().len();
+        let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+        for _ in 0..8 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Somewhere in the last 8 KiB: the data area.
+            let at = len - 8192 + (x % 8192) / 8 * 8;
+            f.write_at(&x.to_ne_bytes(), at).unwrap();
+        }
+        let mut r = log.reader(Start::Earliest).unwrap();
+        for _ in 0..100 {
+            match r.next() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(Error::Corrupted { .. }) => {
+                    corrupted += 1;
+                    break;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+    }
+    assert!(corrupted > 20, "only {corrupted} of 40 scribbles detected");
+}
+
+#[test]
+fn a_tethered_reader_holds_writers_back_until_it_reads_or_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &Options::default()).unwrap();
+    let mut w = log.writer().unwrap();
+    w.set_tether_wait(Duration::from_millis(20));
+    // In this process: a tethered reader 3 behind at most.
+    let mut t = log
+        .reader(Start::Tethered {
+            name: "t".into(),
+            max_lag: 3,
+        })
+        .unwrap();
+    for i in 0..3 {
+        assert_eq!(w.append(b"x").unwrap(), i);
+    }
+    assert!(matches!(w.append(b"x"), Err(Error::Timeout { .. })));
+    // An untethered reader that reads nothing changes nothing.
+    let _idle = log.reader(Start::Earliest).unwrap();
+    assert_eq!(t.next().unwrap().unwrap().seq(), 0);
+    assert_eq!(w.append(b"x").unwrap(), 3);
+    assert!(matches!(w.append(b"x"), Err(Error::Timeout { .. })));
+    // Dropped: released.
+    drop(t);
+    assert_eq!(w.append(b"x").unwrap(), 4);
+
+    // In another process, killed: released through its lease.
+    let p = path.display().to_string();
+    let (child, mut out) = spawn("tether", &[p, "u".into()]);
+    assert_eq!(line(&mut out).as_deref(), Some("ready"));
+    // A new cursor starts at the first record: 5 behind, limit 1.
+    assert!(matches!(w.append(b"x"), Err(Error::Timeout { .. })));
+    kill(child);
+    assert_eq!(w.append(b"x").unwrap(), 5);
+}
+
+#[test]
+fn retention_by_age_and_bytes() {
+    for retain in [
+        Retention {
+            age: Some(Duration::from_millis(1)),
+            ..Retention::default()
+        },
+        Retention {
+            bytes: Some(64 << 10),
+            ..Retention::default()
+        },
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            segment_size: 4096,
+            retain,
+        };
+        let log = Log::create(dir.path(), &options).unwrap();
+        let mut w = log.writer().unwrap();
+        let mut i = 0;
+        while log.info().unwrap().segments.last().unwrap().number < 8 {
+            w.append(&payload(0, i)).unwrap();
+            i += 1;
+            if i % 50 == 0 {
+                // Every segment is older than 1 ms by the next roll.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let info = log.info().unwrap();
+        assert!(info.segments[0].number > 0, "{retain:?}: nothing deleted");
+        if let Some(b) = retain.bytes {
+            assert!(
+                info.bytes <= b + info.bytes / info.segments.len() as u64,
+                "{info:?}"
+            );
+        }
+        // Readers start at what is left.
+        let mut r = log.reader(Start::Earliest).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().seq(), info.first_seq);
+    }
+}
+
+#[test]
+fn a_scribbled_meta_file_gives_errors_not_hangs() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path(), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"x").unwrap();
+    let meta = dir.path().join("meta");
+    let obj = mapshare::Inspection::open(&meta)
+        .unwrap()
+        .header
+        .object_offset;
+    let f = std::fs::OpenOptions::new().write(true).open(&meta).unwrap();
+    // A cursor slot whose name length is impossible is skipped.
+    f.write_at(&(200u64 << 8 | 2).to_ne_bytes(), obj + 128)
+        .unwrap();
+    assert!(log.info().unwrap().cursors.is_empty());
+    // A huge segment range is refused at once.
+    f.write_at(&(u64::MAX / 2).to_ne_bytes(), obj + 48).unwrap();
+    assert!(matches!(log.info(), Err(Error::Corrupted { .. })));
+    assert!(matches!(
+        log.reader(Start::Earliest),
+        Err(Error::Corrupted { .. })
+    ));
+    // A first segment past the last one, likewise.
+    f.write_at(&0u64.to_ne_bytes(), obj + 48).unwrap();
+    assert!(log.info().is_ok());
+    f.write_at(&7u64.to_ne_bytes(), obj + 40).unwrap();
+    assert!(log.reader(Start::Earliest).is_err());
+}
+
+#[test]
+fn a_reader_process_pins_its_segment_until_it_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let options = Options {
+        segment_size: 4096,
+        retain: Retention {
+            segments: Some(2),
+            ..Retention::default()
+        },
+    };
+    let log = Log::create(&path, &options).unwrap();
+    let mut w = log.writer().unwrap();
+    w.append(&payload(0, 0)).unwrap();
+    let (child, mut out) = spawn("pin", &[path.display().to_string()]);
+    assert_eq!(line(&mut out).as_deref(), Some("ready 0"));
+    let mut i = 1;
+    let mut roll = |w: &mut mapshare::log::Writer, upto: u64| {
+        while log.info().unwrap().segments.last().unwrap().number < upto {
+            w.append(&payload(0, i)).unwrap();
+            i += 1;
+        }
+    };
+    roll(&mut w, 6);
+    let info = log.info().unwrap();
+    assert_eq!(info.segments[0].number, 0, "deleted under a live reader");
+    assert!(path.join(format!("{:020}.seg", 0)).exists());
+    kill(child);
+    roll(&mut w, 8);
+    let info = log.info().unwrap();
+    assert!(info.segments[0].number > 0, "{:?}", info.segments);
+    assert!(info.segments.len() <= 3);
+}
