@@ -311,6 +311,15 @@ fn demo_runs_every_scene() {
     assert!(out.contains("final count 1500 = 500"), "{out}");
     assert!(out.contains(": correct"), "{out}");
     assert!(out.contains("got all 200000 records"), "{out}");
+    // Scene 6: the late reader replays what the live one saw.
+    let scene6 = out.split("== 6.").nth(1).unwrap_or_default();
+    for who in ["live reader", "late reader"] {
+        let seen = scene6
+            .lines()
+            .filter(|l| l.contains(&format!("{who} sees seq")))
+            .count();
+        assert_eq!(seen, 6, "{who}: {scene6}");
+    }
     for reader in ["A", "B"] {
         assert!(
             out.contains(&format!(
