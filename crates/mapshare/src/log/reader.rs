@@ -212,7 +212,11 @@ impl Reader {
         }
         let mut pos = Pos { p: 0, idx: 0 };
         if seq > seg.base {
-            let target = seq - seg.base;
+            // No segment holds more records than it has 8-byte words: a
+            // target past that (a far sequence number, a scribbled cursor)
+            // starts the walk at the last entry that can exist (found in
+            // review: the walk from the target's own entry never ended).
+            let target = (seq - seg.base).min(seg.geo.usable() / 8);
             let mut e = target / p::INDEX_EVERY * p::INDEX_EVERY;
             while e > 0 {
                 if let Some(at) = seg.geo.index_at(e) {

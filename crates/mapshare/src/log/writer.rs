@@ -325,6 +325,9 @@ impl Grant<'_> {
             )));
         }
         self.writer.log.meta.notify();
+        // A page of the segment cut away by an outside truncate read and
+        // wrote zeros: not appended (found in review: reported as sent).
+        seg.check_faults()?;
         Ok(self.seq)
     }
 }
