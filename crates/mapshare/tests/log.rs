@@ -775,3 +775,30 @@ fn an_append_into_a_truncated_segment_is_an_error() {
     }
     assert!(failed, "appends into a cut segment all reported success");
 }
+
+/// Found in review: a tethered reader's tether moved only when it was
+/// handed a record, so one that had skipped aborted records and read
+/// everything still held writers back.
+#[test]
+fn a_caught_up_tethered_reader_never_stalls_writers_after_aborts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    let mut w = log.writer().unwrap();
+    w.set_tether_wait(Duration::from_millis(100));
+    let mut t = log
+        .reader(Start::Tethered {
+            name: "t".into(),
+            max_lag: 2,
+        })
+        .unwrap();
+    // Two claims given up (dropped grants): numbers 0 and 1 are aborted.
+    drop(w.claim(8).unwrap());
+    drop(w.claim(8).unwrap());
+    assert!(t.next().unwrap().is_none(), "nothing to read");
+    assert_eq!(t.position(), 2);
+    let r = w.append(b"x");
+    assert!(
+        r.is_ok(),
+        "a caught-up tethered reader held the writer back: {r:?}"
+    );
+}

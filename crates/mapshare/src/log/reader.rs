@@ -325,10 +325,12 @@ impl Reader {
                 }
                 Found::Empty => {
                     self.next_seq = self.seg.base + self.pos.idx;
+                    self.tether_caught_up();
                     return Ok(None);
                 }
                 Found::Pending => {
                     self.next_seq = self.seg.base + self.pos.idx;
+                    self.tether_caught_up();
                     if repair {
                         self.next_check = Some((here, now + CHECK_EVERY));
                     }
@@ -339,6 +341,17 @@ impl Reader {
         Err(self
             .seg
             .corrupted("too many records skipped in one read".into()))
+    }
+
+    /// A tethered reader with nothing to read has also passed what it
+    /// skipped (aborted records, holes): its tether moves there too, or
+    /// writers would wait for it though it is caught up (found in review).
+    fn tether_caught_up(&self) {
+        if self.tethered {
+            if let Some(slot) = self.cursor {
+                cursor::tether_moved(&self.log.meta, slot, self.next_seq.max(self.floor));
+            }
+        }
     }
 
     fn checked(&self, at: u64, len: u32, bytes: &[u8]) -> Result<()> {
