@@ -166,6 +166,9 @@ fn log_child() {
                 writeln!(out, "@@ {seq}").unwrap();
                 out.flush().unwrap();
                 r.commit().unwrap();
+                // Slower than the test reads, so that its kill lands
+                // mid-stream (not after the child already printed all).
+                std::thread::sleep(Duration::from_micros(300));
             }
         }
         "tether" => {
