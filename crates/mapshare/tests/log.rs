@@ -805,3 +805,22 @@ fn a_caught_up_tethered_reader_never_stalls_writers_after_aborts() {
         "a caught-up tethered reader held the writer back: {r:?}"
     );
 }
+
+/// Found in review: a segment had 64 lease slots, so 64 readers locked
+/// every writer (and `info`) out. A hundred readers and a writer now fit.
+#[test]
+fn a_hundred_readers_and_a_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"x").unwrap();
+    let readers: Vec<_> = (0..100)
+        .map(|i| {
+            log.reader(Start::Earliest)
+                .unwrap_or_else(|e| panic!("reader {i}: {e}"))
+        })
+        .collect();
+    let mut w = log.writer().unwrap();
+    assert_eq!(w.append(b"y").unwrap(), 1);
+    assert!(log.info().is_ok());
+    drop(readers);
+}

@@ -50,7 +50,7 @@ pub const CREATED: u64 = 40;
 /// append; neighbours must not share its line).
 pub const REGISTRY: u64 = 64;
 /// Registry entries: one per lease slot of the segment file.
-pub const REGISTRY_SLOTS: u32 = 64;
+pub const REGISTRY_SLOTS: u32 = 256;
 /// The seek index follows the registry.
 pub const INDEX: u64 = REGISTRY + REGISTRY_STRIDE * REGISTRY_SLOTS as u64;
 /// Bytes per registry entry.
