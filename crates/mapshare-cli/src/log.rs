@@ -12,7 +12,7 @@
 //! it were written and flushed, so a killed `tail` delivers again at most
 //! what it had not yet written.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -153,38 +153,7 @@ fn append(dir: &Path, frames: bool) -> Result<(), Failure> {
     let mut input = BufReader::with_capacity(1 << 16, stdin.lock());
     let mut record = Vec::new();
     let mut appended = 0u64;
-    loop {
-        record.clear();
-        if frames {
-            let mut len = [0u8; 4];
-            match input.read_exact(&mut len) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e.into()),
-            }
-            let n = u32::from_le_bytes(len) as usize;
-            if n > max {
-                return Err(Failure(format!(
-                    "frame {} has length {n}; records of {} hold at most {max} bytes",
-                    appended + 1,
-                    dir.display()
-                )));
-            }
-            record.resize(n, 0);
-            input
-                .read_exact(&mut record)
-                .map_err(|e| Failure(format!("frame {} is cut short: {e}", appended + 1)))?;
-        } else if input.read_until(b'\n', &mut record)? == 0 {
-            break;
-        }
-        if record.len() > max {
-            return Err(Failure(format!(
-                "line {} is {} bytes; records of {} hold at most {max}",
-                appended + 1,
-                record.len(),
-                dir.display()
-            )));
-        }
+    while crate::stream::read_record(&mut input, frames, 0, max, appended + 1, dir, &mut record)? {
         w.append(&record)
             .map_err(|e| Failure(format!("{e} ({appended} records appended)")))?;
         appended += 1;

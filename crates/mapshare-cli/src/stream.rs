@@ -23,7 +23,7 @@
 //! names the process, because the stream may be incomplete.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
@@ -32,6 +32,52 @@ use mapshare::queue::{Consumer, Producer, SendError};
 use mapshare::Error;
 
 use crate::Failure;
+
+/// Reads the next record of `input` into `buf` (replacing it): a frame
+/// (a little-endian `u32` length, then that many bytes) if `frames`, else
+/// a line as read (with its newline). `Ok(false)` at the end of the input.
+/// Record `n` (counted from 1, for messages) must hold `min..=max` bytes;
+/// `into` names where it goes.
+pub(crate) fn read_record(
+    input: &mut impl BufRead,
+    frames: bool,
+    min: usize,
+    max: usize,
+    n: u64,
+    into: &Path,
+    buf: &mut Vec<u8>,
+) -> Result<bool, Failure> {
+    buf.clear();
+    if frames {
+        let mut len = [0u8; 4];
+        match input.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len < min || len > max {
+            return Err(Failure(format!(
+                "frame {n} has length {len}; records are {min}..={max} bytes for {}",
+                into.display()
+            )));
+        }
+        buf.resize(len, 0);
+        input
+            .read_exact(buf)
+            .map_err(|e| Failure(format!("frame {n} is cut short: {e}")))?;
+    } else if input.read_until(b'\n', buf)? == 0 {
+        return Ok(false);
+    }
+    if buf.len() > max {
+        return Err(Failure(format!(
+            "line {n} is {} bytes; {} holds records of at most {max}",
+            buf.len(),
+            into.display()
+        )));
+    }
+    Ok(true)
+}
 
 pub fn send(
     path: &Path,
@@ -45,38 +91,7 @@ pub fn send(
     let mut input = BufReader::with_capacity(1 << 16, stdin.lock());
     let mut line = Vec::new();
     let mut sent = 0u64;
-    loop {
-        line.clear();
-        if frames {
-            let mut len = [0u8; 4];
-            match input.read_exact(&mut len) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(e.into()),
-            }
-            let n = u32::from_le_bytes(len) as usize;
-            if n == 0 || n > max {
-                return Err(Failure(format!(
-                    "frame {} has length {n}; records are 1..={max} bytes for {}",
-                    sent + 1,
-                    path.display()
-                )));
-            }
-            line.resize(n, 0);
-            input
-                .read_exact(&mut line)
-                .map_err(|e| Failure(format!("frame {} is cut short: {e}", sent + 1)))?;
-        } else if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        if line.len() > max {
-            return Err(Failure(format!(
-                "line {} is {} bytes; {} holds records of at most {max}",
-                sent + 1,
-                line.len(),
-                path.display()
-            )));
-        }
+    while read_record(&mut input, frames, 1, max, sent + 1, path, &mut line)? {
         let result = match timeout {
             Some(t) => tx.send_timeout(&line, t),
             None => tx.send(&line),
