@@ -1,8 +1,8 @@
 //! Roles held through a lease: a shared `u64` word that names its holder
 //! by lease token (0: nobody). Claimed by CAS, taken over from a holder
-//! whose lease is dead, given back by CAS. Used by the snapshot's writer
-//! role and its reader entries (the queue has its own copy for now, to be
-//! moved onto this one).
+//! whose lease is dead, given back by CAS. Used by the queue's producer
+//! and consumer roles and by the snapshot's writer role and reader
+//! entries.
 //!
 //! # States of a role word
 //!

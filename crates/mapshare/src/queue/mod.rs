@@ -594,43 +594,15 @@ impl Shared {
     }
 
     /// Claims `role` for this process's lease (the session number is
-    /// taken later, by `attach`).
+    /// taken later, by `attach`): see `crate::role`.
     fn claim(&self, role: Role) -> Result<()> {
-        let me = self.file.lease().token().raw();
-        let word = self.word(role, HOLDER);
-        loop {
-            let cur = word.load(Acquire);
-            if cur == 0 {
-                if word.compare_exchange(0, me, SeqCst, Relaxed).is_ok() {
-                    break;
-                }
-                continue;
-            }
-            match self.liveness(cur)? {
-                (pid, true) => {
-                    return Err(Error::RoleTaken {
-                        origin: self.origin().clone(),
-                        role: role.name(),
-                        pid,
-                    })
-                }
-                (_, false) => {
-                    if word.compare_exchange(cur, me, SeqCst, Relaxed).is_ok() {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(())
+        crate::role::claim(&self.file, self.word(role, HOLDER), role.name())
     }
 
     /// Gives `role` back after a failed attach (no session close mark:
     /// the session never started).
     fn unclaim(&self, role: Role) {
-        let me = self.file.lease().token().raw();
-        let _ = self
-            .word(role, HOLDER)
-            .compare_exchange(me, 0, SeqCst, Relaxed);
+        crate::role::unclaim(&self.file, self.word(role, HOLDER));
     }
 
     /// Ends our session cleanly: marks it closed, gives the role back and
@@ -654,20 +626,7 @@ impl Shared {
 
     /// `(pid, alive)` of the process `token` names (this one included).
     fn liveness(&self, token: u64) -> Result<(u32, bool)> {
-        let Some(t) = Token::from_raw(token) else {
-            return Err(Error::Corrupted {
-                origin: self.origin().clone(),
-                what: "queue role",
-                why: format!("{token:#x} is not a lease token"),
-            });
-        };
-        Ok(
-            match self.file.leases().liveness(t, Some(self.file.lease()))? {
-                Liveness::Me => (sys::pid(), true),
-                Liveness::Alive { pid } => (pid, true),
-                Liveness::Dead { pid } => (pid, false),
-            },
-        )
+        crate::role::liveness(&self.file, token, "queue role")
     }
 
     /// The holder of `role`: `None` if the role word is 0, else its
