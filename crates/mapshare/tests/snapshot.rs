@@ -1108,3 +1108,30 @@ fn a_writer_refuses_control_words_that_would_overwrite_a_held_version() {
     assert_eq!(&*g, b"three");
     g.verify().unwrap();
 }
+
+/// Found in review: a copy-out read of a version whose pages an outside
+/// truncate cut away reported a checksum mismatch; it is `Truncated`.
+#[test]
+fn a_copy_out_read_of_a_cut_version_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut w = Writer::open(&path).unwrap();
+    w.publish(&vec![5u8; 256 << 10]).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    let mut buf = Vec::new();
+    assert!(r.read_into(&mut buf).unwrap().is_some());
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - (128 << 10))
+        .unwrap();
+    match r.read_into(&mut buf) {
+        Err(Error::Truncated { .. }) => {}
+        other => panic!(
+            "expected Truncated, got {:?}",
+            other.map(|g| g.map(|_| buf.len()))
+        ),
+    }
+}

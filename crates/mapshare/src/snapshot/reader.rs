@@ -193,6 +193,9 @@ impl Reader {
         let (generation, stored) = (g.generation, g.crc);
         drop(g);
         copied?;
+        // Zeros from a page an outside truncate cut away are `Truncated`,
+        // not a checksum mismatch.
+        self.segments.check_faults()?;
         let computed = checksum(buf);
         if computed != stored {
             return Err(bad_checksum(&self.c.origin, generation, stored, computed));
