@@ -2,20 +2,12 @@
 //! tail with every start option, durable cursors, retention reported
 //! with the exact count, info as text and JSON.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::Output;
 
 fn mapshare(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mapshare"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mapshare");
-    // A command that does not read stdin may exit first (broken pipe).
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
+    common::run_with_input(args, input)
 }
 
 fn ok(args: &[&str], input: &[u8]) -> String {

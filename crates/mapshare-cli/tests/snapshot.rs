@@ -1,23 +1,15 @@
 //! `mapshare publish`, `read`, `watch` and `info` on snapshot files, as
 //! scripts run them.
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn mapshare(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mapshare"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run mapshare");
-    // A command that does not read stdin (`info`) may exit first: a
-    // broken pipe here is not the test's business.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    child.wait_with_output().unwrap()
+    common::run_with_input(args, input)
 }
 
 fn stderr(o: &Output) -> String {

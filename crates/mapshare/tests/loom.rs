@@ -408,7 +408,7 @@ mod ring_model {
     use super::*;
     use loom::cell::UnsafeCell;
     use loom::sync::atomic::AtomicU64;
-    use mapshare::unstable::ring::{publish_every, record_size, Bytes, Next, Ring, HEADER};
+    use mapshare::unstable::ring::{publish_every, record_size, room, Bytes, Next, Ring, HEADER};
 
     const CAP: u64 = 32;
 
@@ -500,7 +500,7 @@ mod ring_model {
                 let mut write = 0u64;
                 let mut seen = 0u64;
                 let mut room = |write: u64, bytes: u64| {
-                    let need = Ring::<AtomicU64, AtomicU32, Cells>::room(bytes);
+                    let need = room(bytes);
                     let fits = |read: u64| CAP - (write - read) >= need;
                     if fits(seen) {
                         return;

@@ -223,7 +223,7 @@ impl Consumer {
     }
 
     #[inline]
-    fn record(&mut self, (_, len, _): (u64, usize, u64)) -> Record<'_> {
+    fn record(&mut self, len: usize) -> Record<'_> {
         // Two words, so that the record comes back in registers.
         Record {
             consumer: self,
@@ -237,7 +237,7 @@ impl Consumer {
     #[inline]
     pub fn recv(&mut self) -> Result<Record<'_>> {
         match self.next_record(Wait::Forever, false)? {
-            Some(found) => Ok(self.record(found)),
+            Some((_, len, _)) => Ok(self.record(len)),
             None => Err(wait_ended(self.q.origin())),
         }
     }
@@ -248,14 +248,14 @@ impl Consumer {
     pub fn try_recv(&mut self) -> Result<Option<Record<'_>>> {
         Ok(self
             .next_record(Wait::No, false)?
-            .map(|found| self.record(found)))
+            .map(|(_, len, _)| self.record(len)))
     }
 
     /// Receives, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
         let start = Instant::now();
         match self.next_record(Wait::Until(start + timeout), false)? {
-            Some(found) => Ok(self.record(found)),
+            Some((_, len, _)) => Ok(self.record(len)),
             None => Err(Error::Timeout {
                 origin: self.q.origin().clone(),
                 what: "waiting for a record",

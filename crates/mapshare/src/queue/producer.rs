@@ -5,9 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
-
-use super::ring::{self, record_size, Ring, HEADER};
+use super::ring::{self, record_size, HEADER};
 use super::{open_existing, open_or_create, wait_ended, Role, Shared, Wait, Watch};
 use crate::error::{Error, Result};
 use crate::file::SharedFile;
@@ -167,7 +165,7 @@ impl Producer {
     /// ran out.
     #[inline]
     fn make_room(&mut self, bytes: u64, wait: Wait, need_consumer: bool) -> Result<bool> {
-        let need = Ring::<AtomicU64, AtomicU32, super::Mapped>::room(bytes);
+        let need = ring::room(bytes);
         if self.free() >= need && !need_consumer {
             return Ok(true);
         }
@@ -226,7 +224,7 @@ impl Producer {
         }
         let pad = self.q.ring().pad_before(self.write, size);
         if pad > 0 {
-            if Ring::<AtomicU64, AtomicU32, super::Mapped>::room(pad + size) <= cap {
+            if ring::room(pad + size) <= cap {
                 // Room for both first, so a send that fails writes
                 // nothing; the record follows the pad at once.
                 if !self.make_room(pad + size, wait, false)? {

@@ -52,7 +52,7 @@
 //! per small record, and never the producer's `write`.
 //!
 //! The clear needs the slot after the record to be free: a record of
-//! `size` bytes needs `size + 8` free bytes ([`Ring::room`]), so at most
+//! `size` bytes needs `size + 8` free bytes ([`room`]), so at most
 //! `capacity - 8` bytes are ever pending.
 //!
 //! A producer killed mid-write leaves nothing visible (its header slot is
@@ -95,6 +95,13 @@ pub fn offset(pos: u64, capacity: u64) -> u64 {
     } else {
         pos % capacity
     }
+}
+
+/// Free bytes a write of `bytes` (records and pads) needs: those, and the
+/// header slot after them, which the commit clears.
+#[inline]
+pub fn room(bytes: u64) -> u64 {
+    bytes + HEADER
 }
 
 /// Bytes a record of `len` payload bytes occupies.
@@ -286,13 +293,6 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
     #[inline]
     pub fn check(&self, read: u64, write: u64) -> Result<(), Violation> {
         check_positions(read, write, self.capacity)
-    }
-
-    /// Free bytes a write of `bytes` (records and pads) needs: those, and
-    /// the header slot after them, which the commit clears.
-    #[inline]
-    pub fn room(bytes: u64) -> u64 {
-        bytes + HEADER
     }
 
     /// Producer: the position the consumer published (the spinning
@@ -579,7 +579,7 @@ mod tests {
                 let mut write = 0u64;
                 let mut seen = 0u64;
                 let mut need = |write: u64, bytes: u64| {
-                    let need = Ring::<AtomicU64, AtomicU32, Heap>::room(bytes);
+                    let need = room(bytes);
                     let fits = |read: u64| CAP - (write - read) >= need;
                     if fits(seen) {
                         return;
@@ -682,7 +682,7 @@ mod tests {
                     let len = 8 + (i as u64 % 3) * 8;
                     let size = record_size(len);
                     let pad = r.pad_before(write, size);
-                    let need = Ring::<AtomicU64, AtomicU32, Heap>::room(pad + size);
+                    let need = room(pad + size);
                     if run.is_some() && (CAP - (write - seen) < need || i % 4 == 0) {
                         let (start, l) = run.take().unwrap();
                         r.commit_run(start, l, write);
