@@ -82,6 +82,18 @@ impl std::fmt::Display for MutexState {
 /// Reads the state of the mutex whose lock word is at `offset` of `region`.
 /// Works on read-only mappings, without a lease.
 pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<MutexState> {
+    observe_as(region, leases, offset, None)
+}
+
+/// [`observe`] by a process attached through `me`: its own lock (which a
+/// lock probe cannot see, since a description never conflicts with
+/// itself) is reported as held by it, alive.
+fn observe_as(
+    region: &Region,
+    leases: &LeaseTable<'_>,
+    offset: u64,
+    me: Option<&Lease>,
+) -> Result<MutexState> {
     let word = region.load_u64(offset, Acquire)?;
     let state = region.load_u32(offset + STATE_AT, Acquire)?;
     match state {
@@ -102,7 +114,7 @@ pub fn observe(region: &Region, leases: &LeaseTable<'_>, offset: u64) -> Result<
             what: "lock word",
             why: format!("{word:#x} names no lease"),
         })?;
-        return Ok(match leases.liveness(token, None)? {
+        return Ok(match leases.liveness(token, me)? {
             Liveness::Alive { pid } => MutexState::Held { pid, alive: true },
             Liveness::Dead { pid } => MutexState::Held { pid, alive: false },
             Liveness::Me => MutexState::Held {
@@ -395,7 +407,12 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
 
     /// What the mutex is doing now.
     pub fn state(&self) -> Result<MutexState> {
-        observe(self.file.region(), &self.file.leases(), self.offset)
+        observe_as(
+            self.file.region(),
+            &self.file.leases(),
+            self.offset,
+            Some(self.lease()),
+        )
     }
 
     /// Turns a NOT_RECOVERABLE mutex back into a consistent, free one: the
@@ -632,6 +649,32 @@ impl<T: FromBytes + IntoBytes> std::fmt::Debug for MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lock probe cannot see this process's own lease lock (a
+    /// description never conflicts with itself): `state()` once reported
+    /// a mutex this process held as held by a dead process.
+    #[test]
+    #[cfg_attr(miri, ignore)] // OFD locks
+    fn a_mutex_this_process_holds_is_held_by_a_live_process() {
+        use crate::format::{Fingerprint, Kind};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = crate::file::Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
+        let file = SharedFile::open_or_create(dir.path().join("m"), &spec, |_, _| Ok(())).unwrap();
+        // SAFETY: nothing else uses these bytes.
+        let m = unsafe { Mutex::<u64>::at(&file, file.object_offset()) }.unwrap();
+        assert_eq!(m.state().unwrap(), MutexState::Free);
+        let g = m.lock().unwrap();
+        let me = crate::sys::pid();
+        assert_eq!(
+            m.state().unwrap(),
+            MutexState::Held {
+                pid: me,
+                alive: true
+            }
+        );
+        drop(g);
+        assert_eq!(m.state().unwrap(), MutexState::Free);
+    }
 
     /// The guard reaches the sequence word, the state word and the data
     /// from its lock-word pointer. Under Miri (Stacked Borrows) this is
