@@ -154,9 +154,7 @@ impl PyRegion {
         // SAFETY: the descriptor is only borrowed for the duplication; if it
         // is not open, `try_clone_to_owned` fails with EBADF.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let owned = borrowed
-            .try_clone_to_owned()
-            .map_err(|e| PyErr::from(std::io::Error::from(e)))?;
+        let owned = borrowed.try_clone_to_owned().map_err(PyErr::from)?;
         Ok(PyRegion::wrap(Region::from_fd(owned).py()?))
     }
 
