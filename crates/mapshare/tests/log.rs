@@ -41,6 +41,17 @@ fn payload(id: u64, i: u64) -> Vec<u8> {
     v
 }
 
+/// The segment files of the log in `dir`, oldest first.
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
 fn parse(p: &[u8]) -> Option<(u64, u64)> {
     let s = std::str::from_utf8(p).ok()?;
     let mut it = s.split(' ');
@@ -744,39 +755,96 @@ fn seeking_far_past_the_end_returns() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(true));
 }
 
-/// Found in review: a segment cut by an outside truncate under a live
-/// writer made `append` report records as appended that no one could
-/// read; the commit now checks for a vanished page.
+/// After an outside truncate that cut the whole data area, no append
+/// reports success: cut exactly at the data area's first byte (control
+/// words, registry and seek index stay), inside the seek index, inside
+/// the lease table and right after the header. Every append is either
+/// `Truncated` or (never) reported sent.
 #[test]
-fn an_append_into_a_truncated_segment_is_an_error() {
+fn no_append_succeeds_after_a_truncate_cut_the_data_area() {
+    // Where the data area starts: the first record's payload ("first")
+    // sits 40 bytes (its header) past it.
+    let data_start = {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path().join("l"), &small(1 << 20)).unwrap();
+        log.writer().unwrap().append(b"first").unwrap();
+        let bytes = std::fs::read(segment_files(&dir.path().join("l"))[0].clone()).unwrap();
+        let at = bytes.windows(5).position(|w| w == b"first").unwrap() as u64;
+        at - 40
+    };
+    assert_eq!(data_start % 4096, 0, "the data area is page-aligned");
+    for cut in [data_start, data_start - 4096, 2 * 4096, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let log = Log::create(&path, &small(1 << 20)).unwrap();
+        let mut w = log.writer().unwrap();
+        w.append(b"first").unwrap();
+        let seg = segment_files(&path)[0].clone();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let mut sent = vec![];
+        let mut truncated = 0;
+        for i in 0..50u64 {
+            match w.append(&payload(1, i)) {
+                Ok(s) => sent.push(s),
+                Err(Error::Truncated { .. }) => truncated += 1,
+                Err(e) => panic!("cut at {cut}: {e}"),
+            }
+        }
+        assert!(
+            sent.is_empty(),
+            "cut at byte {cut}: appends reported sent into a cut area: {sent:?}"
+        );
+        assert_eq!(truncated, 50, "cut at byte {cut}");
+    }
+}
+
+/// A cut inside the data area: appends that fit in the page left may
+/// succeed, but every one reported sent is in the file, whole, and
+/// appends past the cut fail.
+#[test]
+fn no_append_past_a_truncate_inside_the_data_area_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l");
-    let log = Log::create(&path, &Options::default()).unwrap();
+    let log = Log::create(&path, &small(1 << 20)).unwrap();
     let mut w = log.writer().unwrap();
     w.append(b"first").unwrap();
-    let seg = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
+    let seg = segment_files(&path)[0].clone();
+    let bytes = std::fs::read(&seg).unwrap();
+    let data_start = bytes.windows(5).position(|x| x == b"first").unwrap() as u64 - 40;
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
         .unwrap()
-        .set_len(4096)
+        .set_len(data_start + 4096)
         .unwrap();
-    let mut failed = false;
-    for _ in 0..100 {
-        match w.append(&[7u8; 1000]) {
-            Ok(_) => {}
-            Err(Error::Truncated { .. }) => {
-                failed = true;
-                break;
-            }
+    let mut sent = vec![(0, b"first".to_vec())];
+    let mut truncated = 0;
+    for i in 0..200u64 {
+        let p = payload(1, i);
+        match w.append(&p) {
+            Ok(seq) => sent.push((seq, p)),
+            Err(Error::Truncated { .. }) => truncated += 1,
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(failed, "appends into a cut segment all reported success");
+    assert!(
+        truncated > 0,
+        "200 appends of ~70 bytes cannot all fit in one page"
+    );
+    // A reader cannot open the cut segment (it is `Truncated`): look at
+    // the file itself, where every record reported sent must be whole.
+    let bytes = std::fs::read(&seg).unwrap();
+    for (seq, p) in &sent {
+        assert!(
+            bytes.windows(p.len()).any(|x| x == p.as_slice()),
+            "record {seq} was reported sent but is not in the file"
+        );
+    }
 }
 
 /// Found in review: a tethered reader's tether moved only when it was
@@ -823,4 +891,32 @@ fn a_hundred_readers_and_a_writer() {
     assert_eq!(w.append(b"y").unwrap(), 1);
     assert!(log.info().is_ok());
     drop(readers);
+}
+
+/// Found in review: 256 readers of one segment locked every writer out
+/// (each reader took one of the segment's lease slots, which writers need
+/// too). (In one process for speed: each reader is its
+/// own open file description, as a process would be.)
+#[test]
+fn readers_beyond_the_lease_slots_never_lock_writers_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"first").unwrap();
+    let mut readers = Vec::new();
+    let mut refused = None;
+    for i in 0..300 {
+        match log.reader(Start::Earliest) {
+            Ok(r) => readers.push(r),
+            Err(e) => {
+                refused = Some((i, e.to_string()));
+                break;
+            }
+        }
+    }
+    let w = log.writer().and_then(|mut w| w.append(b"second"));
+    assert!(
+        w.is_ok(),
+        "{} readers open (then {refused:?}); the writer: {w:?}",
+        readers.len()
+    );
 }

@@ -1353,3 +1353,33 @@ fn shared_locks_on_lease_bytes_never_keep_a_dead_holder_alive() {
         other => panic!("expected OwnerDied, got {other:?}"),
     };
 }
+
+/// Review 11 (defect): a process that may only *read* the file takes a
+/// shared lock on every lease byte, and from then on nobody can open the
+/// file at all (`LeaseTableFull`): `attach` needs an exclusive lock on a
+/// lease byte, which any shared lock blocks, even on a slot marked free.
+/// The threat model of `slot_locked` (a read-only process must not wedge
+/// liveness) applies just as well here.
+#[test]
+fn a_read_only_process_cannot_lock_everyone_out_of_opening() {
+    use mapshare::unstable::lease::lock_byte;
+    use mapshare::unstable::sys::lock::try_lock;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let slots = mapshare::Inspection::open(&path)
+        .unwrap()
+        .header
+        .lease_slots;
+    drop(pair);
+    let reader = std::fs::File::open(&path).unwrap();
+    let taken = (0..slots)
+        .filter(|&i| try_lock(&reader, LockKind::Shared, lock_byte(i), 1).unwrap())
+        .count() as u32;
+    assert_eq!(taken, slots, "every lease byte is free to lock shared");
+    // A writer opens the file: it should get a lease, it cannot.
+    match Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }) {
+        Ok(_) => {}
+        Err(e) => panic!("a read-only process's shared locks kept a writer out: {e}"),
+    }
+}
