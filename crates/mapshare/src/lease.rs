@@ -61,6 +61,7 @@
 //! record an owner check the PID and return [`Error::ForkedChild`], and
 //! drops that would release something compare [`crate::sys::fork_generation`].
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -242,6 +243,17 @@ pub struct LeaseTable<'r> {
     slots: u32,
 }
 
+/// What [`LeaseTable::census`] found.
+#[derive(Default)]
+struct Census {
+    /// Slots nobody locks (any more).
+    free: u32,
+    /// Slots whose lock byte only shared locks hold.
+    blocked: u32,
+    /// The PID behind one of those, if it is a classic POSIX lock.
+    pid: Option<u32>,
+}
+
 /// A slot's fields as read from shared memory (untrusted).
 struct SlotView {
     generation: u64,
@@ -349,27 +361,81 @@ impl<'r> LeaseTable<'r> {
     /// looks dead to other lockers (two holders). Only `SharedFile`
     /// attaches, once per open.
     pub(crate) fn attach(&self) -> Result<Lease> {
-        // Pass 1: slots marked free. Pass 2: any slot whose lock is free,
-        // i.e. whose holder died without releasing it.
-        for pass in 0..2 {
-            for i in 0..self.slots {
-                if pass == 0
-                    && self
-                        .region
-                        .load_u32(self.slot_offset(i) + STATE_AT, Ordering::Relaxed)?
-                        != FREE
-                {
-                    continue;
-                }
-                if let Some(lease) = self.try_take(i)? {
-                    return Ok(lease);
+        self.attach_within(0..self.slots)
+    }
+
+    /// As [`attach`](Self::attach), taking a slot in `range` only (clamped
+    /// to the table): a kind of object can keep slots for one role (log
+    /// segments keep their first slots for writers).
+    ///
+    /// A slot whose lock byte another description holds *shared* is
+    /// skipped like a live one: no mapshare holder locks shared, so it is
+    /// another program's lock (one that may only read the file can take
+    /// it), and it cannot be taken until released. If no slot can be
+    /// taken and some were blocked that way, the error is
+    /// [`Error::LeaseSlotsBlocked`], naming the cause, not
+    /// [`Error::LeaseTableFull`].
+    pub(crate) fn attach_within(&self, range: Range<u32>) -> Result<Lease> {
+        let range = range.start.min(self.slots)..range.end.min(self.slots);
+        // A slot freed between the passes and the census sends us round
+        // again; a few rounds, then the census's verdict stands.
+        for _round in 0..4 {
+            // Pass 1: slots marked free. Pass 2: any slot whose lock is
+            // free, i.e. whose holder died without releasing it.
+            for pass in 0..2 {
+                for i in range.clone() {
+                    if pass == 0
+                        && self
+                            .region
+                            .load_u32(self.slot_offset(i) + STATE_AT, Ordering::Relaxed)?
+                            != FREE
+                    {
+                        continue;
+                    }
+                    if let Some(lease) = self.try_take(i)? {
+                        return Ok(lease);
+                    }
                 }
             }
+            let census = self.census(range.clone())?;
+            if census.free > 0 {
+                continue;
+            }
+            if census.blocked > 0 {
+                return Err(Error::LeaseSlotsBlocked {
+                    origin: self.region.origin().clone(),
+                    slots: range.len() as u32,
+                    blocked: census.blocked,
+                    pid: census.pid,
+                });
+            }
+            break;
         }
         Err(Error::LeaseTableFull {
             origin: self.region.origin().clone(),
-            slots: self.slots,
+            slots: range.len() as u32,
         })
+    }
+
+    /// Why the slots of `range` could not be taken: counts those whose
+    /// lock byte is free now (a race), and those only shared locks block.
+    #[cold]
+    fn census(&self, range: Range<u32>) -> Result<Census> {
+        let mut census = Census::default();
+        for i in range {
+            let holder =
+                sys::lock::holder(self.region.file(), LockKind::Exclusive, lock_byte(i), 1)
+                    .map_err(|e| Error::io(self.region.origin(), "query lease slot", e))?;
+            match holder {
+                None => census.free += 1,
+                Some(h) if h.kind == LockKind::Shared => {
+                    census.blocked += 1;
+                    census.pid = census.pid.or(h.pid);
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(census)
     }
 
     /// Gives the slot back: marks it free and drops its lock.
