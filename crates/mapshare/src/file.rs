@@ -130,6 +130,30 @@ fn read_prefix(file: &File, origin: &Origin) -> Result<(Vec<u8>, u64)> {
     Ok((buf, size))
 }
 
+/// Why the init byte stayed locked for a whole timeout. Initializers
+/// lock it exclusively; a shared lock there is another program's (one
+/// that may only read the file can take it), and waiting longer for "the
+/// initializer" would be waiting for nobody.
+#[cold]
+fn init_blocked(file: &File, origin: Origin, waited: Duration) -> Error {
+    match sys::lock::holder(file, LockKind::Exclusive, INIT_BYTE, 1) {
+        Ok(Some(h)) if h.kind == LockKind::Shared => Error::Busy {
+            origin,
+            why: match h.pid {
+                Some(pid) => format!(
+                    "process {pid} holds a shared lock on the init byte, so the file cannot be initialized (initializers lock it exclusively)"
+                ),
+                None => "another program holds a shared lock on the init byte, so the file cannot be initialized (initializers lock it exclusively)".into(),
+            },
+        },
+        _ => Error::Timeout {
+            origin,
+            what: "waiting for another process to initialize the file",
+            waited,
+        },
+    }
+}
+
 fn init_state(prefix: &[u8]) -> Option<u32> {
     let b = prefix.get(8..12)?;
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -360,11 +384,7 @@ impl SharedFile {
             }
             let waited = start.elapsed();
             if waited >= timeout {
-                return Err(Error::Timeout {
-                    origin,
-                    what: "waiting for another process to initialize the file",
-                    waited,
-                });
+                return Err(init_blocked(&file, origin, waited));
             }
             std::thread::sleep(backoff.min(timeout - waited));
             backoff = (backoff * 2).min(Duration::from_millis(2));

@@ -1467,3 +1467,38 @@ sys.stdin.readline()
     let again = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
     assert_eq!(again.lock().unwrap().a, 2);
 }
+
+/// A nameless empty file is initialized in place under an exclusive lock
+/// on its init byte. Another program's *shared* lock there is no
+/// initializer: after the timeout the error says so (`Busy`, naming the
+/// shared lock) rather than "waiting for another process to initialize".
+#[test]
+fn a_shared_lock_on_the_init_byte_is_not_reported_as_an_initializer() {
+    use mapshare::unstable::lease::INIT_BYTE;
+    use mapshare::unstable::sys::lock::try_lock;
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nameless");
+    let keep = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let via = format!("/proc/self/fd/{}", keep.as_raw_fd());
+    let reader = std::fs::File::open(&via).unwrap();
+    assert!(try_lock(&reader, LockKind::Shared, INIT_BYTE, 1).unwrap());
+    let mut spec = sync_spec();
+    spec.timeout = Duration::from_millis(50);
+    match SharedFile::open_or_create(&via, &spec, |_, _| Ok(())) {
+        Err(Error::Busy { why, .. }) => {
+            assert!(why.contains("shared lock on the init byte"), "{why}")
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // Without it, the file is initialized in place.
+    drop(reader);
+    let f = SharedFile::open_or_create(&via, &spec, |_, _| Ok(())).unwrap();
+    assert!(f.created());
+}
