@@ -352,29 +352,24 @@ impl<'r> LeaseTable<'r> {
         }))
     }
 
-    /// Takes a slot for this process. Free slots are used first; when the
-    /// table is full, slots whose holders died are reclaimed.
-    ///
-    /// Crate-private: a slot's lock never conflicts with this process's
-    /// own, so in a full table a second `attach` re-takes this process's
-    /// own live slot and bumps its generation; every mutex it holds then
-    /// looks dead to other lockers (two holders). Only `SharedFile`
-    /// attaches, once per open.
-    pub(crate) fn attach(&self) -> Result<Lease> {
-        self.attach_within(0..self.slots)
-    }
-
-    /// As [`attach`](Self::attach), taking a slot in `range` only (clamped
-    /// to the table): a kind of object can keep slots for one role (log
-    /// segments keep their first slots for writers).
+    /// Takes a slot for this process among `range` (clamped to the
+    /// table): a kind of object may keep slots for one role (log segments
+    /// keep their first slots for writers). Free slots are used first;
+    /// when none is, slots whose holders died are reclaimed.
     ///
     /// A slot whose lock byte another description holds *shared* is
     /// skipped like a live one: no mapshare holder locks shared, so it is
     /// another program's lock (one that may only read the file can take
-    /// it), and it cannot be taken until released. If no slot can be
-    /// taken and some were blocked that way, the error is
+    /// it), and the slot cannot be taken until it is released. If no slot
+    /// can be taken and some were blocked that way, the error is
     /// [`Error::LeaseSlotsBlocked`], naming the cause, not
     /// [`Error::LeaseTableFull`].
+    ///
+    /// Crate-private: a slot's lock never conflicts with this process's
+    /// own, so in a full table a second attach re-takes this process's
+    /// own live slot and bumps its generation; every mutex it holds then
+    /// looks dead to other lockers (two holders). Only `SharedFile`
+    /// attaches, once per open.
     pub(crate) fn attach_within(&self, range: Range<u32>) -> Result<Lease> {
         let range = range.start.min(self.slots)..range.end.min(self.slots);
         // A slot freed between the passes and the census sends us round
