@@ -9,6 +9,18 @@
 //! time the slot is taken; a lock word that names (slot, generation) is
 //! never mistaken for a later owner of the same slot.
 //!
+//! # Shared locks on lease bytes
+//!
+//! Holders lock exclusively, so a *shared* lock on a lease byte is never
+//! a holder's: any process that may only read the file can take one (a
+//! whole-file `lockf` read lock does). It cannot keep a dead holder alive
+//! ([`LeaseTable::liveness`] counts exclusive locks only), but it does
+//! refuse the exclusive lock an attacher needs, and nothing can change
+//! that: a proof of life a reader cannot imitate must be an exclusive
+//! lock. So an attacher skips such slots like live ones, and when none
+//! is left says why ([`Error::LeaseSlotsBlocked`], not
+//! [`Error::LeaseTableFull`]).
+//!
 //! # Slot layout (64 bytes, native words, one cache line)
 //!
 //! | offset | field | |

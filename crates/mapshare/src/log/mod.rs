@@ -58,8 +58,8 @@
 //! | 24 | data bytes (capacity) | immutable, must match the header |
 //! | 32 | end: `1 << 63 \| records` once closed, else 0 | |
 //! | 40 | creation time (ms since the epoch) | retention by age |
-//! | 64 | writer registry: 64 × (lease token, pending count), one per 64-byte line | one entry per lease slot |
-//! | 4160 | seek index: data offset + 1 of every 256th record | written at claim |
+//! | 64 | writer registry: 256 × (lease token, pending count), one per 64-byte line | one entry per writer lease slot (slots 0..256) |
+//! | 16448 | seek index: data offset + 1 of every 256th record | written at claim |
 //! | page-aligned | data area: records | |
 //!
 //! ## Records (8-byte aligned, in the data area)
@@ -135,7 +135,13 @@
 //!
 //! # Retention and pinning
 //!
-//! Every reader and writer holds a lease in the segment file it is in.
+//! Every reader and writer holds a lease in the segment file it is in,
+//! from separate slot ranges of its 1024-slot lease table: writers take
+//! slots 0..256 (a writer's slot is its registry entry), readers (and
+//! retention and [`Log::info`] while they look) take slots 256..1024. So
+//! no number of readers locks a writer out; the 769th reader of one
+//! segment gets [`Error::LeaseTableFull`]. (A segment made before the
+//! split has 256 slots, which readers and writers share as before.)
 //! [`Log::retain`] (run by whoever creates a segment) deletes the oldest
 //! segments while the configured limits are exceeded, but stops at the
 //! first segment in which another live process holds a lease, and moves
