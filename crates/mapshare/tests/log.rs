@@ -925,3 +925,33 @@ fn readers_beyond_the_lease_slots_never_lock_writers_out() {
         assert_eq!(r.next().unwrap().unwrap().bytes(), b"w0");
     }
 }
+
+/// Found in review (lease robustness pass): a new durable cursor waited
+/// on a *blocking* lock of the cursor table's byte in `meta`, so a
+/// program that may only read `meta` hung every new cursor for as long
+/// as it held a shared lock there. Now: `Busy`, naming the lock; names
+/// that exist still open, and new ones work once the lock goes.
+#[test]
+fn a_shared_lock_on_the_cursor_table_never_hangs_a_new_cursor() {
+    use mapshare::unstable::sys::lock::{try_lock, LockKind};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"one").unwrap();
+    drop(log.reader(Start::Cursor("old".into())).unwrap());
+    let meta = dir.path().join("l").join("meta");
+    let obj = mapshare::Inspection::open(&meta)
+        .unwrap()
+        .header
+        .object_offset;
+    let reader = std::fs::File::open(&meta).unwrap();
+    // The cursor table starts at object offset 128.
+    assert!(try_lock(&reader, LockKind::Shared, obj + 128, 1).unwrap());
+    match log.reader(Start::Cursor("new".into())) {
+        Err(Error::Busy { why, .. }) => assert!(why.contains("shared lock"), "{why}"),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    assert!(log.reader(Start::Cursor("old".into())).is_ok());
+    drop(reader);
+    let mut r = log.reader(Start::Cursor("new".into())).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
+}
