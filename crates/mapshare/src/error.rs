@@ -334,6 +334,30 @@ pub enum Error {
         slots: u32,
     },
 
+    /// No lease slot could be taken, and some were refused only because
+    /// another program holds *shared* (read) locks on their lock bytes:
+    /// mapshare processes lock those bytes exclusively, so these are not
+    /// attached processes but, say, a program that may only read the file,
+    /// or one that read-locked the whole file with `fcntl`/`lockf`. Opening
+    /// works again once those locks are released (the slots not counted in
+    /// `blocked` are held by live processes).
+    #[error(
+        "{origin}: no lease slot can be taken: {blocked} of {slots} are blocked by shared locks on their lock bytes held by {}, which is not an attached process (mapshare locks them exclusively); the rest are held by live processes",
+        blocker_name(*.pid)
+    )]
+    LeaseSlotsBlocked {
+        /// The file.
+        origin: Origin,
+        /// Slots in the table.
+        slots: u32,
+        /// Slots whose lock byte only a shared lock blocked.
+        blocked: u32,
+        /// The process holding one such lock when it is a classic POSIX
+        /// lock (`lockf`, `F_SETLK`); `None` for OFD locks, whose owner
+        /// the kernel does not report.
+        pid: Option<u32>,
+    },
+
     /// A mutex's previous holder died while holding it: the protected data
     /// may be half-updated. Lock it, repair the data and mark it
     /// consistent (or use [`crate::shared::repair`]).
@@ -464,5 +488,13 @@ impl Error {
             },
             _ => Error::Io { origin, op, source },
         }
+    }
+}
+
+/// Who holds a lock that blocks lease slots, for [`Error::LeaseSlotsBlocked`].
+fn blocker_name(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!("process {pid} (a classic POSIX record lock)"),
+        None => "another open file description (an OFD lock; its owner is not reported)".into(),
     }
 }

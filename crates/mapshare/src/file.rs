@@ -33,6 +33,7 @@
 //! still agree on one initializer. That is how anonymous queues are made.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -44,6 +45,12 @@ use crate::lease::{Lease, LeaseTable, INIT_BYTE};
 use crate::region::{Access, Backing, Region};
 use crate::sys;
 use crate::sys::lock::LockKind;
+
+/// Which lease slots an opener may take, given the table's slot count.
+pub(crate) type SlotChoice = fn(u32) -> Range<u32>;
+
+/// Every lease slot.
+const ALL_SLOTS: SlotChoice = |n| 0..n;
 
 /// What a new file should hold, and how long to wait for another
 /// initializer.
@@ -130,6 +137,30 @@ fn read_prefix(file: &File, origin: &Origin) -> Result<(Vec<u8>, u64)> {
     Ok((buf, size))
 }
 
+/// Why the init byte stayed locked for a whole timeout. Initializers
+/// lock it exclusively; a shared lock there is another program's (one
+/// that may only read the file can take it), and waiting longer for "the
+/// initializer" would be waiting for nobody.
+#[cold]
+fn init_blocked(file: &File, origin: Origin, waited: Duration) -> Error {
+    match sys::lock::holder(file, LockKind::Exclusive, INIT_BYTE, 1) {
+        Ok(Some(h)) if h.kind == LockKind::Shared => Error::Busy {
+            origin,
+            why: match h.pid {
+                Some(pid) => format!(
+                    "process {pid} holds a shared lock on the init byte, so the file cannot be initialized (initializers lock it exclusively)"
+                ),
+                None => "another program holds a shared lock on the init byte, so the file cannot be initialized (initializers lock it exclusively)".into(),
+            },
+        },
+        _ => Error::Timeout {
+            origin,
+            what: "waiting for another process to initialize the file",
+            waited,
+        },
+    }
+}
+
 fn init_state(prefix: &[u8]) -> Option<u32> {
     let b = prefix.get(8..12)?;
     Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -181,6 +212,17 @@ impl SharedFile {
         spec: &Spec,
         init: impl FnOnce(&mut Region, &Header) -> Result<()>,
     ) -> Result<SharedFile> {
+        Self::open_or_create_within(path, spec, ALL_SLOTS, init)
+    }
+
+    /// As [`SharedFile::open_or_create`], taking a lease slot among
+    /// `slots(table size)` only (see [`LeaseTable::attach_within`]).
+    pub(crate) fn open_or_create_within(
+        path: impl AsRef<Path>,
+        spec: &Spec,
+        slots: SlotChoice,
+        init: impl FnOnce(&mut Region, &Header) -> Result<()>,
+    ) -> Result<SharedFile> {
         let path = path.as_ref();
         let origin = Origin::path(path);
         let mut init = Some(init);
@@ -188,7 +230,7 @@ impl SharedFile {
         loop {
             match crate::region::open_for_write(path, &origin) {
                 Ok(file) => {
-                    return Self::open_existing(file, origin, &mut init, spec)
+                    return Self::open_existing(file, origin, &mut init, spec, slots)
                         .and_then(|f| f.expecting(spec.kind, &spec.fingerprint));
                 }
                 Err(Error::NotFound { .. }) => {}
@@ -203,7 +245,7 @@ impl SharedFile {
                 });
             };
             if let Some(file) = Self::create_linked(path, &origin, spec, init)? {
-                return Self::attach(file, origin, true);
+                return Self::attach(file, origin, true, slots);
             }
             // EEXIST: another process linked its complete file first.
             if start.elapsed() > spec.timeout {
@@ -228,7 +270,7 @@ impl SharedFile {
         let path = path.as_ref();
         let origin = Origin::path(path);
         match Self::create_linked(path, &origin, spec, init)? {
-            Some(file) => Self::attach(file, origin, true),
+            Some(file) => Self::attach(file, origin, true, ALL_SLOTS),
             None => Err(Error::AlreadyExists { origin }),
         }
     }
@@ -240,6 +282,7 @@ impl SharedFile {
         origin: Origin,
         init: &mut Option<F>,
         spec: &Spec,
+        slots: SlotChoice,
     ) -> Result<SharedFile>
     where
         F: FnOnce(&mut Region, &Header) -> Result<()>,
@@ -259,7 +302,7 @@ impl SharedFile {
         } else {
             None
         };
-        Self::attach_or_init(file, origin, create, spec.timeout)
+        Self::attach_or_init(file, origin, create, spec.timeout, slots)
     }
 
     /// Builds a complete file under no name in `path`'s directory and links
@@ -304,10 +347,30 @@ impl SharedFile {
         Self::open_any(path, timeout)?.expecting(kind, fingerprint)
     }
 
+    /// As [`SharedFile::open`], taking a lease slot among `slots(table
+    /// size)` only (see [`LeaseTable::attach_within`]).
+    pub(crate) fn open_within(
+        path: impl AsRef<Path>,
+        kind: Kind,
+        fingerprint: &Fingerprint,
+        timeout: Duration,
+        slots: SlotChoice,
+    ) -> Result<SharedFile> {
+        Self::open_any_within(path, timeout, slots)?.expecting(kind, fingerprint)
+    }
+
     /// Opens an existing mapshare file of any kind and type. Only regular
     /// files on ordinary file systems are opened; an empty file is
     /// [`Error::NotMapshare`].
     pub fn open_any(path: impl AsRef<Path>, timeout: Duration) -> Result<SharedFile> {
+        Self::open_any_within(path, timeout, ALL_SLOTS)
+    }
+
+    fn open_any_within(
+        path: impl AsRef<Path>,
+        timeout: Duration,
+        slots: SlotChoice,
+    ) -> Result<SharedFile> {
         let path = path.as_ref();
         let origin = Origin::path(path);
         let file = crate::region::open_for_write(path, &origin)?;
@@ -318,7 +381,7 @@ impl SharedFile {
             return Err(Error::NotMapshare { origin });
         }
         type NoInit = fn(&mut Region, &Header) -> Result<()>;
-        Self::attach_or_init(file, origin, None::<(&Spec, NoInit)>, timeout)
+        Self::attach_or_init(file, origin, None::<(&Spec, NoInit)>, timeout, slots)
     }
 
     fn expecting(self, kind: Kind, fingerprint: &Fingerprint) -> Result<SharedFile> {
@@ -335,6 +398,7 @@ impl SharedFile {
         origin: Origin,
         mut create: Option<(&Spec, F)>,
         timeout: Duration,
+        slots: SlotChoice,
     ) -> Result<SharedFile>
     where
         F: FnOnce(&mut Region, &Header) -> Result<()>,
@@ -344,7 +408,7 @@ impl SharedFile {
         loop {
             let (prefix, size) = read_prefix(&file, &origin)?;
             match judge(&origin, &prefix, size) {
-                Found::Ready => return Self::attach(file, origin, false),
+                Found::Ready => return Self::attach(file, origin, false, slots),
                 Found::Refuse(e) => return Err(e),
                 Found::NeedsInit => {}
             }
@@ -356,15 +420,11 @@ impl SharedFile {
                     .map_err(|e| Error::io(&origin, "unlock init byte", e));
                 let created = outcome?;
                 unlocked?;
-                return Self::attach(file, origin, created);
+                return Self::attach(file, origin, created, slots);
             }
             let waited = start.elapsed();
             if waited >= timeout {
-                return Err(Error::Timeout {
-                    origin,
-                    what: "waiting for another process to initialize the file",
-                    waited,
-                });
+                return Err(init_blocked(&file, origin, waited));
             }
             std::thread::sleep(backoff.min(timeout - waited));
             backoff = (backoff * 2).min(Duration::from_millis(2));
@@ -445,7 +505,7 @@ impl SharedFile {
         Ok(())
     }
 
-    fn attach(file: File, origin: Origin, created: bool) -> Result<SharedFile> {
+    fn attach(file: File, origin: Origin, created: bool, slots: SlotChoice) -> Result<SharedFile> {
         let region = Region::map_file(
             file,
             origin.clone(),
@@ -477,7 +537,8 @@ impl SharedFile {
                 actual: region.len() as u64,
             })?;
         let header = Header::parse(&origin, &prefix, region.len() as u64)?;
-        let lease = LeaseTable::new(&region, header.lease_offset, header.lease_slots).attach()?;
+        let lease = LeaseTable::new(&region, header.lease_offset, header.lease_slots)
+            .attach_within(slots(header.lease_slots))?;
         // The lease table is read through atomics: a page cut away under
         // them shows up only here.
         region.check_faults()?;

@@ -9,6 +9,18 @@
 //! time the slot is taken; a lock word that names (slot, generation) is
 //! never mistaken for a later owner of the same slot.
 //!
+//! # Shared locks on lease bytes
+//!
+//! Holders lock exclusively, so a *shared* lock on a lease byte is never
+//! a holder's: any process that may only read the file can take one (a
+//! whole-file `lockf` read lock does). It cannot keep a dead holder alive
+//! ([`LeaseTable::liveness`] counts exclusive locks only), but it does
+//! refuse the exclusive lock an attacher needs, and nothing can change
+//! that: a proof of life a reader cannot imitate must be an exclusive
+//! lock. So an attacher skips such slots like live ones, and when none
+//! is left says why ([`Error::LeaseSlotsBlocked`], not
+//! [`Error::LeaseTableFull`]).
+//!
 //! # Slot layout (64 bytes, native words, one cache line)
 //!
 //! | offset | field | |
@@ -61,6 +73,7 @@
 //! record an owner check the PID and return [`Error::ForkedChild`], and
 //! drops that would release something compare [`crate::sys::fork_generation`].
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -242,6 +255,17 @@ pub struct LeaseTable<'r> {
     slots: u32,
 }
 
+/// What [`LeaseTable::census`] found.
+#[derive(Default)]
+struct Census {
+    /// Slots nobody locks (any more).
+    free: u32,
+    /// Slots whose lock byte only shared locks hold.
+    blocked: u32,
+    /// The PID behind one of those, if it is a classic POSIX lock.
+    pid: Option<u32>,
+}
+
 /// A slot's fields as read from shared memory (untrusted).
 struct SlotView {
     generation: u64,
@@ -340,36 +364,85 @@ impl<'r> LeaseTable<'r> {
         }))
     }
 
-    /// Takes a slot for this process. Free slots are used first; when the
-    /// table is full, slots whose holders died are reclaimed.
+    /// Takes a slot for this process among `range` (clamped to the
+    /// table): a kind of object may keep slots for one role (log segments
+    /// keep their first slots for writers). Free slots are used first;
+    /// when none is, slots whose holders died are reclaimed.
+    ///
+    /// A slot whose lock byte another description holds *shared* is
+    /// skipped like a live one: no mapshare holder locks shared, so it is
+    /// another program's lock (one that may only read the file can take
+    /// it), and the slot cannot be taken until it is released. If no slot
+    /// can be taken and some were blocked that way, the error is
+    /// [`Error::LeaseSlotsBlocked`], naming the cause, not
+    /// [`Error::LeaseTableFull`].
     ///
     /// Crate-private: a slot's lock never conflicts with this process's
-    /// own, so in a full table a second `attach` re-takes this process's
+    /// own, so in a full table a second attach re-takes this process's
     /// own live slot and bumps its generation; every mutex it holds then
     /// looks dead to other lockers (two holders). Only `SharedFile`
     /// attaches, once per open.
-    pub(crate) fn attach(&self) -> Result<Lease> {
-        // Pass 1: slots marked free. Pass 2: any slot whose lock is free,
-        // i.e. whose holder died without releasing it.
-        for pass in 0..2 {
-            for i in 0..self.slots {
-                if pass == 0
-                    && self
-                        .region
-                        .load_u32(self.slot_offset(i) + STATE_AT, Ordering::Relaxed)?
-                        != FREE
-                {
-                    continue;
-                }
-                if let Some(lease) = self.try_take(i)? {
-                    return Ok(lease);
+    pub(crate) fn attach_within(&self, range: Range<u32>) -> Result<Lease> {
+        let range = range.start.min(self.slots)..range.end.min(self.slots);
+        // A slot freed between the passes and the census sends us round
+        // again; a few rounds, then the census's verdict stands.
+        for _round in 0..4 {
+            // Pass 1: slots marked free. Pass 2: any slot whose lock is
+            // free, i.e. whose holder died without releasing it.
+            for pass in 0..2 {
+                for i in range.clone() {
+                    if pass == 0
+                        && self
+                            .region
+                            .load_u32(self.slot_offset(i) + STATE_AT, Ordering::Relaxed)?
+                            != FREE
+                    {
+                        continue;
+                    }
+                    if let Some(lease) = self.try_take(i)? {
+                        return Ok(lease);
+                    }
                 }
             }
+            let census = self.census(range.clone())?;
+            if census.free > 0 {
+                continue;
+            }
+            if census.blocked > 0 {
+                return Err(Error::LeaseSlotsBlocked {
+                    origin: self.region.origin().clone(),
+                    slots: range.len() as u32,
+                    blocked: census.blocked,
+                    pid: census.pid,
+                });
+            }
+            break;
         }
         Err(Error::LeaseTableFull {
             origin: self.region.origin().clone(),
-            slots: self.slots,
+            slots: range.len() as u32,
         })
+    }
+
+    /// Why the slots of `range` could not be taken: counts those whose
+    /// lock byte is free now (a race), and those only shared locks block.
+    #[cold]
+    fn census(&self, range: Range<u32>) -> Result<Census> {
+        let mut census = Census::default();
+        for i in range {
+            let holder =
+                sys::lock::holder(self.region.file(), LockKind::Exclusive, lock_byte(i), 1)
+                    .map_err(|e| Error::io(self.region.origin(), "query lease slot", e))?;
+            match holder {
+                None => census.free += 1,
+                Some(h) if h.kind == LockKind::Shared => {
+                    census.blocked += 1;
+                    census.pid = census.pid.or(h.pid);
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(census)
     }
 
     /// Gives the slot back: marks it free and drops its lock.

@@ -87,7 +87,7 @@ pub mod unstable {
     }
     /// The lease table: slots, tokens, liveness.
     ///
-    /// Taking a slot is crate-private: in a full table, an `attach` from
+    /// Taking a slot is crate-private: in a full table, an attach from
     /// safe code re-took this process's own slot (its lock does not
     /// conflict with itself), which made every mutex this process held
     /// look dead to other lockers (two holders, two `&mut T`); on a
@@ -99,7 +99,7 @@ pub mod unstable {
     /// let dir = tempfile::tempdir().unwrap();
     /// let spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 4096);
     /// let file = SharedFile::open_or_create(dir.path().join("f"), &spec, |_, _| Ok(()))?;
-    /// let _second = file.leases().attach()?;
+    /// let _second = file.leases().attach_within(0..64)?;
     /// # Ok(()) }
     /// ```
     pub mod lease {

@@ -41,6 +41,17 @@ fn payload(id: u64, i: u64) -> Vec<u8> {
     v
 }
 
+/// The segment files of the log in `dir`, oldest first.
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
 fn parse(p: &[u8]) -> Option<(u64, u64)> {
     let s = std::str::from_utf8(p).ok()?;
     let mut it = s.split(' ');
@@ -624,8 +635,10 @@ fn retention_by_age_and_bytes() {
             age: Some(Duration::from_millis(1)),
             ..Retention::default()
         },
+        // A 4 KiB segment is a ~92 KiB file (header page, a 64 KiB lease
+        // table, control block, registry, data): keep about three.
         Retention {
-            bytes: Some(64 << 10),
+            bytes: Some(300 << 10),
             ..Retention::default()
         },
     ] {
@@ -744,39 +757,96 @@ fn seeking_far_past_the_end_returns() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(true));
 }
 
-/// Found in review: a segment cut by an outside truncate under a live
-/// writer made `append` report records as appended that no one could
-/// read; the commit now checks for a vanished page.
+/// After an outside truncate that cut the whole data area, no append
+/// reports success: cut exactly at the data area's first byte (control
+/// words, registry and seek index stay), inside the seek index, inside
+/// the lease table and right after the header. Every append is either
+/// `Truncated` or (never) reported sent.
 #[test]
-fn an_append_into_a_truncated_segment_is_an_error() {
+fn no_append_succeeds_after_a_truncate_cut_the_data_area() {
+    // Where the data area starts: the first record's payload ("first")
+    // sits 40 bytes (its header) past it.
+    let data_start = {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::create(dir.path().join("l"), &small(1 << 20)).unwrap();
+        log.writer().unwrap().append(b"first").unwrap();
+        let bytes = std::fs::read(segment_files(&dir.path().join("l"))[0].clone()).unwrap();
+        let at = bytes.windows(5).position(|w| w == b"first").unwrap() as u64;
+        at - 40
+    };
+    assert_eq!(data_start % 4096, 0, "the data area is page-aligned");
+    for cut in [data_start, data_start - 4096, 2 * 4096, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let log = Log::create(&path, &small(1 << 20)).unwrap();
+        let mut w = log.writer().unwrap();
+        w.append(b"first").unwrap();
+        let seg = segment_files(&path)[0].clone();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let mut sent = vec![];
+        let mut truncated = 0;
+        for i in 0..50u64 {
+            match w.append(&payload(1, i)) {
+                Ok(s) => sent.push(s),
+                Err(Error::Truncated { .. }) => truncated += 1,
+                Err(e) => panic!("cut at {cut}: {e}"),
+            }
+        }
+        assert!(
+            sent.is_empty(),
+            "cut at byte {cut}: appends reported sent into a cut area: {sent:?}"
+        );
+        assert_eq!(truncated, 50, "cut at byte {cut}");
+    }
+}
+
+/// A cut inside the data area: appends that fit in the page left may
+/// succeed, but every one reported sent is in the file, whole, and
+/// appends past the cut fail.
+#[test]
+fn no_append_past_a_truncate_inside_the_data_area_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l");
-    let log = Log::create(&path, &Options::default()).unwrap();
+    let log = Log::create(&path, &small(1 << 20)).unwrap();
     let mut w = log.writer().unwrap();
     w.append(b"first").unwrap();
-    let seg = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .unwrap();
+    let seg = segment_files(&path)[0].clone();
+    let bytes = std::fs::read(&seg).unwrap();
+    let data_start = bytes.windows(5).position(|x| x == b"first").unwrap() as u64 - 40;
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
         .unwrap()
-        .set_len(4096)
+        .set_len(data_start + 4096)
         .unwrap();
-    let mut failed = false;
-    for _ in 0..100 {
-        match w.append(&[7u8; 1000]) {
-            Ok(_) => {}
-            Err(Error::Truncated { .. }) => {
-                failed = true;
-                break;
-            }
+    let mut sent = vec![(0, b"first".to_vec())];
+    let mut truncated = 0;
+    for i in 0..200u64 {
+        let p = payload(1, i);
+        match w.append(&p) {
+            Ok(seq) => sent.push((seq, p)),
+            Err(Error::Truncated { .. }) => truncated += 1,
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(failed, "appends into a cut segment all reported success");
+    assert!(
+        truncated > 0,
+        "200 appends of ~70 bytes cannot all fit in one page"
+    );
+    // A reader cannot open the cut segment (it is `Truncated`): look at
+    // the file itself, where every record reported sent must be whole.
+    let bytes = std::fs::read(&seg).unwrap();
+    for (seq, p) in &sent {
+        assert!(
+            bytes.windows(p.len()).any(|x| x == p.as_slice()),
+            "record {seq} was reported sent but is not in the file"
+        );
+    }
 }
 
 /// Found in review: a tethered reader's tether moved only when it was
@@ -823,4 +893,65 @@ fn a_hundred_readers_and_a_writer() {
     assert_eq!(w.append(b"y").unwrap(), 1);
     assert!(log.info().is_ok());
     drop(readers);
+}
+
+/// Found in review: 256 readers of one segment locked every writer out
+/// (each reader took one of the segment's lease slots, which writers need
+/// too). Readers now take slots past the writers' (768 of them), so 300
+/// readers leave every writer slot free, and the writer's record reaches
+/// them all. (In one process for speed: each reader is its own open file
+/// description, as a process would be.)
+#[test]
+fn readers_beyond_the_lease_slots_never_lock_writers_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"first").unwrap();
+    let mut readers = Vec::new();
+    for i in 0..300 {
+        match log.reader(Start::Earliest) {
+            Ok(r) => readers.push(r),
+            Err(e) => panic!("reader {i} refused: {e}"),
+        }
+    }
+    let mut writers = Vec::new();
+    for i in 0..20u64 {
+        let mut w = log.writer().unwrap();
+        assert_eq!(w.append(format!("w{i}").as_bytes()).unwrap(), i + 1);
+        writers.push(w);
+    }
+    assert_eq!(log.info().unwrap().writers, 20);
+    for r in readers.iter_mut() {
+        assert_eq!(r.next().unwrap().unwrap().bytes(), b"first");
+        assert_eq!(r.next().unwrap().unwrap().bytes(), b"w0");
+    }
+}
+
+/// Found in review (lease robustness pass): a new durable cursor waited
+/// on a *blocking* lock of the cursor table's byte in `meta`, so a
+/// program that may only read `meta` hung every new cursor for as long
+/// as it held a shared lock there. Now: `Busy`, naming the lock; names
+/// that exist still open, and new ones work once the lock goes.
+#[test]
+fn a_shared_lock_on_the_cursor_table_never_hangs_a_new_cursor() {
+    use mapshare::unstable::sys::lock::{try_lock, LockKind};
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"one").unwrap();
+    drop(log.reader(Start::Cursor("old".into())).unwrap());
+    let meta = dir.path().join("l").join("meta");
+    let obj = mapshare::Inspection::open(&meta)
+        .unwrap()
+        .header
+        .object_offset;
+    let reader = std::fs::File::open(&meta).unwrap();
+    // The cursor table starts at object offset 128.
+    assert!(try_lock(&reader, LockKind::Shared, obj + 128, 1).unwrap());
+    match log.reader(Start::Cursor("new".into())) {
+        Err(Error::Busy { why, .. }) => assert!(why.contains("shared lock"), "{why}"),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    assert!(log.reader(Start::Cursor("old".into())).is_ok());
+    drop(reader);
+    let mut r = log.reader(Start::Cursor("new".into())).unwrap();
+    assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
 }

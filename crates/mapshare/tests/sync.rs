@@ -1353,3 +1353,152 @@ fn shared_locks_on_lease_bytes_never_keep_a_dead_holder_alive() {
         other => panic!("expected OwnerDied, got {other:?}"),
     };
 }
+
+/// Found in review: a process that may only *read* the file took a shared
+/// lock on every lease byte, and from then on nobody could open the file
+/// and the error blamed "live processes". No lock can stop that (any
+/// exclusive lock is blocked by a shared one, and a reader may take
+/// shared locks), so: slots blocked by shared locks are skipped, any
+/// other slot is taken, a full block is `LeaseSlotsBlocked` naming the
+/// cause, and opening works again once the locks go.
+#[test]
+fn a_read_only_process_cannot_lock_everyone_out_of_opening() {
+    use mapshare::unstable::lease::lock_byte;
+    use mapshare::unstable::sys::lock::{try_lock, unlock};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    let pair = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let slots = mapshare::Inspection::open(&path)
+        .unwrap()
+        .header
+        .lease_slots;
+    let mine = pair.file().lease().token().slot();
+    let reader = std::fs::File::open(&path).unwrap();
+    let taken = (0..slots)
+        .filter(|&i| try_lock(&reader, LockKind::Shared, lock_byte(i), 1).unwrap())
+        .count() as u32;
+    assert_eq!(
+        taken,
+        slots - 1,
+        "every lease byte but the holder's locks shared"
+    );
+    // Every slot is held (one) or blocked (the rest): a typed error that
+    // names the shared locks, not "held by live processes".
+    match Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }) {
+        Err(Error::LeaseSlotsBlocked {
+            slots: s,
+            blocked,
+            pid: None,
+            ..
+        }) => assert_eq!((s, blocked), (slots, slots - 1)),
+        other => panic!("expected LeaseSlotsBlocked, got {other:?}"),
+    }
+    // The holder is still alive, and its mutex works.
+    *pair.lock().unwrap() = Pair { a: 1, b: 1 };
+    // One slot unblocked: that one is taken, whichever it is.
+    let free = (mine + 7) % slots;
+    unlock(&reader, lock_byte(free), 1).unwrap();
+    let second = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    assert_eq!(second.file().lease().token().slot(), free);
+    assert_eq!(pair.lock().unwrap().a, 1);
+    // The reader goes: opening works as ever.
+    drop(reader);
+    let third = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    let used: HashSet<u32> = [&pair, &second, &third]
+        .iter()
+        .map(|p| p.file().lease().token().slot())
+        .collect();
+    assert_eq!(used.len(), 3);
+}
+
+/// A program that read-locks a whole mapshare file with Python's
+/// `fcntl.lockf` (a classic POSIX lock from offset 0 to infinity, so over
+/// every lease byte) while nobody is attached (it would wait for an
+/// attached process's exclusive lease lock otherwise) makes opening fail
+/// with `LeaseSlotsBlocked` naming its PID while it holds the lock; once
+/// it lets go, opening works.
+#[test]
+fn a_whole_file_read_lock_by_another_program_is_named_in_the_open_error() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pair");
+    drop(Shared::<Pair>::open_or_create(&path, &Pair { a: 2, b: 2 }).unwrap());
+    let script = r#"
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.lockf(fd, fcntl.LOCK_SH, 0, 0)
+print("locked", flush=True)
+sys.stdin.readline()
+"#;
+    let mut py = Command::new("python3")
+        .args(["-c", script, path.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(py.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    match Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }) {
+        Err(e @ Error::LeaseSlotsBlocked { .. }) => {
+            let Error::LeaseSlotsBlocked {
+                pid,
+                blocked,
+                slots,
+                ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(*pid, Some(py.id()));
+            assert_eq!(blocked, slots, "every slot");
+            assert!(
+                e.to_string().contains(&format!("process {}", py.id())),
+                "{e}"
+            );
+        }
+        other => panic!("expected LeaseSlotsBlocked, got {other:?}"),
+    }
+    py.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    py.wait().unwrap();
+    let again = Shared::<Pair>::open_or_create(&path, &Pair { a: 0, b: 0 }).unwrap();
+    assert_eq!(again.lock().unwrap().a, 2);
+}
+
+/// A nameless empty file is initialized in place under an exclusive lock
+/// on its init byte. Another program's *shared* lock there is no
+/// initializer: after the timeout the error says so (`Busy`, naming the
+/// shared lock) rather than "waiting for another process to initialize".
+#[test]
+fn a_shared_lock_on_the_init_byte_is_not_reported_as_an_initializer() {
+    use mapshare::unstable::lease::INIT_BYTE;
+    use mapshare::unstable::sys::lock::try_lock;
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nameless");
+    let keep = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let via = format!("/proc/self/fd/{}", keep.as_raw_fd());
+    let reader = std::fs::File::open(&via).unwrap();
+    assert!(try_lock(&reader, LockKind::Shared, INIT_BYTE, 1).unwrap());
+    let mut spec = sync_spec();
+    spec.timeout = Duration::from_millis(50);
+    match SharedFile::open_or_create(&via, &spec, |_, _| Ok(())) {
+        Err(Error::Busy { why, .. }) => {
+            assert!(why.contains("shared lock on the init byte"), "{why}")
+        }
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    // Without it, the file is initialized in place.
+    drop(reader);
+    let f = SharedFile::open_or_create(&via, &spec, |_, _| Ok(())).unwrap();
+    assert!(f.created());
+}

@@ -14,6 +14,8 @@
 //! Slots are taken under an exclusive OFD lock on the first cursor byte
 //! of `meta` (released by the kernel if the taker dies), so two processes
 //! that open the same new name agree on one slot. Slots are never freed.
+//! A shared lock on that byte is another program's, never a taker's: a
+//! new name is then refused with `Busy` at once instead of waiting.
 //!
 //! # Tethers (state table of the tether word)
 //!
@@ -27,6 +29,7 @@
 //! writer's whole tether check is one relaxed load.
 
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
 
 use super::{Meta, CURSORS, CURSOR_LEN, MAX_CURSORS, TETHERS};
 use crate::error::{Error, Result};
@@ -86,12 +89,53 @@ pub(crate) fn find_or_create(meta: &Meta, name: &str, start: u64) -> Result<(u64
     }
     let file = meta.file.region().file();
     let byte = meta.file.object_offset() + CURSORS;
-    sys::lock::lock(file, LockKind::Exclusive, byte, 1)
-        .map_err(|e| Error::io(&meta.origin(), "lock cursor table", e))?;
+    lock_table(meta, byte)?;
     let taken = take(meta, name, start);
     let _ = sys::lock::unlock(file, byte, 1);
     taken
 }
+
+/// Takes the cursor table's lock. A live taker holds it for microseconds:
+/// wait for it, up to [`TABLE_WAIT`]. A *shared* lock there is no
+/// taker's (takers lock exclusively) but another program's, one that may
+/// only read `meta` can take it: `Busy` at once, naming it, rather than
+/// a wait without end (a blocking lock would hang here for as long as
+/// that program likes).
+fn lock_table(meta: &Meta, byte: u64) -> Result<()> {
+    let file = meta.file.region().file();
+    let err = |e| Error::io(&meta.origin(), "lock cursor table", e);
+    let start = Instant::now();
+    let mut backoff = Duration::from_micros(20);
+    loop {
+        if sys::lock::try_lock(file, LockKind::Exclusive, byte, 1).map_err(err)? {
+            return Ok(());
+        }
+        let holder = sys::lock::holder(file, LockKind::Exclusive, byte, 1).map_err(err)?;
+        if let Some(h) = holder.filter(|h| h.kind == LockKind::Shared) {
+            let who = h
+                .pid
+                .map_or("another program".to_string(), |p| format!("process {p}"));
+            return Err(Error::Busy {
+                origin: meta.origin(),
+                why: format!(
+                    "{who} holds a shared lock on the cursor table's lock byte (mapshare locks it exclusively), so no cursor can be created"
+                ),
+            });
+        }
+        if start.elapsed() > TABLE_WAIT {
+            return Err(Error::Timeout {
+                origin: meta.origin(),
+                what: "the durable cursor table's lock",
+                waited: start.elapsed(),
+            });
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_millis(2));
+    }
+}
+
+/// The longest wait for another process that creates a cursor.
+const TABLE_WAIT: Duration = Duration::from_secs(5);
 
 fn find(meta: &Meta, name: &str) -> Result<Option<(u64, u64)>> {
     for i in 0..MAX_CURSORS {

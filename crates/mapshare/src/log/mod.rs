@@ -58,8 +58,8 @@
 //! | 24 | data bytes (capacity) | immutable, must match the header |
 //! | 32 | end: `1 << 63 \| records` once closed, else 0 | |
 //! | 40 | creation time (ms since the epoch) | retention by age |
-//! | 64 | writer registry: 64 × (lease token, pending count), one per 64-byte line | one entry per lease slot |
-//! | 4160 | seek index: data offset + 1 of every 256th record | written at claim |
+//! | 64 | writer registry: 256 × (lease token, pending count), one per 64-byte line | one entry per writer lease slot (slots 0..256) |
+//! | 16448 | seek index: data offset + 1 of every 256th record | written at claim |
 //! | page-aligned | data area: records | |
 //!
 //! ## Records (8-byte aligned, in the data area)
@@ -135,7 +135,13 @@
 //!
 //! # Retention and pinning
 //!
-//! Every reader and writer holds a lease in the segment file it is in.
+//! Every reader and writer holds a lease in the segment file it is in,
+//! from separate slot ranges of its 1024-slot lease table: writers take
+//! slots 0..256 (a writer's slot is its registry entry), readers (and
+//! retention and [`Log::info`] while they look) take slots 256..1024. So
+//! no number of readers locks a writer out; the 769th reader of one
+//! segment gets [`Error::LeaseTableFull`]. (A segment made before the
+//! split has 256 slots, which readers and writers share as before.)
 //! [`Log::retain`] (run by whoever creates a segment) deletes the oldest
 //! segments while the configured limits are exceeded, but stops at the
 //! first segment in which another live process holds a lease, and moves
@@ -185,10 +191,10 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Origin, Result};
 use crate::file::{SharedFile, Spec};
-use crate::format::{Fingerprint, Kind};
+use crate::format::{Fingerprint, Kind, MAX_LEASE_SLOTS};
 use crate::sync::{Futex, RawEvent, Symmetric};
 use protocol::{Mem, Resolved, Step};
-use segment::Segment;
+use segment::{Role, Segment};
 
 const EVENT: u64 = 0;
 const SEGMENT_SIZE: u64 = 8;
@@ -452,7 +458,10 @@ impl Log {
         let origin = Origin::path(dir);
         segment::check_capacity(&origin, options.segment_size)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(&origin, "create directory", e))?;
-        let spec = Spec::new(Kind::Raw, meta_fingerprint(), META_LEN);
+        let mut spec = Spec::new(Kind::Raw, meta_fingerprint(), META_LEN);
+        // One lease per process that has the log open (readers and
+        // writers alike): room for as many as a segment has readers.
+        spec.lease_slots = MAX_LEASE_SLOTS;
         let o = options;
         let file = SharedFile::open_or_create(dir.join("meta"), &spec, |region, header| {
             let base = header.object_offset;
@@ -470,7 +479,13 @@ impl Log {
         let log = Log::from_meta(file, dir)?;
         let first = log.meta.load(FIRST)?;
         if first == 0 && log.meta.load(LAST)? == 0 {
-            drop(Segment::open_or_create(dir, 0, 0, log.segment_size()?)?);
+            drop(Segment::open_or_create(
+                dir,
+                0,
+                0,
+                log.segment_size()?,
+                Role::Reader,
+            )?);
         }
         Ok(log)
     }
@@ -553,7 +568,7 @@ impl Log {
     fn first_segment(&self) -> Result<Segment> {
         let (mut n, last) = self.range()?;
         while n <= last {
-            match Segment::open(self.dir(), n) {
+            match Segment::open(self.dir(), n, Role::Reader) {
                 Ok(s) => return Ok(s),
                 Err(Error::NotFound { .. }) => n += 1,
                 Err(e) => return Err(e),
@@ -590,7 +605,8 @@ impl Log {
             .base
             .checked_add(count)
             .ok_or_else(|| seg.corrupted("sequence numbers overflow".into()))?;
-        let next = Segment::open_or_create(self.dir(), number, base, self.segment_size()?)?;
+        let next =
+            Segment::open_or_create(self.dir(), number, base, self.segment_size()?, seg.role)?;
         let last = self.meta.word(LAST)?;
         if last.fetch_max(number, AcqRel) < number && next.file().created() {
             // Retention is best effort: a failure here must not fail the
@@ -652,7 +668,7 @@ impl Log {
             if first >= last {
                 break;
             }
-            let seg = match Segment::open(self.dir(), first) {
+            let seg = match Segment::open(self.dir(), first, Role::Reader) {
                 Ok(s) => s,
                 Err(Error::NotFound { .. }) => {
                     let _ =
@@ -698,7 +714,7 @@ impl Log {
         let mut writers = 0;
         let mut next_seq = 0;
         for n in first..=last {
-            let seg = match Segment::open(self.dir(), n) {
+            let seg = match Segment::open(self.dir(), n, Role::Reader) {
                 Ok(s) => s,
                 Err(Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),

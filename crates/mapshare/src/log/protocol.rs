@@ -49,7 +49,8 @@ pub const CREATED: u64 = 40;
 /// per cache line (each writer's pending count is written twice per
 /// append; neighbours must not share its line).
 pub const REGISTRY: u64 = 64;
-/// Registry entries: one per lease slot of the segment file.
+/// Registry entries: one per writer lease slot of the segment file (its
+/// first `REGISTRY_SLOTS` slots; readers take the slots after them).
 pub const REGISTRY_SLOTS: u32 = 256;
 /// The seek index follows the registry.
 pub const INDEX: u64 = REGISTRY + REGISTRY_STRIDE * REGISTRY_SLOTS as u64;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Acquire;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self as p, Mem};
-use super::segment::Segment;
+use super::segment::{Role, Segment};
 use super::{cursor, scan, Found, Log, Pos, Start, CHECK_EVERY, FIRST};
 use crate::error::{Error, Origin, Result};
 use crate::sync::{spin_until, Futex, Spin, Symmetric};
@@ -172,7 +172,7 @@ impl Reader {
     }
 
     fn at_latest(log: Log) -> Result<Reader> {
-        let mut seg = Segment::open(log.dir(), log.last_number()?)?;
+        let mut seg = Segment::open(log.dir(), log.last_number()?, Role::Reader)?;
         for _ in 0..64 {
             let (off, count) = p::tail_parts(seg.load(p::TAIL, Acquire));
             if off <= seg.geo.usable() {
@@ -201,7 +201,7 @@ impl Reader {
         // The last segment whose base is at or below `seq`.
         let mut n = last;
         while n > seg.number {
-            match Segment::open(self.log.dir(), n) {
+            match Segment::open(self.log.dir(), n, Role::Reader) {
                 Ok(s) if s.base <= seq => {
                     seg = s;
                     break;

@@ -9,13 +9,46 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::protocol::{self as p, Geometry, Mem, BAD_WORD};
 use crate::error::{Error, Origin, Result};
-use crate::file::{SharedFile, Spec};
-use crate::format::{Fingerprint, Kind};
+use crate::file::{SharedFile, SlotChoice, Spec};
+use crate::format::{Fingerprint, Kind, MAX_LEASE_SLOTS};
 use crate::lease::{Liveness, Token};
 
 /// The segment format's fingerprint.
 pub(crate) fn fingerprint() -> Fingerprint {
     Fingerprint::new("mapshare::log-segment/v1", p::HDR, 8)
+}
+
+/// Who attaches to a segment. Its lease table's first
+/// [`REGISTRY_SLOTS`](p::REGISTRY_SLOTS) slots are the writers' (a
+/// writer's slot is its registry entry); everyone else (readers,
+/// retention, `info`) takes the slots after them, so no number of readers
+/// can lock a writer out. New segments have [`MAX_LEASE_SLOTS`] slots:
+/// 256 for writers, 768 for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Appends: registers in the writer registry.
+    Writer,
+    /// Reads, or looks (retention, `info`): pins the segment only.
+    Reader,
+}
+
+impl Role {
+    /// The lease slots this role may take in a table of `n` slots. A
+    /// segment made before the split (256 slots, as many as registry
+    /// entries) has no slots past the writers': readers share the table
+    /// there, as they always did.
+    fn slots(self) -> SlotChoice {
+        match self {
+            Role::Writer => |n| 0..n.min(p::REGISTRY_SLOTS),
+            Role::Reader => |n| {
+                if n > p::REGISTRY_SLOTS {
+                    p::REGISTRY_SLOTS..n
+                } else {
+                    0..n
+                }
+            },
+        }
+    }
 }
 
 /// Smallest data area accepted.
@@ -54,6 +87,9 @@ pub(crate) struct Segment {
     /// First sequence number (validated against the previous segment by
     /// whoever follows the chain).
     pub base: u64,
+    /// Whose lease slot this handle holds (the next segment is opened in
+    /// the same role).
+    pub role: Role,
 }
 
 // SAFETY: `obj` points into `file`'s mapping, which moves with the
@@ -68,22 +104,29 @@ impl Segment {
     /// Opens segment `number` of `dir`, creating it with first sequence
     /// number `base` and `capacity` data bytes if it does not exist. An
     /// existing one must have that base (else `Corrupted`).
-    pub fn open_or_create(dir: &Path, number: u64, base: u64, capacity: u64) -> Result<Segment> {
+    pub fn open_or_create(
+        dir: &Path,
+        number: u64,
+        base: u64,
+        capacity: u64,
+        role: Role,
+    ) -> Result<Segment> {
         let path = path(dir, number);
         let origin = Origin::path(&path);
         check_capacity(&origin, capacity)?;
         let geo = Geometry::new(capacity);
         let mut spec = Spec::new(Kind::LogSegment, fingerprint(), geo.object_len());
-        spec.lease_slots = p::REGISTRY_SLOTS;
-        let file = SharedFile::open_or_create(&path, &spec, |region, header| {
-            let o = header.object_offset;
-            let now = now_ms();
-            region.write_at(o + p::BASE, &base.to_ne_bytes())?;
-            region.write_at(o + p::NUMBER, &number.to_ne_bytes())?;
-            region.write_at(o + p::CAPACITY, &capacity.to_ne_bytes())?;
-            region.write_at(o + p::CREATED, &now.to_ne_bytes())
-        })?;
-        let seg = Segment::attach(file, number)?;
+        spec.lease_slots = MAX_LEASE_SLOTS;
+        let file =
+            SharedFile::open_or_create_within(&path, &spec, role.slots(), |region, header| {
+                let o = header.object_offset;
+                let now = now_ms();
+                region.write_at(o + p::BASE, &base.to_ne_bytes())?;
+                region.write_at(o + p::NUMBER, &number.to_ne_bytes())?;
+                region.write_at(o + p::CAPACITY, &capacity.to_ne_bytes())?;
+                region.write_at(o + p::CREATED, &now.to_ne_bytes())
+            })?;
+        let seg = Segment::attach(file, number, role)?;
         if seg.base != base {
             return Err(seg.corrupted(format!(
                 "segment {number} starts at sequence {}, its predecessor ends at {base}",
@@ -95,17 +138,18 @@ impl Segment {
 
     /// Opens existing segment `number` of `dir` (`NotFound` if there is
     /// none).
-    pub fn open(dir: &Path, number: u64) -> Result<Segment> {
-        let file = SharedFile::open(
+    pub fn open(dir: &Path, number: u64, role: Role) -> Result<Segment> {
+        let file = SharedFile::open_within(
             path(dir, number),
             Kind::LogSegment,
             &fingerprint(),
             Duration::from_secs(5),
+            role.slots(),
         )?;
-        Segment::attach(file, number)
+        Segment::attach(file, number, role)
     }
 
-    fn attach(file: SharedFile, number: u64) -> Result<Segment> {
+    fn attach(file: SharedFile, number: u64, role: Role) -> Result<Segment> {
         let origin = file.region().origin().clone();
         let o = file.object_offset();
         let r = file.region();
@@ -127,11 +171,11 @@ impl Segment {
                 actual: r.len() as u64,
             });
         }
-        if file.lease().token().slot() >= p::REGISTRY_SLOTS {
+        if role == Role::Writer && file.lease().token().slot() >= p::REGISTRY_SLOTS {
             return Err(Error::Corrupted {
                 origin,
                 what: "log segment",
-                why: "lease slot outside the writer registry".into(),
+                why: "a writer's lease slot outside the writer registry".into(),
             });
         }
         let obj = r.as_mut_ptr()?.wrapping_add(o as usize);
@@ -142,6 +186,7 @@ impl Segment {
             geo,
             number,
             base,
+            role,
         })
     }
 
@@ -215,6 +260,12 @@ impl Segment {
         self.file.lease().check_owner(self.file.region())?;
         let token = self.file.lease().token();
         let slot = token.slot();
+        if self.role != Role::Writer || slot >= p::REGISTRY_SLOTS {
+            return Err(self.corrupted(format!(
+                "lease slot {slot} of a {:?} handle has no writer registry entry",
+                self.role
+            )));
+        }
         let at = p::registry_at(slot);
         self.store(at + 8, 0, Release);
         self.store(at, token.raw(), Release);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::cursor;
 use super::protocol::{self as p, Mem, Reserve};
-use super::segment::{now_ns, Segment};
+use super::segment::{now_ns, Role, Segment};
 use super::Log;
 use crate::error::{Error, Origin, Result};
 
@@ -53,8 +53,8 @@ impl Writer {
         let last = log.last_number()?;
         let base = if last == 0 { Some(0) } else { None };
         let seg = match base {
-            Some(b) => Segment::open_or_create(log.dir(), 0, b, log.segment_size()?)?,
-            None => Segment::open(log.dir(), last)?,
+            Some(b) => Segment::open_or_create(log.dir(), 0, b, log.segment_size()?, Role::Writer)?,
+            None => Segment::open(log.dir(), last, Role::Writer)?,
         };
         let slot = seg.register_writer()?;
         Ok(Writer {
@@ -156,7 +156,7 @@ impl Writer {
     fn next_segment(&self) -> Result<Segment> {
         let last = self.log.last_number()?;
         if last > self.seg.number {
-            match Segment::open(self.log.dir(), last) {
+            match Segment::open(self.log.dir(), last, Role::Writer) {
                 Ok(s) => return Ok(s),
                 Err(Error::NotFound { .. }) => {}
                 Err(e) => return Err(e),
