@@ -57,6 +57,7 @@ variants!(
     Corrupted,
     Timeout,
     LeaseTableFull,
+    LeaseSlotsBlocked,
     OwnerDied,
     Poisoned,
     NotRecoverable,
@@ -288,6 +289,22 @@ fn classify(err: &RustError, msg: String) -> (PyErr, Vec<(&'static str, Attr)>) 
             LeaseTableFull::new_err(msg),
             vec![path(origin), ("slots", Int(u64::from(*slots)))],
         ),
+        RustError::LeaseSlotsBlocked {
+            origin,
+            slots,
+            blocked,
+            pid,
+        } => {
+            let mut attrs = vec![
+                path(origin),
+                ("slots", Int(u64::from(*slots))),
+                ("blocked", Int(u64::from(*blocked))),
+            ];
+            if let Some(pid) = pid {
+                attrs.push(("pid", Int(u64::from(*pid))));
+            }
+            (LeaseSlotsBlocked::new_err(msg), attrs)
+        }
         RustError::OwnerDied { origin } => (OwnerDied::new_err(msg), vec![path(origin)]),
         RustError::Poisoned { origin } => (Poisoned::new_err(msg), vec![path(origin)]),
         RustError::NotRecoverable { origin } => (NotRecoverable::new_err(msg), vec![path(origin)]),

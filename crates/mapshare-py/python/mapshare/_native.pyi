@@ -114,6 +114,14 @@ class Timeout(Error):
 class LeaseTableFull(Error):
     slots: int
 
+class LeaseSlotsBlocked(Error):
+    """Every free lease slot is blocked by another program's shared lock
+    (``pid`` is set for a classic POSIX lock)."""
+
+    slots: int
+    blocked: int
+    pid: int
+
 class OwnerDied(Error):
     """The previous holder died holding the mutex. ``guard`` holds it now:
     repair the data, ``guard.mark_consistent()``, then unlock."""
