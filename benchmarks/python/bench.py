@@ -14,8 +14,10 @@ different cores):
 - snapshot_64mib: getting the newest 64 MiB float64 array, a zero-copy
   view through mapshare.numpy.view_array vs receiving it pickled through
   multiprocessing.Pipe (goal <= 0.01);
-- mutex: an uncontended `with lock:` on mapshare.Mutex vs
-  multiprocessing.Lock (goal <= 0.5).
+- mutex: an uncontended `with lock:`, and explicit lock+unlock calls, on
+  mapshare.Mutex vs multiprocessing.Lock (goal <= 0.5), with
+  threading.Lock (the cheapest lock Python has, no process sharing) as
+  the floor any lock pays for the same Python statements.
 """
 
 import argparse
@@ -169,7 +171,7 @@ def array_snapshot(n):
 # ------------------------------------------------------------ locks
 
 
-def lock_loop(lock, n):
+def lock_with(lock, n):
     t0 = time.perf_counter()
     for _ in range(n):
         with lock:
@@ -177,14 +179,31 @@ def lock_loop(lock, n):
     return (time.perf_counter() - t0) / n
 
 
-def mutex_mapshare(n):
+def lock_calls(acquire, release, n):
+    t0 = time.perf_counter()
+    for _ in range(n):
+        release(acquire())
+    return (time.perf_counter() - t0) / n
+
+
+def mutex_figures(n, rounds):
+    """`with lock:` and explicit lock+unlock for mapshare.Mutex and
+    multiprocessing.Lock, plus threading.Lock as the floor that any
+    Python-level lock pays for the same statement, alternating."""
     with tempfile.TemporaryDirectory() as d:
         f = mapshare.SharedFile.open_or_create(os.path.join(d, "m"), 4096)
-        return lock_loop(f.mutex(0, 8), n)
-
-
-def mutex_mp(n):
-    return lock_loop(CTX.Lock(), n)
+        m = f.mutex(0, 8)
+        mpl = CTX.Lock()
+        tl = __import__("threading").Lock()
+        res = {k: [] for k in ("ms_with", "mp_with", "tl_with", "ms_calls", "mp_calls", "tl_calls")}
+        for _ in range(rounds):
+            res["ms_with"].append(lock_with(m, n))
+            res["mp_with"].append(lock_with(mpl, n))
+            res["tl_with"].append(lock_with(tl, n))
+            res["ms_calls"].append(lock_calls(lambda: m.lock(), lambda g: g.unlock(), n))
+            res["mp_calls"].append(lock_calls(lambda: mpl.acquire(), lambda _: mpl.release(), n))
+            res["tl_calls"].append(lock_calls(lambda: tl.acquire(), lambda _: tl.release(), n))
+        return {k: statistics.median(v) for k, v in res.items()}
 
 
 # ------------------------------------------------------------ main
@@ -223,14 +242,18 @@ def main():
         "ratio": min(sa) / min(pa),
         "goal": 0.01,
     }
-    mm, ml = [], []
-    for _ in range(rounds):
-        mm.append(mutex_mapshare(200000 // k))
-        ml.append(mutex_mp(200000 // k))
+    mx = mutex_figures(50000 // k, 15)
     out["mutex"] = {
-        "mapshare_ns": min(mm) * 1e9,
-        "mp_lock_ns": min(ml) * 1e9,
-        "ratio": min(mm) / min(ml),
+        "mapshare_with_ns": mx["ms_with"] * 1e9,
+        "mp_lock_with_ns": mx["mp_with"] * 1e9,
+        "threading_lock_with_ns": mx["tl_with"] * 1e9,
+        "ratio_with": mx["ms_with"] / mx["mp_with"],
+        "floor_ratio_with": mx["tl_with"] / mx["mp_with"],
+        "mapshare_calls_ns": mx["ms_calls"] * 1e9,
+        "mp_lock_calls_ns": mx["mp_calls"] * 1e9,
+        "threading_lock_calls_ns": mx["tl_calls"] * 1e9,
+        "ratio_calls": mx["ms_calls"] / mx["mp_calls"],
+        "floor_ratio_calls": mx["tl_calls"] / mx["mp_calls"],
         "goal": 0.5,
     }
     if args.json:

@@ -3,7 +3,8 @@
 use std::ffi::c_int;
 use std::path::PathBuf;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use mapshare::queue::{Consumer, Producer, Record, SendError};
 use mapshare::Error;
@@ -13,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMemoryView};
 
 use crate::errors::{to_py, IntoPyResult};
-use crate::util::{self, blocking, slice_timeout, Owner};
+use crate::util::{self, blocking, slice_timeout, Held, Owner};
 
 fn origin_of(file: &mapshare::SharedFile) -> mapshare::Origin {
     // SAFETY: only the origin (a path) is read from the region.
@@ -181,7 +182,7 @@ impl PyProducer {
 pub struct PyConsumer {
     // Declared first: the record an open view holds, dropped (released)
     // before the consumer it borrows.
-    held: Option<Record<'static>>,
+    held: Option<Held<Record<'static>>>,
     inner: Option<Owner<Consumer>>,
 }
 
@@ -197,11 +198,7 @@ impl PyConsumer {
     /// The consumer, for a call that needs it alone: refused while a
     /// record view is open (the view borrows it).
     fn get(&mut self) -> PyResult<&'static mut Consumer> {
-        if self.held.is_some() {
-            return Err(PyBufferError::new_err(
-                "a record view is still open: leave its `with` block (and release views made from it) first",
-            ));
-        }
+        Held::check(&mut self.held, "record")?;
         let owner = self.inner.as_ref().ok_or_else(closed)?;
         // SAFETY: `&mut self` is exclusive and no record borrows the
         // consumer (`held` is empty); callers drop what they borrow from
@@ -288,12 +285,16 @@ impl PyConsumer {
     fn recv_view(slf: Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyRecordView>> {
         let py = slf.py();
         let timeout = util::timeout_arg(timeout)?;
+        let open = Arc::new(AtomicBool::new(true));
         let (ptr, len) = {
             let mut this = slf.borrow_mut();
             let rec = this.next_record(py, timeout)?;
             let ptr = rec.as_ptr() as usize;
             let len = rec.len();
-            this.held = Some(rec);
+            this.held = Some(Held {
+                _value: rec,
+                open: open.clone(),
+            });
             (ptr, len)
         };
         Py::new(
@@ -304,6 +305,7 @@ impl PyConsumer {
                 len,
                 state: std::sync::Mutex::new(ViewState::Open(None)),
                 exports: AtomicUsize::new(0),
+                open,
             },
         )
     }
@@ -367,6 +369,8 @@ pub struct PyRecordView {
     len: usize,
     state: std::sync::Mutex<ViewState>,
     exports: AtomicUsize,
+    /// Cleared when the view ends (see `Held`).
+    open: Arc<AtomicBool>,
 }
 
 /// Enter/exit/release of a zero-copy view held by a parent object:
@@ -474,7 +478,11 @@ impl PyRecordView {
     /// Releases the record (what leaving the `with` block does).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         if view_release(py, &self.state, &self.exports)? {
-            self.consumer.borrow_mut(py).held = None;
+            end_view(&self.open, || {
+                if let Ok(mut c) = self.consumer.bind(py).try_borrow_mut() {
+                    c.held = None;
+                }
+            });
         }
         Ok(())
     }
@@ -516,16 +524,21 @@ impl Drop for PyRecordView {
     fn drop(&mut self) {
         // A view dropped without leaving its block: no buffer of it can
         // be alive (each holds a reference to it), so release the record.
-        let open = !matches!(
-            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            ViewState::Released
-        );
-        if open {
-            Python::attach(|py| {
-                if let Ok(mut c) = self.consumer.bind(py).try_borrow_mut() {
-                    c.held = None;
-                }
+        if self.open.load(Ordering::Acquire) {
+            end_view(&self.open, || {
+                Python::attach(|py| {
+                    if let Ok(mut c) = self.consumer.bind(py).try_borrow_mut() {
+                        c.held = None;
+                    }
+                })
             });
         }
     }
+}
+
+/// Marks a view ended, then lets the holder release eagerly if it can
+/// (`release`); otherwise the holder does on its next call.
+pub fn end_view(open: &AtomicBool, release: impl FnOnce()) {
+    open.store(false, Ordering::Release);
+    release();
 }

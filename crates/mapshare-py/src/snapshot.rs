@@ -2,19 +2,20 @@
 
 use std::ffi::c_int;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mapshare::snapshot::{Options, ReadGuard, ReadOnlyReader, Reader, SlowReaders, Writer};
 use mapshare::Error;
-use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::{to_py, IntoPyResult};
-use crate::queue::{view_enter, view_export, view_release, ViewState};
-use crate::util::{self, blocking, slice_timeout, Owner, SameThread, SameThreadMut};
+use crate::queue::{end_view, view_enter, view_export, view_release, ViewState};
+use crate::util::{self, blocking, slice_timeout, Held, Owner, SameThread, SameThreadMut};
 
 fn closed() -> PyErr {
     PyValueError::new_err("the snapshot handle is closed")
@@ -166,7 +167,7 @@ enum Inner {
 pub struct PySnapshotReader {
     // Declared first: the pinned version of an open view, dropped
     // (unpinned) before the reader it borrows.
-    held: Option<ReadGuard<'static>>,
+    held: Option<Held<ReadGuard<'static>>>,
     inner: Option<Inner>,
     path: PathBuf,
 }
@@ -180,11 +181,7 @@ unsafe impl Send for PySnapshotReader {}
 
 impl PySnapshotReader {
     fn get(&mut self) -> PyResult<&mut Inner> {
-        if self.held.is_some() {
-            return Err(PyBufferError::new_err(
-                "a snapshot view is still open: leave its `with` block (and release views made from it) first",
-            ));
-        }
+        Held::check(&mut self.held, "snapshot")?;
         self.inner.as_mut().ok_or_else(closed)
     }
 }
@@ -238,6 +235,7 @@ impl PySnapshotReader {
     #[pyo3(signature = (verify = false))]
     fn view(slf: Bound<'_, Self>, verify: bool) -> PyResult<Option<Py<PySnapshotView>>> {
         let py = slf.py();
+        let open = Arc::new(AtomicBool::new(true));
         let (ptr, len, generation) = {
             let mut this = slf.borrow_mut();
             let guard = match this.get()? {
@@ -262,7 +260,10 @@ impl PySnapshotReader {
                 return Ok(None);
             };
             let out = (guard.as_ptr() as usize, guard.len(), guard.generation());
-            this.held = Some(guard);
+            this.held = Some(Held {
+                _value: guard,
+                open: open.clone(),
+            });
             out
         };
         Py::new(
@@ -274,6 +275,7 @@ impl PySnapshotReader {
                 generation,
                 state: std::sync::Mutex::new(ViewState::Open(None)),
                 exports: AtomicUsize::new(0),
+                open,
             },
         )
         .map(Some)
@@ -354,6 +356,8 @@ pub struct PySnapshotView {
     generation: u64,
     state: std::sync::Mutex<ViewState>,
     exports: AtomicUsize,
+    /// Cleared when the view ends (see `Held`).
+    open: Arc<AtomicBool>,
 }
 
 #[pymethods]
@@ -386,7 +390,11 @@ impl PySnapshotView {
     /// Unpins the version (what leaving the `with` block does).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
         if view_release(py, &self.state, &self.exports)? {
-            self.reader.borrow_mut(py).held = None;
+            end_view(&self.open, || {
+                if let Ok(mut r) = self.reader.bind(py).try_borrow_mut() {
+                    r.held = None;
+                }
+            });
         }
         Ok(())
     }
@@ -428,15 +436,13 @@ impl Drop for PySnapshotView {
     fn drop(&mut self) {
         // Dropped without leaving its block: no buffer of it can be alive
         // (each holds a reference to it), so unpin.
-        let open = !matches!(
-            *self.state.lock().unwrap_or_else(|p| p.into_inner()),
-            ViewState::Released
-        );
-        if open {
-            Python::attach(|py| {
-                if let Ok(mut r) = self.reader.bind(py).try_borrow_mut() {
-                    r.held = None;
-                }
+        if self.open.load(Ordering::Acquire) {
+            end_view(&self.open, || {
+                Python::attach(|py| {
+                    if let Ok(mut r) = self.reader.bind(py).try_borrow_mut() {
+                        r.held = None;
+                    }
+                })
             });
         }
     }

@@ -179,6 +179,7 @@ impl PySharedFile {
             offset: at,
             size: size as usize,
             entered: Entered::default(),
+            spare: std::sync::Mutex::new(None),
         };
         m.handle()?;
         Ok(m)
@@ -252,7 +253,7 @@ unsafe fn pinned(file: &Arc<SharedFile>) -> &'static SharedFile {
 /// lock: repair the data, call `guard.mark_consistent()`, then unlock.
 /// Threads of one process wait for each other; a thread that locks twice
 /// deadlocks (Ctrl-C still interrupts it).
-#[pyclass(module = "mapshare", name = "Mutex")]
+#[pyclass(module = "mapshare", name = "Mutex", frozen)]
 pub struct PyMutex {
     file: Arc<SharedFile>,
     /// Absolute offset of the lock word in the file.
@@ -261,13 +262,16 @@ pub struct PyMutex {
     size: usize,
     /// Guards handed out by `__enter__`, per thread.
     entered: Entered<PyGuard>,
+    /// The guard object of the last `with` block, for the next one.
+    spare: std::sync::Mutex<Option<Py<PyGuard>>>,
 }
 
 impl PyMutex {
     fn handle(&self) -> PyResult<Mutex<'static, ()>> {
         // SAFETY: `place` reserved these bytes for this mutex alone in
         // this process (Mutex::at's contract); the guard made from the
-        // handle is stored with a clone of `self.file` (see `Held`).
+        // handle is stored in a `PyGuard` with a clone of `self.file`,
+        // declared after it (dropped last).
         unsafe { Mutex::<()>::at(pinned(&self.file), self.offset) }.py()
     }
 
@@ -277,15 +281,25 @@ impl PyMutex {
         guard: MutexGuard<'static, ()>,
         recovering: bool,
     ) -> PyResult<Py<PyGuard>> {
+        // The guard object of an earlier `with` block, if nobody else
+        // kept it: refilled instead of allocating (the uncontended `with`
+        // is a figure of its own; see docs/benchmarks.md).
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(g) = spare {
+            if g.get_refcnt(py) == 1 {
+                let this = g.get();
+                *this.lock_held() = Some(Held(guard));
+                this.recovering.store(recovering, Ordering::Release);
+                return Ok(g);
+            }
+        }
         // SAFETY: only the mapping's address is read.
         let base = unsafe { self.file.raw_region() }.as_ptr() as usize;
         Py::new(
             py,
             PyGuard {
-                held: std::sync::Mutex::new(Some(Held {
-                    guard,
-                    _file: self.file.clone(),
-                })),
+                held: std::sync::Mutex::new(Some(Held(guard))),
+                _file: self.file.clone(),
                 data: base + self.offset as usize + MUTEX_WORDS as usize,
                 size: self.size,
                 recovering: AtomicBool::new(recovering),
@@ -396,13 +410,13 @@ impl PyMutex {
     /// Unlocks the guard this thread's matching `__enter__` returned.
     fn __exit__(
         &self,
-        py: Python<'_>,
         _t: Option<&Bound<'_, PyAny>>,
         _v: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         if let Some(g) = self.entered.pop() {
-            g.borrow(py).unlock()?;
+            g.get().unlock()?;
+            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(g);
         }
         Ok(false)
     }
@@ -410,7 +424,15 @@ impl PyMutex {
 
 /// Guards handed out by a `__enter__`, per thread, for the matching
 /// `__exit__` (a `with` statement gives `__exit__` nothing to find them by).
-pub struct Entered<G>(std::sync::Mutex<Vec<(std::thread::ThreadId, Py<G>)>>);
+pub struct Entered<G>(std::sync::Mutex<Vec<(usize, Py<G>)>>);
+
+/// A number that tells this thread from the other live ones (the address
+/// of a thread-local): cheaper than `thread::current().id()`, which
+/// clones an `Arc`.
+fn thread_key() -> usize {
+    thread_local!(static KEY: u8 = const { 0 });
+    KEY.with(|k| k as *const u8 as usize)
+}
 
 impl<G> Default for Entered<G> {
     fn default() -> Self {
@@ -420,7 +442,7 @@ impl<G> Default for Entered<G> {
 
 impl<G> Entered<G> {
     fn push(&self, _py: Python<'_>, g: Py<G>) {
-        let me = std::thread::current().id();
+        let me = thread_key();
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -428,19 +450,15 @@ impl<G> Entered<G> {
     }
 
     fn pop(&self) -> Option<Py<G>> {
-        let me = std::thread::current().id();
+        let me = thread_key();
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let i = v.iter().rposition(|(t, _)| *t == me)?;
         Some(v.remove(i).1)
     }
 }
 
-/// A held mutex: the guard, then the file it borrows from.
-struct Held {
-    // Declared first: dropped (unlocking) before `_file`.
-    guard: MutexGuard<'static, ()>,
-    _file: Arc<SharedFile>,
-}
+/// A held mutex's guard; it borrows the file its `PyGuard` keeps.
+struct Held(MutexGuard<'static, ()>);
 
 // SAFETY: the lock word stores this process's lease token, not a thread:
 // any thread of the process may unlock it (the Rust guard is !Send only
@@ -451,9 +469,12 @@ unsafe impl Send for Held {}
 /// A locked mutex. Exports the protected bytes as a writable buffer
 /// while it holds the lock; `unlock()` (or leaving its `with` block)
 /// raises `BufferError` while views of them exist, and keeps the lock.
-#[pyclass(module = "mapshare", name = "Guard")]
+#[pyclass(module = "mapshare", name = "Guard", frozen)]
 pub struct PyGuard {
+    // Declared first: dropped (unlocking) before `_file`.
     held: std::sync::Mutex<Option<Held>>,
+    /// The file the guard borrows.
+    _file: Arc<SharedFile>,
     /// Address of the protected data.
     data: usize,
     size: usize,
@@ -490,7 +511,7 @@ impl PyGuard {
     fn mark_consistent(&self) -> PyResult<()> {
         match self.lock_held().as_mut() {
             Some(h) => {
-                h.guard.mark_consistent();
+                h.0.mark_consistent();
                 self.recovering.store(false, Ordering::Release);
                 Ok(())
             }
@@ -546,7 +567,7 @@ impl PyGuard {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let this = slf.borrow();
+        let this = slf.get();
         if this.lock_held().is_none() {
             return Err(PyBufferError::new_err(
                 "the guard is unlocked: its data is not ours to view",

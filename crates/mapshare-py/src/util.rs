@@ -270,3 +270,29 @@ impl<T> SameThreadMut<T> {
         unsafe { &mut *self.0.as_ptr() }
     }
 }
+
+/// What an open zero-copy view holds (a queue record, a snapshot pin),
+/// stored in the object it borrows from, with a flag the view clears when
+/// it ends. The holder lets go eagerly when the view ends; if it could not
+/// then (it was busy), it lets go on its next call ([`Held::check`]).
+pub struct Held<T> {
+    /// Kept for its `Drop` (release, unpin).
+    pub _value: T,
+    pub open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<T> Held<T> {
+    /// Clears a held value whose view has ended; refuses (`BufferError`)
+    /// while the view is open.
+    pub fn check(slot: &mut Option<Held<T>>, what: &str) -> PyResult<()> {
+        if let Some(h) = slot {
+            if h.open.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(pyo3::exceptions::PyBufferError::new_err(format!(
+                    "a {what} view is still open: leave its `with` block (and release views made from it) first"
+                )));
+            }
+            *slot = None;
+        }
+        Ok(())
+    }
+}
