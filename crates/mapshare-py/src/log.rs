@@ -25,8 +25,9 @@ pub struct PyLog {
 
 #[pymethods]
 impl PyLog {
-    /// Creates a log in directory `dir` (made if missing; must hold no
-    /// log yet). `segment_size`: data bytes per segment file. Retention:
+    /// Creates a log in directory `dir` (made if missing); a log already
+    /// there is opened as it is, keeping its own segment size and
+    /// retention. `segment_size`: data bytes per segment file. Retention:
     /// keep at most `retain_bytes` of segments, `retain_segments`
     /// segments, segments younger than `retain_age` seconds (None: no
     /// limit); `retain()` applies it.
