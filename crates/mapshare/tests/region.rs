@@ -804,3 +804,60 @@ fn threads_fault_at_once_while_other_regions_come_and_go() {
         });
     });
 }
+
+/// The `Key:` field, in kB, of the `/proc/self/smaps` entry that maps
+/// `addr`.
+fn smaps_kb(addr: usize, key: &str) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    inside = (lo..hi).contains(&addr);
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(rest) = line.strip_prefix(key) {
+                return rest
+                    .trim_start_matches(':')
+                    .trim()
+                    .trim_end_matches(" kB")
+                    .parse()
+                    .unwrap();
+            }
+        }
+    }
+    panic!("no smaps entry with {key} maps {addr:#x}");
+}
+
+#[test]
+fn prefault_write_maps_every_page_writable_and_changes_no_data() {
+    let (_dir, path) = disk_file(256 * PAGE as usize);
+    let region = Region::open(&path).unwrap();
+    region.flush().unwrap();
+    region.advise(Hint::DontNeed).unwrap();
+    let addr = region.as_ptr() as usize;
+    assert!(smaps_kb(addr, "Rss") < 256 * PAGE / 1024 / 2);
+    region.prefault_write().unwrap();
+    // Mapped (Rss) and dirty: the pages were faulted in for writing, so
+    // the writes that follow take no fault.
+    let kb = 256 * PAGE / 1024;
+    assert_eq!(smaps_kb(addr, "Rss"), kb);
+    let dirty = smaps_kb(addr, "Shared_Dirty") + smaps_kb(addr, "Private_Dirty");
+    assert_eq!(dirty, kb, "pages populated for writing are dirty");
+    assert_eq!(
+        region.read_vec(0, 256 * PAGE as usize).unwrap(),
+        pattern(256 * PAGE as usize)
+    );
+    drop(region);
+    let ro = Region::open_read_only(&path).unwrap();
+    assert!(matches!(
+        ro.prefault_write(),
+        Err(mapshare::Error::ReadOnly { .. })
+    ));
+}

@@ -140,6 +140,11 @@ impl Writer {
             }
             let next = self.next_segment()?;
             self.slot = next.register_writer()?;
+            // Fault the whole segment in now, once, rather than one page
+            // every ~50 appends: the roll's append pays for it, and the
+            // appends after it stay at their median (`roll_p999`). Best
+            // effort: a segment that cannot be populated still works.
+            let _ = next.file().region().prefault_write();
             self.seg = next;
         }
         Err(Error::Busy {
