@@ -44,9 +44,16 @@ fn options(segment_size: u64) -> Options {
     }
 }
 
-fn spawn_reader(log: &str, file: &str) -> Result<Child, Failure> {
+fn spawn_reader(log: &str, file: &str, index: u32) -> Result<Child, Failure> {
     Command::new(std::env::current_exe()?)
-        .args(["bench-child", "log", "reader", log, file])
+        .args([
+            "bench-child",
+            "log",
+            "reader",
+            log,
+            file,
+            &index.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -62,15 +69,18 @@ fn readers_latency(readers: u32, rounds: u32) -> Result<Dist, Failure> {
     let log = Log::create(&dir, &options(64 << 20))?;
     let (d, f) = (dir.display().to_string(), bench.path.display().to_string());
     let children = (0..readers)
-        .map(|_| spawn_reader(&d, &f))
+        .map(|i| spawn_reader(&d, &f, i))
         .collect::<Result<Vec<_>, _>>()?;
+    // The writer waits for the count by yielding, not spinning: with more
+    // processes than cores, a spinning writer would take a core from the
+    // readers it is waiting for, and the figure would measure the harness.
     let wait_for = |want: u32| -> Result<(), Failure> {
         let start = Instant::now();
         while ack.load(Ordering::Acquire) < want {
             if start.elapsed() > Duration::from_secs(30) {
                 return Err(Failure("log readers stopped answering".into()));
             }
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
         Ok(())
     };
@@ -199,15 +209,25 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
     Ok(figures)
 }
 
-/// `bench-child log reader LOG FILE`: reads from the end, counting each
-/// record on the shared word, until the stop record.
+/// `bench-child log reader LOG FILE INDEX`: reads from the end, counting
+/// each record on the shared word, until the stop record.
+///
+/// Reader INDEX runs on CPU `(CHILD_CPU + INDEX) % cpus`: the first one on
+/// the core the writer is not pinned to, the others round the machine.
+/// (A child inherits the parent's pin: unpinned, every reader shared the
+/// writer's one core, and a spinning reader kept the writer from
+/// appending until its spin ran out.)
 pub fn child(args: &[String]) -> Result<(), Failure> {
-    let [_, role, dir, path] = args else {
+    let [_, role, dir, path, index] = args else {
         return Err(Failure("bad log bench arguments".into()));
     };
     if role != "reader" {
         return Err(Failure(format!("unknown log bench role {role}")));
     }
+    let index: usize = index
+        .parse()
+        .map_err(|_| Failure(format!("bad reader index {index}")))?;
+    crate::bench::pin((crate::bench::CHILD_CPU + index) % crate::bench::cpus_online());
     let log = Log::open(dir)?;
     let file = mapshare::SharedFile::open_any(path, Duration::from_secs(5))?;
     let ack = word(&file, VAL_A)?;

@@ -459,6 +459,14 @@ impl Reader {
         }
     }
 
+    /// Sets how long a wait ([`Reader::next_timeout`]) spins before it
+    /// parks (20 µs by default). Readers that outnumber the cores are
+    /// better off parking at once: a spinning reader holds a core that a
+    /// woken one is waiting for.
+    pub fn set_spin(&mut self, spin: Spin) {
+        self.spin = spin;
+    }
+
     /// The first sequence number still in the log (for telling how far
     /// behind retention a position is).
     pub fn first_seq(&self) -> Result<u64> {
