@@ -6,7 +6,11 @@
 //! - throughput of 64-byte items: mapshare between two processes against
 //!   rtrb between two threads (the in-process ceiling for an SPSC ring).
 //!
-//! `cargo run --release -p mapshare-benchmarks -- [--json] [--quick] [--throughput]`
+//! - with `--log`: one-way latency of a 64-byte message to the last of N
+//!   subscriber processes (N = 1, 2, 4, 8), all busy polling: mapshare's
+//!   broadcast log against iceoryx2 publish-subscribe.
+//!
+//! `cargo run --release -p mapshare-benchmarks -- [--json] [--quick] [--throughput | --log]`
 //! (`--throughput`: only the throughput figures, for A/B runs while tuning)
 //! Not a default workspace member: `cargo test` never builds it.
 
@@ -16,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use iceoryx2::prelude::*;
+use mapshare::log::{Log, Start};
 use mapshare::queue::{Anonymous, Consumer, Producer};
 use mapshare::sync::Spin;
+use mapshare::Region;
 use serde_json::{json, Value};
 
 const PARENT_CPU: usize = 0;
@@ -217,9 +223,206 @@ fn rtrb_throughput<const N: usize>(n: u64) -> f64 {
     rate
 }
 
+/// CPUs online (a child inherits the parent's one-CPU pin, so its
+/// affinity mask cannot tell).
+fn cpus_online() -> usize {
+    // SAFETY: sysconf only reads a system value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+/// The shared counter subscribers bump once when ready and once per
+/// message, in an anonymous region inherited through `ACK`.
+fn ack_word(region: &Region) -> Result<&std::sync::atomic::AtomicU64, Error> {
+    // SAFETY: the region is the counter's alone; only atomics touch it.
+    Ok(unsafe { region.atomic_u64(0) }?)
+}
+
+const ACK: &str = "MAPSHARE_PEERS_ACK";
+
+/// Median, p99, p99.9 (ns) of publish → the last of `subs` subscribers
+/// counted it; `publish(i)` sends message `i`, `spawn(k)` starts
+/// subscriber `k` (given the ack region through `ACK`).
+fn fan_out(
+    subs: u32,
+    rounds: u32,
+    mut spawn: impl FnMut(u32, &Region) -> Result<std::process::Child, Error>,
+    mut publish: impl FnMut(u64) -> Result<(), Error>,
+) -> Result<(f64, f64, f64), Error> {
+    use std::sync::atomic::Ordering::Acquire;
+    let region = Region::anonymous(4096)?;
+    let ack = ack_word(&region)?;
+    let children = (0..subs)
+        .map(|k| spawn(k, &region))
+        .collect::<Result<Vec<_>, _>>()?;
+    let wait = |want: u64| -> Result<(), Error> {
+        let start = Instant::now();
+        while ack.load(Acquire) < want {
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err("subscribers stopped answering".into());
+            }
+            // Spin while a reader may still be answering from its own
+            // core, then yield the core to readers that share ours.
+            if start.elapsed() < Duration::from_micros(20) {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        Ok(())
+    };
+    wait(u64::from(subs))?;
+    let mut h = histogram();
+    let warm = rounds / 10;
+    for i in 0..u64::from(warm + rounds) {
+        let t = Instant::now();
+        publish(i)?;
+        wait(u64::from(subs) * (i + 2))?;
+        if i >= u64::from(warm) {
+            let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
+        }
+    }
+    publish(u64::MAX)?;
+    for mut c in children {
+        c.wait()?;
+    }
+    Ok((
+        h.value_at_quantile(0.5) as f64,
+        h.value_at_quantile(0.99) as f64,
+        h.value_at_quantile(0.999) as f64,
+    ))
+}
+
+fn log_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
+    let dir =
+        std::env::temp_dir().join(format!("mapshare-peers-log-{}-{subs}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = Log::create(&dir, &mapshare::log::Options::default())?;
+    let mut w = log.writer()?;
+    let d = dir.display().to_string();
+    let r = fan_out(
+        subs,
+        rounds,
+        |k, region| {
+            let mut cmd = child_cmd(&["log-sub", &d, &k.to_string()])?;
+            region.share_with(&mut cmd, ACK);
+            Ok(cmd.spawn()?)
+        },
+        |i| {
+            let mut msg = [0u8; 64];
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            w.append(&msg)?;
+            Ok(())
+        },
+    );
+    drop(w);
+    drop(log);
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+fn ice_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
+    let tag = format!("{}-fan-{subs}", std::process::id());
+    let node = NodeBuilder::new().create::<ipc::Service>()?;
+    let topic = node
+        .service_builder(&format!("mapshare-bench/{tag}").as_str().try_into()?)
+        .publish_subscribe::<Payload>()
+        .max_subscribers(16)
+        .open_or_create()?;
+    let publisher = topic.publisher_builder().create()?;
+    fan_out(
+        subs,
+        rounds,
+        |k, region| {
+            let mut cmd = child_cmd(&["ice-sub", &tag, &k.to_string()])?;
+            region.share_with(&mut cmd, ACK);
+            Ok(cmd.spawn()?)
+        },
+        |i| {
+            publisher
+                .loan_uninit()?
+                .write_payload([i, 0, 0, 0, 0, 0, 0, 0])
+                .send()?;
+            Ok(())
+        },
+    )
+}
+
+fn log_figures(rounds: u32) -> Result<Vec<Value>, Error> {
+    let mut out = vec![];
+    for subs in [1u32, 2, 4, 8] {
+        if subs as usize >= cpus_online() {
+            // Busy subscribers beyond the cores left by the publisher
+            // measure the scheduler's time slices (milliseconds), not
+            // either library.
+            out.push(json!({"suite": "log-peers", "case": format!("latency_64B_{subs}_readers"),
+                "skipped": format!("{subs} busy subscribers and a publisher need {} CPUs, this machine has {}", subs + 1, cpus_online())}));
+            continue;
+        }
+        let r = rounds / subs;
+        let ours = log_fan_out(subs, r)?;
+        let ice = ice_fan_out(subs, r)?;
+        out.push(
+            json!({"suite": "log-peers", "case": format!("latency_64B_{subs}_readers"),
+            "subject": format!("mapshare log, {subs} busy readers"),
+            "baseline": format!("iceoryx2 publish-subscribe, {subs} busy subscribers"),
+            "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
+            "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
+            "ratio": ours.0 / ice.0}),
+        );
+    }
+    Ok(out)
+}
+
 fn child(args: &[String]) -> Result<(), Error> {
+    use std::sync::atomic::Ordering::AcqRel;
     let _ = mapshare::unstable::sys::pin_to_cpu(CHILD_CPU);
     match args {
+        [what, dir, k] if what == "log-sub" => {
+            let _ = mapshare::unstable::sys::pin_to_cpu(
+                (CHILD_CPU + k.parse::<usize>()?) % cpus_online(),
+            );
+            let region = Region::from_inherited(ACK)?;
+            let ack = ack_word(&region)?;
+            let log = Log::open(dir)?;
+            let mut r = log.reader(Start::Latest)?;
+            r.set_spin(BUSY);
+            ack.fetch_add(1, AcqRel);
+            loop {
+                let Some(rec) = r.next_timeout(Duration::from_secs(30))? else {
+                    return Err("no record for 30 s".into());
+                };
+                if rec.bytes()[..8] == u64::MAX.to_le_bytes() {
+                    return Ok(());
+                }
+                ack.fetch_add(1, AcqRel);
+            }
+        }
+        [what, tag, k] if what == "ice-sub" => {
+            let _ = mapshare::unstable::sys::pin_to_cpu(
+                (CHILD_CPU + k.parse::<usize>()?) % cpus_online(),
+            );
+            let region = Region::from_inherited(ACK)?;
+            let ack = ack_word(&region)?;
+            let node = NodeBuilder::new().create::<ipc::Service>()?;
+            let topic = node
+                .service_builder(&format!("mapshare-bench/{tag}").as_str().try_into()?)
+                .publish_subscribe::<Payload>()
+                .max_subscribers(16)
+                .open_or_create()?;
+            let subscriber = topic.subscriber_builder().create()?;
+            ack.fetch_add(1, AcqRel);
+            loop {
+                if let Some(s) = subscriber.receive()? {
+                    if s.payload()[0] == u64::MAX {
+                        return Ok(());
+                    }
+                    ack.fetch_add(1, AcqRel);
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
         [what, n] if what == "mapshare-echo" => {
             let (mut rx, mut tx) = (Consumer::from_inherited(Q1)?, Producer::from_inherited(Q2)?);
             rx.set_spin(BUSY);
@@ -304,6 +507,17 @@ fn main() -> Result<(), Error> {
     let only_throughput = args.iter().any(|a| a == "--throughput");
     let _ = mapshare::unstable::sys::pin_to_cpu(PARENT_CPU);
     let rounds = if quick { 5_000 } else { 100_000 };
+    if args.iter().any(|a| a == "--log") {
+        let figures = log_figures(if quick { 2_000 } else { 20_000 })?;
+        if json_out {
+            println!("{}", Value::Array(figures));
+        } else {
+            for f in figures {
+                println!("{f}");
+            }
+        }
+        return Ok(());
+    }
     let items = if quick { 1_000_000 } else { 20_000_000 };
 
     let mut figures = vec![];
