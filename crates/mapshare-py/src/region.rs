@@ -154,9 +154,7 @@ impl PyRegion {
         // SAFETY: the descriptor is only borrowed for the duplication; if it
         // is not open, `try_clone_to_owned` fails with EBADF.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let owned = borrowed
-            .try_clone_to_owned()
-            .map_err(|e| PyErr::from(std::io::Error::from(e)))?;
+        let owned = borrowed.try_clone_to_owned().map_err(PyErr::from)?;
         Ok(PyRegion::wrap(Region::from_fd(owned).py()?))
     }
 
@@ -243,6 +241,20 @@ impl PyRegion {
     ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
         let (offset, length) = self.window(offset, length)?;
         let region = self.get()?;
+        // Checked before the bytes object is allocated: a huge `length`
+        // is OutOfBounds, not a MemoryError.
+        let size = region.len() as u64;
+        if offset
+            .checked_add(length as u64)
+            .is_none_or(|end| end > size)
+        {
+            return Err(crate::errors::to_py(mapshare::Error::OutOfBounds {
+                origin: region.origin().clone(),
+                offset,
+                len: length as u64,
+                region_len: size,
+            }));
+        }
         let mut err = None;
         let bytes = pyo3::types::PyBytes::new_with(py, length, |buf| {
             if let Err(e) = region.read_at(offset, buf) {

@@ -153,7 +153,7 @@ enum Inner {
     /// Attached: reads in place (pins slots).
     Full(Owner<Reader>),
     /// The file is read-only to this user: copies only.
-    ReadOnly(ReadOnlyReader),
+    ReadOnly(Box<ReadOnlyReader>),
 }
 
 /// A reader of a snapshot file: any number of processes read the latest
@@ -199,7 +199,7 @@ impl PySnapshotReader {
         let inner = match Reader::open(&path) {
             Ok(r) => Inner::Full(Owner::new(r)),
             Err(Error::PermissionDenied { .. }) => {
-                Inner::ReadOnly(ReadOnlyReader::open(&path).py()?)
+                Inner::ReadOnly(Box::new(ReadOnlyReader::open(&path).py()?))
             }
             Err(e) => return Err(to_py(e)),
         };
