@@ -241,6 +241,20 @@ impl PyRegion {
     ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
         let (offset, length) = self.window(offset, length)?;
         let region = self.get()?;
+        // Checked before the bytes object is allocated: a huge `length`
+        // is OutOfBounds, not a MemoryError.
+        let size = region.len() as u64;
+        if offset
+            .checked_add(length as u64)
+            .is_none_or(|end| end > size)
+        {
+            return Err(crate::errors::to_py(mapshare::Error::OutOfBounds {
+                origin: region.origin().clone(),
+                offset,
+                len: length as u64,
+                region_len: size,
+            }));
+        }
         let mut err = None;
         let bytes = pyo3::types::PyBytes::new_with(py, length, |buf| {
             if let Err(e) = region.read_at(offset, buf) {

@@ -221,6 +221,24 @@ def test_write_past_the_end_is_out_of_bounds_and_writes_nothing(tmp_path):
         assert r.read(98, 2) == b"\0\0"
 
 
+def test_reads_out_of_bounds_are_refused_before_allocating(tmp_path):
+    with mapshare.Region.create(tmp_path / "f", 4096) as r:
+        with pytest.raises(mapshare.OutOfBounds) as e:
+            r.read(0, 2**62)  # not a MemoryError
+        assert (e.value.offset, e.value.length, e.value.region_len) == (0, 2**62, 4096)
+        with pytest.raises(mapshare.OutOfBounds):
+            r.read(4000, 200)
+        with pytest.raises(mapshare.OutOfBounds):
+            r.read(5000)
+        with pytest.raises(mapshare.OutOfBounds):
+            r.read(2**64 - 1, 1)
+        assert r.read(4096) == b""
+        with pytest.raises(mapshare.OutOfBounds):
+            r.flush(4000, 200)
+        with pytest.raises(mapshare.OutOfBounds):
+            r.advise("normal", 0, 2**40)
+
+
 def test_anonymous_region_is_zeroed_and_shared_through_its_fd(tmp_path, run_py):
     with mapshare.Region.anonymous(8192) as r:
         assert r.size == 8192 and r.read() == b"\0" * 8192
