@@ -34,6 +34,7 @@ impl PyLog {
     #[staticmethod]
     #[pyo3(signature = (dir, segment_size = 16 << 20, retain_bytes = None, retain_segments = None, retain_age = None))]
     fn create(
+        py: Python<'_>,
         dir: PathBuf,
         segment_size: u64,
         retain_bytes: Option<u64>,
@@ -49,15 +50,15 @@ impl PyLog {
             },
         };
         Ok(PyLog {
-            log: Log::create(dir, &options).py()?,
+            log: util::opening(py, || Log::create(dir, &options))?,
         })
     }
 
     /// Opens the log in directory `dir`.
     #[staticmethod]
-    fn open(dir: PathBuf) -> PyResult<PyLog> {
+    fn open(py: Python<'_>, dir: PathBuf) -> PyResult<PyLog> {
         Ok(PyLog {
-            log: Log::open(dir).py()?,
+            log: util::opening(py, || Log::open(dir))?,
         })
     }
 
@@ -65,6 +66,8 @@ impl PyLog {
     fn writer(&self) -> PyResult<PyLogWriter> {
         Ok(PyLogWriter {
             inner: Some(self.log.writer().py()?),
+            tether_wait: Duration::from_secs(5),
+            dir: self.log.dir().display().to_string(),
         })
     }
 
@@ -159,6 +162,10 @@ impl PyLog {
 #[pyclass(module = "mapshare", name = "LogWriter")]
 pub struct PyLogWriter {
     inner: Option<Writer>,
+    /// The tether wait set on the writer (`append`'s default timeout).
+    tether_wait: Duration,
+    /// The log's directory, for errors.
+    dir: String,
 }
 
 // SAFETY: every method takes `&mut self` (PyO3 checks the borrow at run
@@ -174,19 +181,45 @@ impl PyLogWriter {
 #[pymethods]
 impl PyLogWriter {
     /// Appends the bytes of any buffer as one record; returns its
-    /// sequence number.
-    fn append(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+    /// sequence number. Waits for a tethered reader that is too far
+    /// behind at most `timeout` seconds (default: the writer's tether
+    /// wait, 5 s), with the GIL released and Ctrl-C honoured; then raises
+    /// `Timeout` and appends nothing.
+    #[pyo3(signature = (data, timeout = None))]
+    fn append(
+        &mut self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
         let bytes = util::Bytes::new(data)?;
-        let w = SameThreadMut::new(self.get()?);
-        let value = SameThread::new(bytes.as_slice());
-        py.detach(move || {
-            let value = value.into_inner();
-            // SAFETY: the writer is used by this closure alone, on this
-            // thread, until `detach` returns.
-            SameThread::new(unsafe { w.get() }.append(value))
-        })
-        .into_inner()
-        .py()
+        let limit = util::timeout_arg(timeout)?.unwrap_or(self.tether_wait);
+        let restore = self.tether_wait;
+        let w = self.get()?;
+        let value = bytes.as_slice();
+        let start = std::time::Instant::now();
+        // In slices: a wait for tethered readers ends with `Timeout`
+        // before anything is reserved, so a slice that times out is
+        // retried until `limit`.
+        let got = {
+            let w = SameThreadMut::new(&mut *w);
+            blocking(py, Some(limit), |slice| {
+                // SAFETY: only this closure uses the writer until
+                // `blocking` returns.
+                let w = unsafe { w.get() };
+                w.set_tether_wait(slice);
+                util::slice_timeout(w.append(value))
+            })
+        };
+        w.set_tether_wait(restore);
+        match got? {
+            Some(seq) => Ok(seq),
+            None => Err(crate::errors::to_py(mapshare::Error::Timeout {
+                origin: mapshare::Origin::path(std::path::Path::new(&self.dir)),
+                what: "waiting for a tethered reader to catch up",
+                waited: start.elapsed(),
+            })),
+        }
     }
 
     /// Appends several records (one reservation per group that fits a
@@ -222,6 +255,7 @@ impl PyLogWriter {
     fn set_tether_wait(&mut self, seconds: f64) -> PyResult<()> {
         let wait = util::timeout_arg(Some(seconds))?.unwrap_or(Duration::ZERO);
         self.get()?.set_tether_wait(wait);
+        self.tether_wait = wait;
         Ok(())
     }
 

@@ -56,9 +56,11 @@ impl PyProducer {
     /// of `capacity` bytes if it does not exist.
     #[new]
     #[pyo3(signature = (path, capacity = 1 << 20))]
-    fn new(path: PathBuf, capacity: u64) -> PyResult<PyProducer> {
+    fn new(py: Python<'_>, path: PathBuf, capacity: u64) -> PyResult<PyProducer> {
         Ok(PyProducer {
-            inner: Some(Producer::open_or_create(path, capacity).py()?),
+            inner: Some(util::opening(py, || {
+                Producer::open_or_create(path, capacity)
+            })?),
         })
     }
 
@@ -248,10 +250,11 @@ impl PyConsumer {
     /// of `capacity` bytes if it does not exist.
     #[new]
     #[pyo3(signature = (path, capacity = 1 << 20))]
-    fn new(path: PathBuf, capacity: u64) -> PyResult<PyConsumer> {
+    fn new(py: Python<'_>, path: PathBuf, capacity: u64) -> PyResult<PyConsumer> {
+        let consumer = util::opening(py, || Consumer::open_or_create(path, capacity))?;
         Ok(PyConsumer {
             held: None,
-            inner: Some(Owner::new(Consumer::open_or_create(path, capacity).py()?)),
+            inner: Some(Owner::new(consumer)),
         })
     }
 

@@ -27,6 +27,10 @@ fn closed() -> PyErr {
 #[pyclass(module = "mapshare", name = "SnapshotWriter")]
 pub struct PySnapshotWriter {
     inner: Option<Writer>,
+    /// The slow-readers policy the writer was opened with.
+    policy: SlowReaders,
+    /// The file, for errors.
+    path: PathBuf,
 }
 
 // SAFETY: every method takes `&mut self` (PyO3 checks the borrow at run
@@ -36,6 +40,51 @@ unsafe impl Sync for PySnapshotWriter {}
 impl PySnapshotWriter {
     fn get(&mut self) -> PyResult<&mut Writer> {
         self.inner.as_mut().ok_or_else(closed)
+    }
+
+    /// Runs one publish with the GIL released. Under the `"wait"` policy
+    /// the wait for a slow reader runs in slices (a slice that times out
+    /// published nothing, so it is retried until the policy's timeout),
+    /// with Ctrl-C honoured between them.
+    fn publish_sliced(
+        &mut self,
+        py: Python<'_>,
+        mut publish: impl FnMut(&mut Writer) -> mapshare::Result<u64>,
+    ) -> PyResult<u64> {
+        let policy = self.policy;
+        let w = self.get()?;
+        let SlowReaders::Wait { timeout } = policy else {
+            let w = SameThreadMut::new(w);
+            let publish = SameThreadMut::new(&mut publish);
+            return py
+                .detach(move || {
+                    // SAFETY: the writer and the closure are used by this
+                    // closure alone, on this thread, until `detach` returns.
+                    let (w, publish) = unsafe { (w.get(), publish.get()) };
+                    SameThread::new(publish(w))
+                })
+                .into_inner()
+                .py();
+        };
+        let start = std::time::Instant::now();
+        let got = {
+            let w = SameThreadMut::new(&mut *w);
+            blocking(py, Some(timeout), |slice| {
+                // SAFETY: only this closure uses the writer until
+                // `blocking` returns.
+                let w = unsafe { w.get() };
+                w.set_slow_readers(SlowReaders::Wait { timeout: slice });
+                slice_timeout(publish(w))
+            })
+        };
+        w.set_slow_readers(policy);
+        got?.ok_or_else(|| {
+            to_py(Error::Timeout {
+                origin: mapshare::Origin::path(&self.path),
+                what: "waiting for a slow reader to unpin a slot",
+                waited: start.elapsed(),
+            })
+        })
     }
 }
 
@@ -50,6 +99,7 @@ impl PySnapshotWriter {
     #[new]
     #[pyo3(signature = (path, capacity = 4096, slow_readers = "add", max_slots = 64, wait_timeout = 1.0, mode = 0o600))]
     fn new(
+        py: Python<'_>,
         path: PathBuf,
         capacity: u64,
         slow_readers: &str,
@@ -75,26 +125,20 @@ impl PySnapshotWriter {
             mode,
         };
         Ok(PySnapshotWriter {
-            inner: Some(Writer::open_with(path, &options).py()?),
+            inner: Some(util::opening(py, || Writer::open_with(&path, &options))?),
+            policy: slow_readers,
+            path,
         })
     }
 
     /// Publishes the bytes of any buffer as the next version; returns its
     /// generation. Readers never see it torn. The GIL is released while
-    /// the value is copied and checksummed.
+    /// the value is copied and checksummed, and while the `"wait"` policy
+    /// waits for a slow reader (Ctrl-C honoured).
     fn publish(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
         let bytes = util::Bytes::new(data)?;
-        let w = SameThreadMut::new(self.get()?);
-        let value = SameThread::new(bytes.as_slice());
-        py.detach(move || {
-            let value = value.into_inner();
-            // SAFETY: the writer is used by this closure alone, on this
-            // thread, until `detach` returns.
-            let w = unsafe { w.get() };
-            SameThread::new(w.publish(value))
-        })
-        .into_inner()
-        .py()
+        let value = bytes.as_slice();
+        self.publish_sliced(py, |w| w.publish(value))
     }
 
     /// Publishes the concatenation of several buffers as one version,
@@ -105,23 +149,16 @@ impl PySnapshotWriter {
             .map(util::Bytes::new)
             .collect::<PyResult<Vec<_>>>()?;
         let total: usize = parts.iter().map(|p| p.as_slice().len()).sum();
-        let w = SameThreadMut::new(self.get()?);
-        let parts = SameThread::new(&parts);
-        py.detach(move || {
-            let parts = parts.into_inner();
-            // SAFETY: as in `publish`.
-            let w = unsafe { w.get() };
-            SameThread::new(w.publish_with(total, |buf| {
+        self.publish_sliced(py, |w| {
+            w.publish_with(total, |buf| {
                 let mut at = 0;
-                for p in parts {
+                for p in &parts {
                     let s = p.as_slice();
                     buf[at..at + s.len()].copy_from_slice(s);
                     at += s.len();
                 }
-            }))
+            })
         })
-        .into_inner()
-        .py()
     }
 
     /// The generation of the latest version (0 before the first).
@@ -192,14 +229,14 @@ impl PySnapshotReader {
     /// read is opened without attaching (`read()`, `wait_newer()` and
     /// `generation` work; `view()` raises `PermissionDenied`).
     #[new]
-    fn new(path: PathBuf) -> PyResult<PySnapshotReader> {
-        let inner = match Reader::open(&path) {
-            Ok(r) => Inner::Full(Owner::new(r)),
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<PySnapshotReader> {
+        let inner = util::opening(py, || match Reader::open(&path) {
+            Ok(r) => Ok(Inner::Full(Owner::new(r))),
             Err(Error::PermissionDenied { .. }) => {
-                Inner::ReadOnly(Box::new(ReadOnlyReader::open(&path).py()?))
+                Ok(Inner::ReadOnly(Box::new(ReadOnlyReader::open(&path)?)))
             }
-            Err(e) => return Err(to_py(e)),
-        };
+            Err(e) => Err(e),
+        })?;
         Ok(PySnapshotReader {
             held: None,
             inner: Some(inner),

@@ -114,6 +114,7 @@ impl PySharedFile {
     #[staticmethod]
     #[pyo3(signature = (path, size, type_name = "", mode = 0o600, lease_slots = 64))]
     fn open_or_create(
+        py: Python<'_>,
         path: PathBuf,
         size: u64,
         type_name: &str,
@@ -128,16 +129,18 @@ impl PySharedFile {
         let mut spec = Spec::new(Kind::Raw, fp, size);
         spec.mode = mode;
         spec.lease_slots = lease_slots;
-        let file = SharedFile::open_or_create(&path, &spec, |_, _| Ok(())).py()?;
+        let file = util::opening(py, || {
+            SharedFile::open_or_create(&path, &spec, |_, _| Ok(()))
+        })?;
         Ok(Self::wrap(file))
     }
 
     /// Opens an existing mapshare file of kind `Raw` or `Value`.
     #[staticmethod]
     #[pyo3(signature = (path, timeout = 5.0))]
-    fn open(path: PathBuf, timeout: f64) -> PyResult<PySharedFile> {
+    fn open(py: Python<'_>, path: PathBuf, timeout: f64) -> PyResult<PySharedFile> {
         let timeout = util::timeout_arg(Some(timeout))?.unwrap_or(Duration::ZERO);
-        let file = SharedFile::open_any(&path, timeout).py()?;
+        let file = util::opening(py, || SharedFile::open_any(&path, timeout))?;
         let kind = file.header().kind;
         if !matches!(kind, Kind::Raw | Kind::Value) {
             return Err(to_py(Error::WrongKind {

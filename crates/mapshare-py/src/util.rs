@@ -296,3 +296,12 @@ impl<T> Held<T> {
         Ok(())
     }
 }
+
+/// Runs `open` (a constructor that may wait for another process to finish
+/// creating a file, up to its own timeout) with the GIL released.
+pub fn opening<T>(py: Python<'_>, open: impl FnOnce() -> mapshare::Result<T>) -> PyResult<T> {
+    let open = SameThread::new(open);
+    py.detach(move || SameThread::new(open.into_inner()()))
+        .into_inner()
+        .py()
+}
