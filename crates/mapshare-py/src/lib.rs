@@ -14,6 +14,7 @@ mod region;
 mod snapshot;
 mod sync;
 mod util;
+mod view;
 
 use pyo3::prelude::*;
 

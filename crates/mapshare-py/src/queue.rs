@@ -2,19 +2,19 @@
 
 use std::ffi::c_int;
 use std::path::PathBuf;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use mapshare::queue::{Consumer, Producer, Record, SendError};
 use mapshare::Error;
-use pyo3::exceptions::{PyBufferError, PyStopIteration, PyValueError};
+use pyo3::exceptions::{PyStopIteration, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyMemoryView};
+use pyo3::types::PyBytes;
 
 use crate::errors::{to_py, IntoPyResult};
 use crate::util::{self, blocking, slice_timeout, Held, Owner};
+use crate::view::{Holder, View};
 
 fn origin_of(file: &mapshare::SharedFile) -> mapshare::Origin {
     // SAFETY: only the origin (a path) is read from the region.
@@ -304,11 +304,7 @@ impl PyConsumer {
             py,
             PyRecordView {
                 consumer: slf.unbind(),
-                ptr,
-                len,
-                state: std::sync::Mutex::new(ViewState::Open(None)),
-                exports: AtomicUsize::new(0),
-                open,
+                view: View::new(ptr, len, open),
             },
         )
     }
@@ -356,115 +352,28 @@ impl PyConsumer {
     }
 }
 
-/// Where a record view is in its life.
-pub enum ViewState {
-    /// Holding the record; `Some` memoryview once entered.
-    Open(Option<Py<PyAny>>),
-    /// Released.
-    Released,
-}
-
 /// A record held in place (see `Consumer.recv_view`).
 #[pyclass(module = "mapshare", name = "RecordView")]
 pub struct PyRecordView {
     consumer: Py<PyConsumer>,
-    ptr: usize,
-    len: usize,
-    state: std::sync::Mutex<ViewState>,
-    exports: AtomicUsize,
-    /// Cleared when the view ends (see `Held`).
-    open: Arc<AtomicBool>,
+    view: View,
 }
 
-/// Enter/exit/release of a zero-copy view held by a parent object:
-/// shared by queue records and snapshot versions.
-pub fn view_enter(
-    slf: &Bound<'_, PyAny>,
-    state: &std::sync::Mutex<ViewState>,
-) -> PyResult<Py<PyAny>> {
-    let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-    match &*lock() {
-        ViewState::Released => return Err(PyValueError::new_err("the view was already released")),
-        ViewState::Open(Some(mv)) => return Ok(mv.clone_ref(slf.py())),
-        ViewState::Open(None) => {}
+impl Holder for PyConsumer {
+    fn let_go(&mut self) {
+        self.held = None;
     }
-    // Not under the lock: making the memoryview calls __getbuffer__,
-    // which takes it.
-    let made = PyMemoryView::from(slf)?.into_any().unbind();
-    if let ViewState::Open(mv) = &mut *lock() {
-        *mv = Some(made.clone_ref(slf.py()));
-    }
-    Ok(made)
-}
-
-/// Releases the memoryview `view_enter` made, and checks that no other
-/// buffer of the view is alive. `Ok(true)`: the caller may now release
-/// what the view shows.
-pub fn view_release(
-    py: Python<'_>,
-    state: &std::sync::Mutex<ViewState>,
-    exports: &AtomicUsize,
-) -> PyResult<bool> {
-    let mv = {
-        let st = state.lock().unwrap_or_else(|p| p.into_inner());
-        match &*st {
-            ViewState::Released => return Ok(false),
-            ViewState::Open(mv) => mv.as_ref().map(|m| m.clone_ref(py)),
-        }
-    };
-    if let Some(mv) = mv {
-        // Raises BufferError if views made from it are still alive.
-        mv.bind(py).call_method0("release")?;
-    }
-    let n = exports.load(Ordering::Acquire);
-    if n > 0 {
-        return Err(PyBufferError::new_err(format!(
-            "{n} buffer view(s) of the data still exist; release them before leaving the block"
-        )));
-    }
-    *state.lock().unwrap_or_else(|p| p.into_inner()) = ViewState::Released;
-    Ok(true)
-}
-
-/// Fills a buffer request for an open view.
-///
-/// # Safety
-///
-/// As for [`util::export`]: `ptr..ptr+len` stays valid while the view is
-/// open, and the view stays open while `exports` is not zero.
-pub unsafe fn view_export(
-    slf: &Bound<'_, PyAny>,
-    state: &std::sync::Mutex<ViewState>,
-    exports: &AtomicUsize,
-    view: *mut ffi::Py_buffer,
-    flags: c_int,
-    ptr: usize,
-    len: usize,
-) -> PyResult<()> {
-    if matches!(
-        *state.lock().unwrap_or_else(|p| p.into_inner()),
-        ViewState::Released
-    ) {
-        return Err(PyBufferError::new_err(
-            "the view was released: its bytes are no longer ours",
-        ));
-    }
-    let ptr = NonNull::new(ptr as *mut u8).unwrap_or(NonNull::dangling());
-    // SAFETY: the caller's contract.
-    unsafe { util::export(view, slf, ptr, len, true, flags)? };
-    exports.fetch_add(1, Ordering::AcqRel);
-    Ok(())
 }
 
 #[pymethods]
 impl PyRecordView {
     /// Bytes in the record.
     fn __len__(&self) -> usize {
-        self.len
+        self.view.len()
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        view_enter(slf.as_any(), &slf.borrow().state)
+        slf.borrow().view.enter(slf.as_any())
     }
 
     fn __exit__(
@@ -480,14 +389,7 @@ impl PyRecordView {
 
     /// Releases the record (what leaving the `with` block does).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        if view_release(py, &self.state, &self.exports)? {
-            end_view(&self.open, || {
-                if let Ok(mut c) = self.consumer.bind(py).try_borrow_mut() {
-                    c.held = None;
-                }
-            });
-        }
-        Ok(())
+        self.view.release(py, &self.consumer)
     }
 
     /// # Safety
@@ -498,50 +400,21 @@ impl PyRecordView {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let this = slf.borrow();
-        // SAFETY: the record stays held (its bytes untouched by the
-        // producer) until `release` succeeds, which it does not while
-        // `exports` is not zero.
-        unsafe {
-            view_export(
-                slf.as_any(),
-                &this.state,
-                &this.exports,
-                view,
-                flags,
-                this.ptr,
-                this.len,
-            )
-        }
+        // SAFETY: the consumer holds the record (the producer leaves its
+        // bytes alone) until the view lets it go.
+        unsafe { slf.borrow().view.export(slf.as_any(), view, flags) }
     }
 
     /// # Safety
     ///
     /// Called by CPython once per successful `__getbuffer__`.
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
-        self.exports.fetch_sub(1, Ordering::AcqRel);
+        self.view.unexport();
     }
 }
 
 impl Drop for PyRecordView {
     fn drop(&mut self) {
-        // A view dropped without leaving its block: no buffer of it can
-        // be alive (each holds a reference to it), so release the record.
-        if self.open.load(Ordering::Acquire) {
-            end_view(&self.open, || {
-                Python::attach(|py| {
-                    if let Ok(mut c) = self.consumer.bind(py).try_borrow_mut() {
-                        c.held = None;
-                    }
-                })
-            });
-        }
+        self.view.dropped(&self.consumer);
     }
-}
-
-/// Marks a view ended, then lets the holder release eagerly if it can
-/// (`release`); otherwise the holder does on its next call.
-pub fn end_view(open: &AtomicBool, release: impl FnOnce()) {
-    open.store(false, Ordering::Release);
-    release();
 }

@@ -2,7 +2,7 @@
 
 use std::ffi::c_int;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::{to_py, IntoPyResult};
-use crate::queue::{end_view, view_enter, view_export, view_release, ViewState};
 use crate::util::{self, blocking, slice_timeout, Held, Owner, SameThread, SameThreadMut};
+use crate::view::{Holder, View};
 
 fn closed() -> PyErr {
     PyValueError::new_err("the snapshot handle is closed")
@@ -307,12 +307,8 @@ impl PySnapshotReader {
             py,
             PySnapshotView {
                 reader: slf.unbind(),
-                ptr,
-                len,
                 generation,
-                state: std::sync::Mutex::new(ViewState::Open(None)),
-                exports: AtomicUsize::new(0),
-                open,
+                view: View::new(ptr, len, open),
             },
         )
         .map(Some)
@@ -388,13 +384,14 @@ impl PySnapshotReader {
 #[pyclass(module = "mapshare", name = "SnapshotView")]
 pub struct PySnapshotView {
     reader: Py<PySnapshotReader>,
-    ptr: usize,
-    len: usize,
     generation: u64,
-    state: std::sync::Mutex<ViewState>,
-    exports: AtomicUsize,
-    /// Cleared when the view ends (see `Held`).
-    open: Arc<AtomicBool>,
+    view: View,
+}
+
+impl Holder for PySnapshotReader {
+    fn let_go(&mut self) {
+        self.held = None;
+    }
 }
 
 #[pymethods]
@@ -406,11 +403,11 @@ impl PySnapshotView {
     }
 
     fn __len__(&self) -> usize {
-        self.len
+        self.view.len()
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        view_enter(slf.as_any(), &slf.borrow().state)
+        slf.borrow().view.enter(slf.as_any())
     }
 
     fn __exit__(
@@ -426,14 +423,7 @@ impl PySnapshotView {
 
     /// Unpins the version (what leaving the `with` block does).
     fn release(&self, py: Python<'_>) -> PyResult<()> {
-        if view_release(py, &self.state, &self.exports)? {
-            end_view(&self.open, || {
-                if let Ok(mut r) = self.reader.bind(py).try_borrow_mut() {
-                    r.held = None;
-                }
-            });
-        }
-        Ok(())
+        self.view.release(py, &self.reader)
     }
 
     /// # Safety
@@ -444,43 +434,21 @@ impl PySnapshotView {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let this = slf.borrow();
-        // SAFETY: the version stays pinned (the writer never writes a
-        // pinned slot) until `release` succeeds, which it does not while
-        // `exports` is not zero.
-        unsafe {
-            view_export(
-                slf.as_any(),
-                &this.state,
-                &this.exports,
-                view,
-                flags,
-                this.ptr,
-                this.len,
-            )
-        }
+        // SAFETY: the reader keeps the version pinned (the writer never
+        // writes a pinned slot) until the view lets it go.
+        unsafe { slf.borrow().view.export(slf.as_any(), view, flags) }
     }
 
     /// # Safety
     ///
     /// Called by CPython once per successful `__getbuffer__`.
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
-        self.exports.fetch_sub(1, Ordering::AcqRel);
+        self.view.unexport();
     }
 }
 
 impl Drop for PySnapshotView {
     fn drop(&mut self) {
-        // Dropped without leaving its block: no buffer of it can be alive
-        // (each holds a reference to it), so unpin.
-        if self.open.load(Ordering::Acquire) {
-            end_view(&self.open, || {
-                Python::attach(|py| {
-                    if let Ok(mut r) = self.reader.bind(py).try_borrow_mut() {
-                        r.held = None;
-                    }
-                })
-            });
-        }
+        self.view.dropped(&self.reader);
     }
 }

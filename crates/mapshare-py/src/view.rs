@@ -1,0 +1,159 @@
+//! What the zero-copy views (`RecordView`, `SnapshotView`) share: a
+//! memoryview made on entry and released on exit, counted buffer exports,
+//! and the flag that tells the holder (the consumer or reader whose
+//! record or pin the view shows) to let go.
+
+use std::ffi::c_int;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyMemoryView;
+use pyo3::PyClass;
+
+use crate::util;
+
+/// Where a view is in its life.
+enum State {
+    /// Showing its bytes; `Some` memoryview once entered.
+    Open(Option<Py<PyAny>>),
+    /// Released.
+    Released,
+}
+
+/// An object whose held record or pin a view shows.
+pub trait Holder {
+    /// Drops what the view showed (releases the record, unpins).
+    fn let_go(&mut self);
+}
+
+/// Lets `holder` let go now if it is not busy; otherwise it does on its
+/// next call (it sees the view's `open` flag cleared: `util::Held`).
+fn let_go<H: PyClass<Frozen = pyo3::pyclass::boolean_struct::False> + Holder>(
+    py: Python<'_>,
+    holder: &Py<H>,
+) {
+    if let Ok(mut h) = holder.bind(py).try_borrow_mut() {
+        h.let_go();
+    }
+}
+
+/// The bytes a view shows and its life.
+pub struct View {
+    ptr: usize,
+    len: usize,
+    state: Mutex<State>,
+    exports: AtomicUsize,
+    /// Cleared when the view ends (see `util::Held`).
+    open: Arc<AtomicBool>,
+}
+
+impl View {
+    /// A view of `len` bytes at `ptr`, held by whoever shares `open`.
+    pub fn new(ptr: usize, len: usize, open: Arc<AtomicBool>) -> View {
+        View {
+            ptr,
+            len,
+            state: Mutex::new(State::Open(None)),
+            exports: AtomicUsize::new(0),
+            open,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes shown.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `__enter__`: the memoryview of `slf` (the view object), made once.
+    pub fn enter(&self, slf: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match &*self.state() {
+            State::Released => return Err(PyValueError::new_err("the view was already released")),
+            State::Open(Some(mv)) => return Ok(mv.clone_ref(slf.py())),
+            State::Open(None) => {}
+        }
+        // Not under the lock: making the memoryview calls __getbuffer__,
+        // which takes it.
+        let made = PyMemoryView::from(slf)?.into_any().unbind();
+        if let State::Open(mv) = &mut *self.state() {
+            *mv = Some(made.clone_ref(slf.py()));
+        }
+        Ok(made)
+    }
+
+    /// `release()` / `__exit__`: releases the memoryview `enter` made,
+    /// refuses (`BufferError`, nothing let go) while other buffers of the
+    /// view live, then has `holder` let go.
+    pub fn release<H>(&self, py: Python<'_>, holder: &Py<H>) -> PyResult<()>
+    where
+        H: PyClass<Frozen = pyo3::pyclass::boolean_struct::False> + Holder,
+    {
+        let mv = match &*self.state() {
+            State::Released => return Ok(()),
+            State::Open(mv) => mv.as_ref().map(|m| m.clone_ref(py)),
+        };
+        if let Some(mv) = mv {
+            // Raises BufferError if views made from it are still alive.
+            mv.bind(py).call_method0("release")?;
+        }
+        let n = self.exports.load(Ordering::Acquire);
+        if n > 0 {
+            return Err(PyBufferError::new_err(format!(
+                "{n} buffer view(s) of the data still exist; release them before leaving the block"
+            )));
+        }
+        *self.state() = State::Released;
+        self.open.store(false, Ordering::Release);
+        let_go(py, holder);
+        Ok(())
+    }
+
+    /// `__getbuffer__`: fills a read-only buffer request for an open view.
+    ///
+    /// # Safety
+    ///
+    /// As for [`util::export`]: the holder keeps `ptr..ptr+len` in place
+    /// until it lets go, which `release` does not allow while `exports`
+    /// is not zero.
+    pub unsafe fn export(
+        &self,
+        slf: &Bound<'_, PyAny>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if matches!(*self.state(), State::Released) {
+            return Err(PyBufferError::new_err(
+                "the view was released: its bytes are no longer ours",
+            ));
+        }
+        let ptr = NonNull::new(self.ptr as *mut u8).unwrap_or(NonNull::dangling());
+        // SAFETY: the caller's contract.
+        unsafe { util::export(view, slf, ptr, self.len, true, flags)? };
+        self.exports.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// `__releasebuffer__`.
+    pub fn unexport(&self) {
+        self.exports.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// For the view object's `Drop`: a view dropped without leaving its
+    /// block has no buffer alive (each holds a reference to it), so its
+    /// holder lets go.
+    pub fn dropped<H>(&self, holder: &Py<H>)
+    where
+        H: PyClass<Frozen = pyo3::pyclass::boolean_struct::False> + Holder,
+    {
+        if self.open.swap(false, Ordering::AcqRel) {
+            Python::attach(|py| let_go(py, holder));
+        }
+    }
+}
