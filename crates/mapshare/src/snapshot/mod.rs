@@ -189,11 +189,13 @@
 //! back): the parent's pins stand.
 
 mod anonymous;
+mod crc;
 pub(crate) mod protocol;
 mod reader;
 mod writer;
 
 pub use anonymous::Anonymous;
+pub use crc::{checksum, fast_checksum_available};
 pub use reader::{ReadGuard, ReadOnlyReader, Reader};
 pub use writer::{Options, SlowReaders, Writer};
 
@@ -603,12 +605,6 @@ fn copy_atomic(origin: &Origin, src: *const u8, len: usize, out: &mut Vec<u8>) -
         off += 8;
     }
     Ok(())
-}
-
-/// The checksum of a value.
-#[inline]
-pub fn checksum(bytes: &[u8]) -> u32 {
-    crc32c::crc32c(bytes)
 }
 
 fn bad_checksum(origin: &Origin, generation: u64, stored: u32, computed: u32) -> Error {
