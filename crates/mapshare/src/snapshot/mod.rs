@@ -538,12 +538,18 @@ impl Segments {
     /// file is `Corrupted` (the writer reserves it before naming it).
     #[inline]
     fn get(&mut self, offset: u64, capacity: u64) -> Result<&Region> {
+        self.get_indexed(offset, capacity).map(|(_, r)| r)
+    }
+
+    /// [`Segments::get`], with the mapping's index in `maps` (valid until
+    /// the next call maps another segment).
+    fn get_indexed(&mut self, offset: u64, capacity: u64) -> Result<(usize, &Region)> {
         if let Some(i) = self
             .maps
             .iter()
             .position(|(o, c, _)| *o == offset && *c == capacity)
         {
-            return Ok(&self.maps[i].2);
+            return Ok((i, &self.maps[i].2));
         }
         if self.maps.len() >= MAPS_KEPT {
             self.maps.remove(0);
@@ -569,7 +575,17 @@ impl Segments {
             e => e,
         })?;
         self.maps.push((offset, capacity, region));
-        Ok(&self.maps[self.maps.len() - 1].2)
+        let i = self.maps.len() - 1;
+        Ok((i, &self.maps[i].2))
+    }
+
+    /// Whether mapping `map` exists and recorded no fault (a page that
+    /// vanished under it).
+    #[inline]
+    fn faults_clear(&self, map: usize) -> bool {
+        self.maps
+            .get(map)
+            .is_some_and(|(_, _, r)| r.check_faults().is_ok())
     }
 
     /// Whether a page of any mapped segment vanished (outside truncation).
