@@ -189,11 +189,13 @@
 //! back): the parent's pins stand.
 
 mod anonymous;
+mod crc;
 pub(crate) mod protocol;
 mod reader;
 mod writer;
 
 pub use anonymous::Anonymous;
+pub use crc::{checksum, fast_checksum_available};
 pub use reader::{ReadGuard, ReadOnlyReader, Reader};
 pub use writer::{Options, SlowReaders, Writer};
 
@@ -536,12 +538,18 @@ impl Segments {
     /// file is `Corrupted` (the writer reserves it before naming it).
     #[inline]
     fn get(&mut self, offset: u64, capacity: u64) -> Result<&Region> {
+        self.get_indexed(offset, capacity).map(|(_, r)| r)
+    }
+
+    /// [`Segments::get`], with the mapping's index in `maps` (valid until
+    /// the next call maps another segment).
+    fn get_indexed(&mut self, offset: u64, capacity: u64) -> Result<(usize, &Region)> {
         if let Some(i) = self
             .maps
             .iter()
             .position(|(o, c, _)| *o == offset && *c == capacity)
         {
-            return Ok(&self.maps[i].2);
+            return Ok((i, &self.maps[i].2));
         }
         if self.maps.len() >= MAPS_KEPT {
             self.maps.remove(0);
@@ -567,7 +575,17 @@ impl Segments {
             e => e,
         })?;
         self.maps.push((offset, capacity, region));
-        Ok(&self.maps[self.maps.len() - 1].2)
+        let i = self.maps.len() - 1;
+        Ok((i, &self.maps[i].2))
+    }
+
+    /// Whether mapping `map` exists and recorded no fault (a page that
+    /// vanished under it).
+    #[inline]
+    fn faults_clear(&self, map: usize) -> bool {
+        self.maps
+            .get(map)
+            .is_some_and(|(_, _, r)| r.check_faults().is_ok())
     }
 
     /// Whether a page of any mapped segment vanished (outside truncation).
@@ -603,12 +621,6 @@ fn copy_atomic(origin: &Origin, src: *const u8, len: usize, out: &mut Vec<u8>) -
         off += 8;
     }
     Ok(())
-}
-
-/// The checksum of a value.
-#[inline]
-pub fn checksum(bytes: &[u8]) -> u32 {
-    crc32c::crc32c(bytes)
 }
 
 fn bad_checksum(origin: &Origin, generation: u64, stored: u32, computed: u32) -> Error {

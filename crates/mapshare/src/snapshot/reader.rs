@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::protocol::{self, Pinned, StdFence, Version, PIN_TRIES};
 use super::{
-    bad_checksum, checksum, copy_atomic, init, spec, Control, Segments, Slot, DEFAULT_CAPACITY,
-    READERS, RO_RECHECK, RO_WAIT_BYTE,
+    bad_checksum, checksum, copy_atomic, init, spec, Control, Segments, DEFAULT_CAPACITY, READERS,
+    RO_RECHECK, RO_WAIT_BYTE,
 };
 use crate::error::{Error, Result};
 use crate::file::{Inspection, SharedFile};
@@ -54,12 +54,45 @@ pub struct Reader {
     entry: u32,
     segments: Segments,
     spin: Spin,
-    /// The last version pinned and its slot entry as validated then. A
-    /// version word names one generation, and the writer writes a slot's
-    /// entry only before publishing a new generation into it, so the
-    /// same word pinned again has the same entry: a repeated read skips
-    /// the slot table.
-    last: Option<(u64, Slot)>,
+    /// The last version pinned, located (its slot entry as validated then,
+    /// its segment mapped). A version word names one generation, and the
+    /// writer writes a slot's entry only before publishing a new
+    /// generation into it, so the same word pinned again has the same
+    /// entry: a repeated read skips the slot table and the segment lookup.
+    last: Located,
+}
+
+/// A pinned version word's value as [`Reader::read`] hands it out.
+#[derive(Debug, Clone, Copy)]
+struct Located {
+    /// The version word; 0 (never pinned) for none.
+    version: u64,
+    /// The value's first byte, in the mapping `segments.maps[map]`, which
+    /// stays mapped until `Segments::get` maps another segment (only
+    /// `Reader::locate` calls it, and it resets `last` first).
+    ptr: *const u8,
+    len: usize,
+    generation: u64,
+    crc: u32,
+    map: usize,
+}
+
+// SAFETY: `ptr` points into a segment mapping owned by the same `Reader`
+// (its `segments`), which moves with it; it is only read through a
+// `ReadGuard`, which borrows the `Reader` mutably.
+unsafe impl Send for Located {}
+// SAFETY: as for `Send`; `&Located` gives no access to the bytes.
+unsafe impl Sync for Located {}
+
+impl Located {
+    const NONE: Located = Located {
+        version: 0,
+        ptr: std::ptr::null(),
+        len: 0,
+        generation: 0,
+        crc: 0,
+        map: 0,
+    };
 }
 
 impl std::fmt::Debug for Reader {
@@ -104,7 +137,7 @@ impl Reader {
             entry,
             segments,
             spin: Spin::default(),
-            last: None,
+            last: Located::NONE,
         })
     }
 
@@ -125,51 +158,59 @@ impl Reader {
     ///
     /// Fails with [`Error::Busy`] if the writer published between the
     /// pin and its check 65536 times in a row.
-    #[inline]
+    #[inline(always)]
     pub fn read(&mut self) -> Result<Option<ReadGuard<'_>>> {
         self.file.lease().check_owner(self.file.region())?;
-        let pin = self.c.pin(self.entry);
-        let c = match protocol::pin::<_, StdFence>(self.c.current(), pin) {
+        let c = match protocol::pin::<_, StdFence>(self.c.current(), self.c.pin(self.entry)) {
             Pinned::Version(c) => c,
             Pinned::Nothing => return Ok(None),
             Pinned::Contended => return Err(self.contended()),
         };
-        match self.pinned(c) {
-            Ok((ptr, len, generation, crc)) => Ok(Some(ReadGuard {
-                reader: self,
-                ptr,
-                len,
-                generation,
-                crc,
-            })),
-            Err(e) => {
-                protocol::unpin(self.c.pin(self.entry));
-                Err(e)
-            }
-        }
+        // The common case, a version read before, stays small and inline;
+        // anything else is `locate`'s.
+        let at = if self.last.version == c && self.segments.faults_clear(self.last.map) {
+            self.last
+        } else {
+            self.locate(c)?
+        };
+        Ok(Some(ReadGuard {
+            reader: self,
+            ptr: at.ptr,
+            len: at.len,
+            generation: at.generation,
+            crc: at.crc,
+        }))
     }
 
-    /// Locates pinned version word `c`: `(bytes, len, generation, crc)`.
-    #[inline]
-    fn pinned(&mut self, c: u64) -> Result<(*const u8, usize, u64, u32)> {
-        let (s, cached) = match self.last {
-            Some((last, s)) if last == c => (s, true),
-            _ => {
-                let v = Version::unpack(c)
-                    .map_err(|why| self.c.corrupted("snapshot current version", why))?
-                    .ok_or_else(|| self.c.corrupted("snapshot pin", "0".into()))?;
-                (self.c.slot_of(v)?, false)
-            }
-        };
-        let region = self.segments.get(s.offset, s.capacity)?;
-        region.check_faults()?;
-        let ptr = region.as_ptr();
-        // Only an entry that passed every check (its segment mapped too)
-        // is remembered.
-        if !cached {
-            self.last = Some((c, s));
+    /// Locates pinned version word `c` (its slot entry, validated, and its
+    /// segment, mapped) and remembers it; on an error, unpins.
+    #[cold]
+    #[inline(never)]
+    fn locate(&mut self, c: u64) -> Result<Located> {
+        // `Segments::get` may unmap the remembered version's segment.
+        self.last = Located::NONE;
+        let located = (|| {
+            let v = Version::unpack(c)
+                .map_err(|why| self.c.corrupted("snapshot current version", why))?
+                .ok_or_else(|| self.c.corrupted("snapshot pin", "0".into()))?;
+            let s = self.c.slot_of(v)?;
+            let (map, region) = self.segments.get_indexed(s.offset, s.capacity)?;
+            region.check_faults()?;
+            Ok(Located {
+                version: c,
+                ptr: region.as_ptr(),
+                len: s.len as usize,
+                generation: s.generation,
+                crc: s.crc,
+                map,
+            })
+        })();
+        match located {
+            // Only a version that passed every check is remembered.
+            Ok(at) => self.last = at,
+            Err(_) => protocol::unpin(self.c.pin(self.entry)),
         }
-        Ok((ptr, s.len as usize, s.generation, s.crc))
+        located
     }
 
     /// [`Reader::read`], then verifies the value's checksum

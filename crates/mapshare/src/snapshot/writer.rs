@@ -5,6 +5,7 @@ use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
+use super::crc::copy_with_checksum;
 use super::protocol::{self, StdFence, Version, MAX_GENERATION, MAX_SLOTS};
 use super::{
     checksum, first_capacity, init, round_up_page, spec, Control, Segments, DEFAULT_CAPACITY,
@@ -176,8 +177,11 @@ impl Writer {
     }
 
     /// Publishes `value` as a new version; returns its generation.
+    ///
+    /// The copy into the slot and the checksum are one pass over `value`
+    /// where the CPU allows (see [`checksum`](super::checksum)).
     pub fn publish(&mut self, value: &[u8]) -> Result<u64> {
-        self.publish_with(value.len(), |buf| buf.copy_from_slice(value))
+        self.publish_filled(value.len(), |buf| copy_with_checksum(value, buf))
     }
 
     /// Publishes a typed value's bytes.
@@ -193,6 +197,15 @@ impl Writer {
     /// zeros). Read-only readers of the file may be copying those bytes
     /// while `fill` runs; they discard such copies (see the module docs).
     pub fn publish_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
+        self.publish_filled(len, |buf| {
+            fill(buf);
+            checksum(buf)
+        })
+    }
+
+    /// Publishes a new version of `len` bytes that `fill` writes in place
+    /// and returns the checksum of.
+    fn publish_filled(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> u32) -> Result<u64> {
         self.file.lease().check_owner(self.file.region())?;
         if !role::holds(&self.file, self.c.writer_role()) {
             return Err(self.taken_over());
@@ -227,8 +240,7 @@ impl Writer {
         // with atomic loads and discard what they read here), and this
         // process reaches them only through this slice.
         let buf = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        fill(buf);
-        let crc = checksum(buf);
+        let crc = fill(buf);
         self.segments.check_faults()?;
         self.file.region().check_faults()?;
         self.c.slot_word(slot, SLOT_LEN).store(len64, Relaxed);
