@@ -71,7 +71,7 @@ impl PySharedFile {
                 region_len: object_len,
             }));
         }
-        if offset % 8 != 0 {
+        if !offset.is_multiple_of(8) {
             return Err(PyValueError::new_err(format!(
                 "offset {offset} is not a multiple of 8"
             )));

@@ -870,7 +870,7 @@ impl Region {
         let start = self.bounds(offset, size)?;
         // SAFETY: `start` is in bounds (checked above).
         let p = unsafe { self.ptr.add(start) };
-        if (p as usize) % size != 0 {
+        if !(p as usize).is_multiple_of(size) {
             return Err(Error::Misaligned {
                 origin: self.origin.clone(),
                 offset,

@@ -264,7 +264,7 @@ pub fn publish_claim<M: Mem>(
     m.store(at + R_TIME, time, Relaxed);
     // Release: whoever sees the token sees the claim word and the rest.
     m.store(at + R_TOKEN, token, Release);
-    if idx % INDEX_EVERY == 0 {
+    if idx.is_multiple_of(INDEX_EVERY) {
         if let Some(e) = g.index_at(idx) {
             // Offset + 1, so that 0 means "not written".
             m.store(e, off + 1, Release);
@@ -330,7 +330,7 @@ pub enum Step {
 /// record index `idx`, and validates it. `Acquire`: a committed record's
 /// payload and header words are visible after this.
 pub fn step<M: Mem>(m: &M, g: &Geometry, p: u64, idx: u64) -> Result<Step, Violation> {
-    if p % 8 != 0 || p > g.usable() || idx > IDX_MASK {
+    if !p.is_multiple_of(8) || p > g.usable() || idx > IDX_MASK {
         return bad(format!("reader position {p} is outside the data area"));
     }
     let w = m.load(g.at(p), Acquire);
@@ -516,7 +516,7 @@ pub fn check_control(
     object_len: u64,
     expected_number: u64,
 ) -> Result<Geometry, Violation> {
-    if !(4096..=MAX_CAPACITY).contains(&capacity) || capacity % 8 != 0 {
+    if !(4096..=MAX_CAPACITY).contains(&capacity) || !capacity.is_multiple_of(8) {
         return bad(format!("segment capacity {capacity} is out of range"));
     }
     let g = Geometry::new(capacity);
@@ -552,7 +552,7 @@ pub mod heap {
             Heap((0..len / 8).map(|_| AtomicU64::new(0)).collect())
         }
         fn get(&self, at: u64) -> Option<&AtomicU64> {
-            if at % 8 != 0 {
+            if !at.is_multiple_of(8) {
                 return None;
             }
             self.0.get((at / 8) as usize)

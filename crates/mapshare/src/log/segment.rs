@@ -61,7 +61,7 @@ pub(crate) fn path(dir: &Path, number: u64) -> PathBuf {
 
 /// Checks a data capacity (from options or from a shared word).
 pub(crate) fn check_capacity(origin: &Origin, capacity: u64) -> Result<()> {
-    if !(MIN_CAPACITY..=p::MAX_CAPACITY).contains(&capacity) || capacity % 8 != 0 {
+    if !(MIN_CAPACITY..=p::MAX_CAPACITY).contains(&capacity) || !capacity.is_multiple_of(8) {
         return Err(Error::Corrupted {
             origin: origin.clone(),
             what: "log segment size",
@@ -164,7 +164,7 @@ impl Segment {
                     why: v.0,
                 }
             })?;
-        if o % 8 != 0 || o + geo.object_len() > r.len() as u64 {
+        if !o.is_multiple_of(8) || o + geo.object_len() > r.len() as u64 {
             return Err(Error::Truncated {
                 origin,
                 expected: o + geo.object_len(),
@@ -201,7 +201,7 @@ impl Segment {
     /// The word at object offset `at`, if it is in bounds and aligned.
     #[inline]
     fn word(&self, at: u64) -> Option<&AtomicU64> {
-        if at % 8 != 0 || at.checked_add(8)? > self.len {
+        if !at.is_multiple_of(8) || at.checked_add(8)? > self.len {
             return None;
         }
         // SAFETY: `obj` is page-aligned plus 8-aligned `at`, and

@@ -218,7 +218,7 @@ pub fn spec(capacity: u64) -> Result<Spec> {
 }
 
 fn check_capacity(origin: &Origin, capacity: u64) -> Result<()> {
-    if capacity < MIN_CAPACITY || capacity % 8 != 0 || capacity > 1 << 31 {
+    if capacity < MIN_CAPACITY || !capacity.is_multiple_of(8) || capacity > 1 << 31 {
         return Err(Error::Corrupted {
             origin: origin.clone(),
             what: "capacity",

@@ -145,7 +145,7 @@ pub fn publish_every(capacity: u64) -> u64 {
 /// `MAX_POSITION`.
 #[inline]
 pub fn check_position(pos: u64) -> Result<(), Violation> {
-    if pos % 8 != 0 || pos > MAX_POSITION {
+    if !pos.is_multiple_of(8) || pos > MAX_POSITION {
         return Err(Violation(format!(
             "position {pos} is not a multiple of 8 below 2^63"
         )));
@@ -158,7 +158,11 @@ pub fn check_position(pos: u64) -> Result<(), Violation> {
 /// `write <= MAX_POSITION`.
 #[inline]
 pub fn check_positions(read: u64, write: u64, capacity: u64) -> Result<(), Violation> {
-    if (read | write) % 8 != 0 || read > write || write - read > capacity || write > MAX_POSITION {
+    if !(read | write).is_multiple_of(8)
+        || read > write
+        || write - read > capacity
+        || write > MAX_POSITION
+    {
         return Err(Violation(format!(
             "positions read {read} / write {write} do not fit a ring of {capacity} bytes \
              (multiples of 8, read <= write <= read + capacity, write <= 2^63)"
@@ -318,7 +322,7 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
     /// `known` is within a ring of it, by the producer's own accounting).
     #[inline]
     fn newer(&self, loaded: u64, write: u64, known: u64) -> Result<u64, Violation> {
-        if loaded % 8 != 0 || loaded > write {
+        if !loaded.is_multiple_of(8) || loaded > write {
             return Err(Violation(format!(
                 "released position {loaded} is not a multiple of 8 at most the write position {write}"
             )));
@@ -418,7 +422,7 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
     /// the first empty slot. `read` is the consumer's durable position.
     /// At most `capacity / 8` steps.
     pub fn recover_write(&self, write: u64, read: u64) -> Result<u64, Violation> {
-        if (read | write) % 8 != 0 || read > MAX_POSITION || write > MAX_POSITION {
+        if !(read | write).is_multiple_of(8) || read > MAX_POSITION || write > MAX_POSITION {
             return Err(Violation(format!(
                 "positions read {read} / write {write} are not multiples of 8 below 2^63"
             )));
@@ -490,7 +494,7 @@ mod tests {
             }
         }
         fn word(&self, at: u64) -> &AtomicU64 {
-            assert!(at % 8 == 0);
+            assert!(at.is_multiple_of(8));
             &self.words[at as usize / 8]
         }
     }
@@ -683,7 +687,7 @@ mod tests {
                     let size = record_size(len);
                     let pad = r.pad_before(write, size);
                     let need = room(pad + size);
-                    if run.is_some() && (CAP - (write - seen) < need || i % 4 == 0) {
+                    if run.is_some() && (CAP - (write - seen) < need || i.is_multiple_of(4)) {
                         let (start, l) = run.take().unwrap();
                         r.commit_run(start, l, write);
                         r.publish(write, &park, &fences);

@@ -328,7 +328,7 @@ impl Control {
         header.expect(&origin, Kind::Snapshot, &fingerprint())?;
         let obj = header.object_offset;
         if header.object_len != OBJECT_LEN
-            || obj % page() != 0
+            || !obj.is_multiple_of(page())
             || obj
                 .checked_add(OBJECT_LEN)
                 .is_none_or(|e| e > region.len() as u64)
@@ -357,7 +357,7 @@ impl Control {
 
     #[inline]
     fn u64_at(&self, off: u64) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= OBJECT_LEN);
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= OBJECT_LEN);
         // SAFETY: callers pass 8-aligned offsets inside the object (the
         // constants above, entries below their table's length), which
         // `new` checked lies inside the live mapping; the mapping is
@@ -369,7 +369,7 @@ impl Control {
 
     #[inline]
     fn u32_at(&self, off: u64) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= OBJECT_LEN);
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= OBJECT_LEN);
         // SAFETY: as in `u64_at`, for the 4-byte event words and CRCs.
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off as usize).cast()) }
     }

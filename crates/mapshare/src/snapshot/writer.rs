@@ -496,7 +496,7 @@ impl Writer {
         let end = self.c.data_end().load(Acquire);
         let size = self.file.region().file_len()?;
         if end < self.c.data_start
-            || end % super::page() != 0
+            || !end.is_multiple_of(super::page())
             || end > size
             || end < self.segments_end()
         {

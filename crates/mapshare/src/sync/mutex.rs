@@ -246,7 +246,7 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
             });
         }
         let addr = region.as_ptr() as usize + data as usize;
-        if addr % std::mem::align_of::<T>() != 0 {
+        if !addr.is_multiple_of(std::mem::align_of::<T>()) {
             return Err(Error::Misaligned {
                 origin: region.origin().clone(),
                 offset: data,

@@ -246,7 +246,7 @@ pub(crate) fn spin_until(spin: Spin, mut done: impl FnMut() -> bool) -> bool {
             return true;
         }
         i = i.wrapping_add(1);
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             let t = *start.get_or_insert_with(std::time::Instant::now);
             if t.elapsed() >= spin.limit {
                 return done();
