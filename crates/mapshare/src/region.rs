@@ -472,6 +472,22 @@ fn reserve(file: &File, origin: &Origin, offset: u64, len: u64) -> Result<()> {
     })
 }
 
+/// [`reserve`] for a memfd, whose file system has no size limit: the
+/// kernel would allocate memory until the OOM killer stopped it (and
+/// another process with it). A memfd can never hold more than the
+/// machine's memory and swap, so a larger `end` is `NoSpace` at once.
+fn reserve_memory(file: &File, origin: &Origin, offset: u64, len: u64) -> Result<()> {
+    let end = offset.saturating_add(len);
+    if end > sys::memory_and_swap() {
+        return Err(Error::NoSpace {
+            origin: origin.clone(),
+            len,
+            source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+        });
+    }
+    reserve(file, origin, offset, len)
+}
+
 /// Refuses anything but a regular file.
 fn regular_file(file: &File, origin: &Origin) -> Result<()> {
     let meta = file.metadata().map_err(|e| Error::io(origin, "fstat", e))?;
@@ -572,7 +588,7 @@ impl Region {
         }
         let fd = sys::memfd("mapshare").map_err(|e| Error::io(&origin, "memfd_create", e))?;
         let file = File::from(fd);
-        reserve(&file, &origin, 0, len as u64)?;
+        reserve_memory(&file, &origin, 0, len as u64)?;
         sys::seal_against_shrink(&file).map_err(|e| Error::io(&origin, "seal", e))?;
         Region::map_file(file, origin, Backing::Memfd, Access::ReadWrite, 0, None)
     }
@@ -854,9 +870,10 @@ impl Region {
         }
         // SAFETY: in bounds (checked above) of a writable mapping that lives
         // as long as `self`; `&mut self` rules out concurrent access from
-        // this process through safe code; `data` cannot overlap the mapping
-        // because no safe API hands out references into it.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(start), data.len()) };
+        // this process through safe code. `data` may overlap the mapping
+        // (a caller that went through `as_slice`, or a Python memoryview of
+        // this very region): `copy` is a memmove, defined for overlap.
+        unsafe { std::ptr::copy(data.as_ptr(), self.ptr.add(start), data.len()) };
         compiler_fence(Ordering::SeqCst);
         self.check_faults()
     }
@@ -1295,7 +1312,11 @@ impl Region {
                     why: "a copy-on-write region never changes its file",
                 });
             }
-            reserve(&self.file, &self.origin, size, new_end - size)?;
+            if self.backing == Backing::Memfd {
+                reserve_memory(&self.file, &self.origin, size, new_end - size)?;
+            } else {
+                reserve(&self.file, &self.origin, size, new_end - size)?;
+            }
         }
         self.remap(new_len)?;
         self.to_end = new_end >= self.file_len()?;

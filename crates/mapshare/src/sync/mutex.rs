@@ -117,8 +117,10 @@ fn observe_as(
         return Ok(match leases.liveness(token, me)? {
             Liveness::Alive { pid } => MutexState::Held { pid, alive: true },
             Liveness::Dead { pid } => MutexState::Held { pid, alive: false },
+            // The attached process (in a forked child that inherited the
+            // lease: its parent, the real holder).
             Liveness::Me => MutexState::Held {
-                pid: crate::sys::pid(),
+                pid: me.map_or_else(crate::sys::pid, |l| l.pid()),
                 alive: true,
             },
         });

@@ -115,6 +115,22 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
 }
 
+/// Bytes of RAM and swap the machine has (`sysinfo(2)`): the most any
+/// memfd can ever hold. `u64::MAX` if the kernel cannot be asked.
+pub fn memory_and_swap() -> u64 {
+    // SAFETY: `sysinfo` is plain integers, for which all zeros is a
+    // valid value.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable `sysinfo` for the call.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return u64::MAX;
+    }
+    let unit = u64::from(info.mem_unit.max(1));
+    (info.totalram as u64)
+        .saturating_add(info.totalswap as u64)
+        .saturating_mul(unit)
+}
+
 /// CPUs this process may run on (`sched_getaffinity(2)`).
 pub fn cpus_available() -> usize {
     rustix::thread::sched_getaffinity(None)
