@@ -289,8 +289,9 @@ impl PyConsumer {
         let py = slf.py();
         let timeout = util::timeout_arg(timeout)?;
         let open = Arc::new(AtomicBool::new(true));
-        let (ptr, len) = {
-            let mut this = slf.borrow_mut();
+        let (ptr, len, origin) = {
+            let mut this = slf.try_borrow_mut()?;
+            let origin = origin_of(this.get()?.file());
             let rec = this.next_record(py, timeout)?;
             let ptr = rec.as_ptr() as usize;
             let len = rec.len();
@@ -298,13 +299,13 @@ impl PyConsumer {
                 _value: rec,
                 open: open.clone(),
             });
-            (ptr, len)
+            (ptr, len, origin)
         };
         Py::new(
             py,
             PyRecordView {
                 consumer: slf.unbind(),
-                view: View::new(ptr, len, open),
+                view: View::new(ptr, len, open, origin),
             },
         )
     }
@@ -353,7 +354,7 @@ impl PyConsumer {
 }
 
 /// A record held in place (see `Consumer.recv_view`).
-#[pyclass(module = "mapshare", name = "RecordView")]
+#[pyclass(module = "mapshare", name = "RecordView", frozen)]
 pub struct PyRecordView {
     consumer: Py<PyConsumer>,
     view: View,
@@ -373,7 +374,7 @@ impl PyRecordView {
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        slf.borrow().view.enter(slf.as_any())
+        slf.get().view.enter(slf.as_any())
     }
 
     fn __exit__(
@@ -402,7 +403,7 @@ impl PyRecordView {
     ) -> PyResult<()> {
         // SAFETY: the consumer holds the record (the producer leaves its
         // bytes alone) until the view lets it go.
-        unsafe { slf.borrow().view.export(slf.as_any(), view, flags) }
+        unsafe { slf.get().view.export(slf.as_any(), view, flags) }
     }
 
     /// # Safety

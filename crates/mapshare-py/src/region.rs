@@ -271,13 +271,28 @@ impl PyRegion {
     /// Copies `data` (any buffer) into the region at `offset`. Never grows
     /// the region: a write past its end raises `OutOfBounds` and writes
     /// nothing.
-    fn write(&mut self, offset: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    ///
+    /// `data` may be a view of this very region (or of another mapping of
+    /// the same file): overlapping bytes are copied out first.
+    fn write(slf: &Bound<'_, Self>, offset: u64, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        // The argument's buffer first: it may be this region, whose
+        // `__getbuffer__` borrows it.
         let data = util::Bytes::new(data)?;
-        let region = self
+        let mut this = slf.try_borrow_mut()?;
+        let region = this
             .region
             .as_mut()
             .ok_or_else(|| PyValueError::new_err("the region is closed"))?;
-        region.write_at(offset, data.as_slice()).py()
+        let src = data.as_slice();
+        let base = region.as_ptr() as usize;
+        let (lo, hi) = (src.as_ptr() as usize, src.as_ptr() as usize + src.len());
+        if lo < base + region.len() && base < hi {
+            // A reference into the mapping must not live while the
+            // mapping is written: copy it out.
+            let copy = src.to_vec();
+            return region.write_at(offset, &copy).py();
+        }
+        region.write_at(offset, src).py()
     }
 
     /// Writes changes back to the file (`msync`): all of it, or `length`
@@ -385,7 +400,7 @@ impl PyRegion {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let this = slf.borrow();
+        let this = slf.try_borrow()?;
         let region = this.get()?;
         let readonly = region.access() == Access::ReadOnly;
         let ptr = NonNull::new(region.as_ptr().cast_mut()).unwrap_or(NonNull::dangling());

@@ -273,8 +273,9 @@ impl PySnapshotReader {
     fn view(slf: Bound<'_, Self>, verify: bool) -> PyResult<Option<Py<PySnapshotView>>> {
         let py = slf.py();
         let open = Arc::new(AtomicBool::new(true));
-        let (ptr, len, generation) = {
-            let mut this = slf.borrow_mut();
+        let (ptr, len, generation, path) = {
+            let mut this = slf.try_borrow_mut()?;
+            let path = this.path.clone();
             let guard = match this.get()? {
                 Inner::Full(r) => {
                     // SAFETY: `&mut self` is exclusive and no view holds a
@@ -296,7 +297,12 @@ impl PySnapshotReader {
             let Some(guard) = guard else {
                 return Ok(None);
             };
-            let out = (guard.as_ptr() as usize, guard.len(), guard.generation());
+            let out = (
+                guard.as_ptr() as usize,
+                guard.len(),
+                guard.generation(),
+                path,
+            );
             this.held = Some(Held {
                 _value: guard,
                 open: open.clone(),
@@ -308,7 +314,7 @@ impl PySnapshotReader {
             PySnapshotView {
                 reader: slf.unbind(),
                 generation,
-                view: View::new(ptr, len, open),
+                view: View::new(ptr, len, open, mapshare::Origin::path(&path)),
             },
         )
         .map(Some)
@@ -381,7 +387,7 @@ impl PySnapshotReader {
 }
 
 /// A pinned snapshot version (see `SnapshotReader.view`).
-#[pyclass(module = "mapshare", name = "SnapshotView")]
+#[pyclass(module = "mapshare", name = "SnapshotView", frozen)]
 pub struct PySnapshotView {
     reader: Py<PySnapshotReader>,
     generation: u64,
@@ -407,7 +413,7 @@ impl PySnapshotView {
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        slf.borrow().view.enter(slf.as_any())
+        slf.get().view.enter(slf.as_any())
     }
 
     fn __exit__(
@@ -436,7 +442,7 @@ impl PySnapshotView {
     ) -> PyResult<()> {
         // SAFETY: the reader keeps the version pinned (the writer never
         // writes a pinned slot) until the view lets it go.
-        unsafe { slf.borrow().view.export(slf.as_any(), view, flags) }
+        unsafe { slf.get().view.export(slf.as_any(), view, flags) }
     }
 
     /// # Safety

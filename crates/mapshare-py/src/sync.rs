@@ -293,6 +293,8 @@ impl PyMutex {
                 let this = g.get();
                 *this.lock_held() = Some(Held(guard));
                 this.recovering.store(recovering, Ordering::Release);
+                this.forks
+                    .store(mapshare::unstable::sys::fork_generation(), Ordering::Release);
                 return Ok(g);
             }
         }
@@ -307,6 +309,9 @@ impl PyMutex {
                 size: self.size,
                 recovering: AtomicBool::new(recovering),
                 exports: AtomicUsize::new(0),
+                forks: std::sync::atomic::AtomicU64::new(
+                    mapshare::unstable::sys::fork_generation(),
+                ),
             },
         )
     }
@@ -452,10 +457,16 @@ impl<G> Entered<G> {
             .push((me, g));
     }
 
+    /// This thread's latest guard; failing that, the latest of any
+    /// thread: a `with` block in a generator or coroutine may be left on
+    /// another thread than it was entered on.
     fn pop(&self) -> Option<Py<G>> {
         let me = thread_key();
         let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let i = v.iter().rposition(|(t, _)| *t == me)?;
+        let i = v
+            .iter()
+            .rposition(|(t, _)| *t == me)
+            .or_else(|| v.len().checked_sub(1))?;
         Some(v.remove(i).1)
     }
 }
@@ -483,11 +494,33 @@ pub struct PyGuard {
     size: usize,
     recovering: AtomicBool,
     exports: AtomicUsize,
+    /// `fork_generation()` when locked: in a forked child the lock is the
+    /// parent's, and the data is not ours to touch.
+    forks: std::sync::atomic::AtomicU64,
 }
 
 impl PyGuard {
     fn lock_held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock is held through this guard, by this process (not a parent
+    /// whose guard a forked child inherited).
+    fn holds(&self) -> bool {
+        self.lock_held().is_some()
+            && self.forks.load(Ordering::Acquire) == mapshare::unstable::sys::fork_generation()
+    }
+
+    /// `ForkedChild` for a guard inherited through fork().
+    fn check_fork(&self) -> PyResult<()> {
+        if self.forks.load(Ordering::Acquire) != mapshare::unstable::sys::fork_generation() {
+            return Err(to_py(Error::ForkedChild {
+                origin: self._file.raw_origin(),
+                owner: self._file.lease().pid(),
+                pid: std::process::id(),
+            }));
+        }
+        Ok(())
     }
 }
 
@@ -512,6 +545,7 @@ impl PyGuard {
     /// Declares the data repaired after `OwnerDied` or `Poisoned`: the
     /// mutex is normal again.
     fn mark_consistent(&self) -> PyResult<()> {
+        self.check_fork()?;
         match self.lock_held().as_mut() {
             Some(h) => {
                 h.0.mark_consistent();
@@ -522,10 +556,11 @@ impl PyGuard {
         }
     }
 
-    /// True while the lock is held through this guard.
+    /// True while the lock is held through this guard (False in a forked
+    /// child: the lock is its parent's).
     #[getter]
     fn locked(&self) -> bool {
-        self.lock_held().is_some()
+        self.holds()
     }
 
     /// True if this guard came with `OwnerDied` and the data was not yet
@@ -537,6 +572,7 @@ impl PyGuard {
 
     /// A copy of the protected bytes.
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        self.check_fork()?;
         let held = self.lock_held();
         if held.is_none() {
             return Err(PyValueError::new_err("the guard is already unlocked"));
@@ -571,6 +607,7 @@ impl PyGuard {
         flags: c_int,
     ) -> PyResult<()> {
         let this = slf.get();
+        this.check_fork()?;
         if this.lock_held().is_none() {
             return Err(PyBufferError::new_err(
                 "the guard is unlocked: its data is not ours to view",
@@ -875,13 +912,12 @@ impl PyFileLock {
 
     fn __exit__(
         &self,
-        py: Python<'_>,
         _t: Option<&Bound<'_, PyAny>>,
         _v: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         if let Some(g) = self.entered.pop() {
-            g.borrow(py).unlock();
+            g.get().unlock();
         }
         Ok(false)
     }
@@ -895,7 +931,7 @@ struct HeldRange {
 
 /// A held byte-range lock; `unlock()` or the end of its `with` block
 /// releases it.
-#[pyclass(module = "mapshare", name = "RangeGuard")]
+#[pyclass(module = "mapshare", name = "RangeGuard", frozen)]
 pub struct PyRangeGuard {
     held: std::sync::Mutex<Option<HeldRange>>,
 }

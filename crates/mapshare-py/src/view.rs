@@ -11,15 +11,17 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyMemoryView;
+use pyo3::types::{PyMemoryView, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::PyClass;
 
 use crate::util;
 
 /// Where a view is in its life.
 enum State {
-    /// Showing its bytes; `Some` memoryview once entered.
-    Open(Option<Py<PyAny>>),
+    /// Showing its bytes; once entered, a weak reference to the
+    /// memoryview `__enter__` made (a strong one would be a cycle: the
+    /// memoryview holds the view, which nothing would ever collect).
+    Open(Option<Py<PyWeakrefReference>>),
     /// Released.
     Released,
 }
@@ -49,18 +51,40 @@ pub struct View {
     exports: AtomicUsize,
     /// Cleared when the view ends (see `util::Held`).
     open: Arc<AtomicBool>,
+    /// `fork_generation()` when made: a forked child's copy of a view
+    /// shows nothing (the record or pin is its parent's).
+    forks: u64,
+    /// The file, and the process that made the view, for `ForkedChild`.
+    origin: mapshare::Origin,
+    owner: u32,
 }
 
 impl View {
     /// A view of `len` bytes at `ptr`, held by whoever shares `open`.
-    pub fn new(ptr: usize, len: usize, open: Arc<AtomicBool>) -> View {
+    pub fn new(ptr: usize, len: usize, open: Arc<AtomicBool>, origin: mapshare::Origin) -> View {
         View {
             ptr,
             len,
             state: Mutex::new(State::Open(None)),
             exports: AtomicUsize::new(0),
             open,
+            forks: mapshare::unstable::sys::fork_generation(),
+            origin,
+            owner: std::process::id(),
         }
+    }
+
+    /// `ForkedChild` in a forked child: what the view shows belongs to
+    /// the parent, which may release it at any moment.
+    fn check_fork(&self) -> PyResult<()> {
+        if mapshare::unstable::sys::fork_generation() != self.forks {
+            return Err(crate::errors::to_py(mapshare::Error::ForkedChild {
+                origin: self.origin.clone(),
+                owner: self.owner,
+                pid: std::process::id(),
+            }));
+        }
+        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -74,18 +98,23 @@ impl View {
 
     /// `__enter__`: the memoryview of `slf` (the view object), made once.
     pub fn enter(&self, slf: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        match &*self.state() {
+        self.check_fork()?;
+        let py = slf.py();
+        let earlier = match &*self.state() {
             State::Released => return Err(PyValueError::new_err("the view was already released")),
-            State::Open(Some(mv)) => return Ok(mv.clone_ref(slf.py())),
-            State::Open(None) => {}
+            State::Open(weak) => weak.as_ref().map(|w| w.clone_ref(py)),
+        };
+        if let Some(mv) = earlier.and_then(|w| w.bind(py).upgrade()) {
+            return Ok(mv.unbind());
         }
         // Not under the lock: making the memoryview calls __getbuffer__,
         // which takes it.
-        let made = PyMemoryView::from(slf)?.into_any().unbind();
-        if let State::Open(mv) = &mut *self.state() {
-            *mv = Some(made.clone_ref(slf.py()));
+        let made = PyMemoryView::from(slf)?;
+        let weak = PyWeakrefReference::new(&made)?.unbind();
+        if let State::Open(w) = &mut *self.state() {
+            *w = Some(weak);
         }
-        Ok(made)
+        Ok(made.into_any().unbind())
     }
 
     /// `release()` / `__exit__`: releases the memoryview `enter` made,
@@ -95,13 +124,13 @@ impl View {
     where
         H: PyClass<Frozen = pyo3::pyclass::boolean_struct::False> + Holder,
     {
-        let mv = match &*self.state() {
+        let weak = match &*self.state() {
             State::Released => return Ok(()),
-            State::Open(mv) => mv.as_ref().map(|m| m.clone_ref(py)),
+            State::Open(weak) => weak.as_ref().map(|w| w.clone_ref(py)),
         };
-        if let Some(mv) = mv {
+        if let Some(mv) = weak.and_then(|w| w.bind(py).upgrade()) {
             // Raises BufferError if views made from it are still alive.
-            mv.bind(py).call_method0("release")?;
+            mv.call_method0("release")?;
         }
         let n = self.exports.load(Ordering::Acquire);
         if n > 0 {
@@ -133,6 +162,7 @@ impl View {
                 "the view was released: its bytes are no longer ours",
             ));
         }
+        self.check_fork()?;
         let ptr = NonNull::new(self.ptr as *mut u8).unwrap_or(NonNull::dangling());
         // SAFETY: the caller's contract.
         unsafe { util::export(view, slf, ptr, self.len, true, flags)? };
