@@ -301,12 +301,63 @@ fn oversized_records_are_refused() {
     let log = Log::create(dir.path(), &small(4096)).unwrap();
     let mut w = log.writer().unwrap();
     let max = w.max_record();
+    let e = w.append(&vec![0; max + 1]).unwrap_err();
+    match &e {
+        Error::TooLarge {
+            what: "log record",
+            len,
+            max: m,
+            ..
+        } => assert_eq!((*len, *m), (max as u64 + 1, max as u64)),
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("log record"), "{e}");
+    let big = vec![0; max + 1];
     assert!(matches!(
-        w.append(&vec![0; max + 1]),
-        Err(Error::Unsupported { .. })
+        w.append_batch([&b"ok"[..], &big[..]]),
+        Err(Error::TooLarge { .. })
     ));
     assert_eq!(w.append(&vec![7; max]).unwrap(), 0);
-    assert!(Log::create(dir.path().join("x"), &small(100)).is_err());
+    // An empty record is a record.
+    assert_eq!(w.append(b"").unwrap(), 1);
+}
+
+/// A bad segment size or cursor name is the caller's argument, not a
+/// damaged log: `InvalidArgument`, saying what is allowed; nothing is
+/// created.
+#[test]
+fn bad_options_are_invalid_arguments_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    for size in [0, 100, 4100, u64::MAX] {
+        let at = dir.path().join(format!("l{size}"));
+        let e = Log::create(&at, &small(size)).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    what: "log segment size",
+                    ..
+                }
+            ),
+            "{size}: {e:?}"
+        );
+        assert!(e.to_string().contains("multiple of 8"), "{e}");
+        assert!(!at.exists());
+    }
+    let log = Log::create(dir.path().join("ok"), &small(4096)).unwrap();
+    for name in ["", &"n".repeat(49)] {
+        let e = log.reader(Start::Cursor(name.into())).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    what: "cursor name",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
 }
 
 #[test]

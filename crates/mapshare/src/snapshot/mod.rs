@@ -294,6 +294,7 @@ fn first_capacity(origin: &Origin, capacity: u64) -> Result<u64> {
         Some(c) if c <= MAX_VALUE => Ok(c),
         _ => Err(Error::TooLarge {
             origin: origin.clone(),
+            what: "snapshot capacity",
             len: capacity,
             max: MAX_VALUE,
         }),

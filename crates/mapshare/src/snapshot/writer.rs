@@ -59,7 +59,8 @@ pub struct Options {
     /// The slow-readers policy.
     pub slow_readers: SlowReaders,
     /// Permission bits if the file is created (0644 lets other users read
-    /// it with a [`ReadOnlyReader`](super::ReadOnlyReader)).
+    /// it with a [`ReadOnlyReader`](super::ReadOnlyReader)); `0o000..=0o777`
+    /// only: setuid, setgid and sticky are [`Error::InvalidArgument`].
     pub mode: u32,
 }
 
@@ -214,6 +215,7 @@ impl Writer {
         if len64 > MAX_VALUE {
             return Err(Error::TooLarge {
                 origin: self.c.origin.clone(),
+                what: "snapshot value",
                 len: len64,
                 max: MAX_VALUE,
             });
@@ -512,6 +514,7 @@ impl Writer {
         let Some(new_end) = new_end else {
             return Err(Error::TooLarge {
                 origin: self.c.origin.clone(),
+                what: "snapshot value",
                 len,
                 max: MAX_VALUE,
             });
