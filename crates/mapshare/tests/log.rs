@@ -1006,3 +1006,48 @@ fn a_shared_lock_on_the_cursor_table_never_hangs_a_new_cursor() {
     let mut r = log.reader(Start::Cursor("new".into())).unwrap();
     assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
 }
+
+/// The snapshot's review finding, in the log: a segment cut to nothing
+/// under an open reader read as "no records yet" (`Ok(None)`), for ever.
+/// Reader and writer both report `Truncated`, and keep doing so; a record
+/// held across the cut can find out with `Record::check`.
+#[test]
+fn a_segment_truncated_under_a_reader_and_writer_is_truncated() {
+    // To nothing, and to the header page only (the data area is gone).
+    for at in [0u64, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let log = Log::create(&path, &small(1 << 16)).unwrap();
+        let mut w = log.writer().unwrap();
+        let mut r = log.reader(Start::Earliest).unwrap();
+        w.append(b"one").unwrap();
+        assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
+        w.append(b"two").unwrap();
+        let seg = segment_files(&path)[0].clone();
+        {
+            let held = r.next().unwrap().unwrap();
+            held.check().unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(at)
+                .unwrap();
+            assert!(matches!(held.check(), Err(Error::Truncated { .. })));
+        }
+        for _ in 0..2 {
+            match r.next() {
+                Err(Error::Truncated { .. }) => {}
+                other => panic!("cut to {at}: reader: expected Truncated, got {other:?}"),
+            }
+            match r.next_into(&mut Vec::new()) {
+                Err(Error::Truncated { .. }) => {}
+                other => panic!("cut to {at}: next_into: expected Truncated, got {other:?}"),
+            }
+            match w.append(&[7u8; 9000]) {
+                Err(Error::Truncated { .. }) => {}
+                other => panic!("cut to {at}: writer: expected Truncated, got {other:?}"),
+            }
+        }
+    }
+}
