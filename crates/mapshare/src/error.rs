@@ -120,12 +120,13 @@ pub enum Error {
         len: u64,
     },
 
-    /// A length of zero was given where it means nothing.
-    #[error("{origin}: a zero-length {what} means nothing")]
+    /// A length of zero was given where it means nothing or cannot be
+    /// carried (a mapping, a file's object, a queue record).
+    #[error("{origin}: a {what} of zero length is not allowed")]
     ZeroLength {
         /// The file or region.
         origin: Origin,
-        /// What had length zero (`mapping`, `file`...).
+        /// What had length zero (`mapping`, `object`, `queue record`...).
         what: &'static str,
     },
 
@@ -216,6 +217,22 @@ pub enum Error {
         name: String,
         /// What is wrong with it.
         why: &'static str,
+    },
+
+    /// An argument the caller passed is outside what is allowed: a queue
+    /// capacity, a log segment size, a lease slot count, file mode bits, a
+    /// semaphore post that would overflow the count. Nothing was read from
+    /// a file or shared memory to decide this (that would be
+    /// [`Error::Corrupted`]); `why` says what was given and what is
+    /// allowed.
+    #[error("{origin}: invalid {what}: {why}")]
+    InvalidArgument {
+        /// The file or region the argument was for.
+        origin: Origin,
+        /// Which argument (`queue capacity`, `mode`...).
+        what: &'static str,
+        /// What was given and what is allowed.
+        why: String,
     },
 
     /// The operation is not supported here.
@@ -447,11 +464,16 @@ pub enum Error {
         origin: Origin,
     },
 
-    /// A record is larger than the queue can ever hold.
-    #[error("{origin}: a record of {len} bytes exceeds the largest this queue holds ({max})")]
+    /// A record or value is larger than the object can ever hold: a queue
+    /// record over `max_record`, a log record over `max_record`, a
+    /// snapshot value or capacity over 2^62 bytes.
+    #[error("{origin}: a {what} of {len} bytes is too large: the largest is {max} bytes")]
     TooLarge {
-        /// The queue file.
+        /// The queue, log or snapshot file.
         origin: Origin,
+        /// What was too large: `queue record`, `log record`, `snapshot
+        /// value`, `snapshot capacity`.
+        what: &'static str,
         /// Requested length.
         len: u64,
         /// Largest record.

@@ -62,9 +62,12 @@ pub struct Spec {
     pub fingerprint: Fingerprint,
     /// Bytes of the object.
     pub object_len: u64,
-    /// Slots in the lease table.
+    /// Slots in the lease table: `1..=`[`MAX_LEASE_SLOTS`](format::MAX_LEASE_SLOTS).
     pub lease_slots: u32,
-    /// Permission bits if the file is created.
+    /// Permission bits if the file is created: `0o000..=0o777`. Setuid,
+    /// setgid and sticky (`0o7000`) and anything above are refused with
+    /// [`Error::InvalidArgument`] (a shared data file has no use for
+    /// them, and a setuid file made by a root process is a hazard).
     pub mode: u32,
     /// Longest wait for another process's initialization.
     pub timeout: Duration,
@@ -81,6 +84,41 @@ impl Spec {
             mode: 0o600,
             timeout: Duration::from_secs(5),
         }
+    }
+}
+
+/// Refuses file mode bits other than permission bits (`0o777`): setuid,
+/// setgid, sticky, file type bits. Every front end creating files goes
+/// through this, so none can make a setuid data file.
+pub(crate) fn check_mode(origin: &Origin, mode: u32) -> Result<()> {
+    if mode & !0o777 != 0 {
+        let why = if mode <= 0o7777 {
+            format!("{mode:#o}: setuid, setgid and sticky bits are refused; use permission bits 0o000..=0o777")
+        } else {
+            format!("{mode:#o} is not a permission mode; use permission bits 0o000..=0o777")
+        };
+        return Err(Error::InvalidArgument {
+            origin: origin.clone(),
+            what: "file mode",
+            why,
+        });
+    }
+    Ok(())
+}
+
+impl Spec {
+    /// Checks every argument in the spec ([`Error::InvalidArgument`],
+    /// [`Error::ZeroLength`]), whether or not a file will be created.
+    fn check(&self, origin: &Origin) -> Result<()> {
+        check_mode(origin, self.mode)?;
+        Header::plan(
+            origin,
+            self.kind,
+            self.fingerprint.clone(),
+            self.object_len,
+            self.lease_slots,
+        )
+        .map(drop)
     }
 }
 
@@ -206,7 +244,10 @@ impl SharedFile {
     /// fingerprint against `spec`; an empty file or one without mapshare's
     /// magic is [`Error::NotMapshare`] and is left untouched. Only regular
     /// files on ordinary file systems are opened
-    /// ([`Error::SpecialFileSystem`] otherwise).
+    /// ([`Error::SpecialFileSystem`] otherwise). A `spec` with a bad
+    /// argument (lease slots, mode, type name, a zero length) is refused
+    /// first, whether or not the file exists ([`Error::InvalidArgument`],
+    /// [`Error::ZeroLength`]).
     pub fn open_or_create(
         path: impl AsRef<Path>,
         spec: &Spec,
@@ -225,6 +266,7 @@ impl SharedFile {
     ) -> Result<SharedFile> {
         let path = path.as_ref();
         let origin = Origin::path(path);
+        spec.check(&origin)?;
         let mut init = Some(init);
         let start = Instant::now();
         loop {
@@ -269,6 +311,7 @@ impl SharedFile {
     ) -> Result<SharedFile> {
         let path = path.as_ref();
         let origin = Origin::path(path);
+        spec.check(&origin)?;
         match Self::create_linked(path, &origin, spec, init)? {
             Some(file) => Self::attach(file, origin, true, ALL_SLOTS),
             None => Err(Error::AlreadyExists { origin }),

@@ -239,27 +239,32 @@ impl Header {
         object_len: u64,
         lease_slots: u32,
     ) -> Result<Header> {
-        let bad = |why: String| Error::Corrupted {
+        // Everything here is the caller's argument, not file contents.
+        let bad = |what: &'static str, why: String| Error::InvalidArgument {
             origin: origin.clone(),
-            what: "layout",
+            what,
             why,
         };
         if !(1..=MAX_LEASE_SLOTS).contains(&lease_slots) {
-            return Err(bad(format!(
-                "{lease_slots} lease slots; must be 1..={MAX_LEASE_SLOTS}"
-            )));
+            return Err(bad(
+                "lease slot count",
+                format!("{lease_slots}; a file has 1 to {MAX_LEASE_SLOTS} lease slots"),
+            ));
         }
         if fingerprint.name.len() > TYPE_NAME_LEN || fingerprint.name.contains('\0') {
-            return Err(bad(format!(
-                "type name {:?} must be at most {TYPE_NAME_LEN} bytes without NUL",
-                fingerprint.name
-            )));
+            return Err(bad(
+                "type name",
+                format!(
+                    "{:?}; a type name has at most {TYPE_NAME_LEN} bytes and no NUL",
+                    fingerprint.name
+                ),
+            ));
         }
         if !fingerprint.align.is_power_of_two() {
-            return Err(bad(format!(
-                "type alignment {} is not a power of two",
-                fingerprint.align
-            )));
+            return Err(bad(
+                "type alignment",
+                format!("{}; an alignment is a power of two", fingerprint.align),
+            ));
         }
         if object_len == 0 {
             return Err(Error::ZeroLength {
@@ -270,7 +275,11 @@ impl Header {
         let page = crate::sys::page_size() as u64;
         let lease_offset = page;
         let lease_end = lease_offset + u64::from(lease_slots) * LEASE_SLOT_LEN;
-        let object_offset = round_up(lease_end, page).ok_or_else(|| bad("overflow".into()))?;
+        let object_offset = round_up(lease_end, page).ok_or_else(|| Error::Overflow {
+            origin: origin.clone(),
+            offset: lease_offset,
+            len: lease_end - lease_offset,
+        })?;
         let file_len = object_offset
             .checked_add(object_len)
             .and_then(|e| round_up(e, page))
@@ -616,11 +625,34 @@ mod tests {
     fn plan_refuses_nonsense() {
         let o = origin();
         let fp = Fingerprint::untyped();
-        assert!(Header::plan(&o, Kind::Raw, fp.clone(), 0, 8).is_err());
-        assert!(Header::plan(&o, Kind::Raw, fp.clone(), 10, 0).is_err());
-        assert!(Header::plan(&o, Kind::Raw, fp.clone(), 10, 4096).is_err());
-        assert!(Header::plan(&o, Kind::Raw, fp, u64::MAX - 10, 8).is_err());
+        assert!(matches!(
+            Header::plan(&o, Kind::Raw, fp.clone(), 0, 8),
+            Err(Error::ZeroLength { .. })
+        ));
+        // Bad arguments are the caller's, never a "corrupted" file.
+        for slots in [0, MAX_LEASE_SLOTS + 1, 4096] {
+            assert!(matches!(
+                Header::plan(&o, Kind::Raw, fp.clone(), 10, slots),
+                Err(Error::InvalidArgument {
+                    what: "lease slot count",
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            Header::plan(&o, Kind::Raw, fp, u64::MAX - 10, 8),
+            Err(Error::Overflow { .. })
+        ));
         let long = Fingerprint::new(&"x".repeat(33), 1, 1);
-        assert!(Header::plan(&o, Kind::Raw, long, 10, 8).is_err());
+        assert!(matches!(
+            Header::plan(&o, Kind::Raw, long, 10, 8),
+            Err(Error::InvalidArgument {
+                what: "type name",
+                ..
+            })
+        ));
+        let odd = Fingerprint::new("t", 1, 3);
+        let e = Header::plan(&o, Kind::Raw, odd, 10, 8).unwrap_err();
+        assert!(e.to_string().contains("power of two"), "{e}");
     }
 }

@@ -301,12 +301,63 @@ fn oversized_records_are_refused() {
     let log = Log::create(dir.path(), &small(4096)).unwrap();
     let mut w = log.writer().unwrap();
     let max = w.max_record();
+    let e = w.append(&vec![0; max + 1]).unwrap_err();
+    match &e {
+        Error::TooLarge {
+            what: "log record",
+            len,
+            max: m,
+            ..
+        } => assert_eq!((*len, *m), (max as u64 + 1, max as u64)),
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("log record"), "{e}");
+    let big = vec![0; max + 1];
     assert!(matches!(
-        w.append(&vec![0; max + 1]),
-        Err(Error::Unsupported { .. })
+        w.append_batch([&b"ok"[..], &big[..]]),
+        Err(Error::TooLarge { .. })
     ));
     assert_eq!(w.append(&vec![7; max]).unwrap(), 0);
-    assert!(Log::create(dir.path().join("x"), &small(100)).is_err());
+    // An empty record is a record.
+    assert_eq!(w.append(b"").unwrap(), 1);
+}
+
+/// A bad segment size or cursor name is the caller's argument, not a
+/// damaged log: `InvalidArgument`, saying what is allowed; nothing is
+/// created.
+#[test]
+fn bad_options_are_invalid_arguments_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    for size in [0, 100, 4100, u64::MAX] {
+        let at = dir.path().join(format!("l{size}"));
+        let e = Log::create(&at, &small(size)).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    what: "log segment size",
+                    ..
+                }
+            ),
+            "{size}: {e:?}"
+        );
+        assert!(e.to_string().contains("multiple of 8"), "{e}");
+        assert!(!at.exists());
+    }
+    let log = Log::create(dir.path().join("ok"), &small(4096)).unwrap();
+    for name in ["", &"n".repeat(49)] {
+        let e = log.reader(Start::Cursor(name.into())).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidArgument {
+                    what: "cursor name",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
 }
 
 #[test]
@@ -954,4 +1005,49 @@ fn a_shared_lock_on_the_cursor_table_never_hangs_a_new_cursor() {
     drop(reader);
     let mut r = log.reader(Start::Cursor("new".into())).unwrap();
     assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
+}
+
+/// The snapshot's review finding, in the log: a segment cut to nothing
+/// under an open reader read as "no records yet" (`Ok(None)`), for ever.
+/// Reader and writer both report `Truncated`, and keep doing so; a record
+/// held across the cut can find out with `Record::check`.
+#[test]
+fn a_segment_truncated_under_a_reader_and_writer_is_truncated() {
+    // To nothing, and to the header page only (the data area is gone).
+    for at in [0u64, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let log = Log::create(&path, &small(1 << 16)).unwrap();
+        let mut w = log.writer().unwrap();
+        let mut r = log.reader(Start::Earliest).unwrap();
+        w.append(b"one").unwrap();
+        assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
+        w.append(b"two").unwrap();
+        let seg = segment_files(&path)[0].clone();
+        {
+            let held = r.next().unwrap().unwrap();
+            held.check().unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&seg)
+                .unwrap()
+                .set_len(at)
+                .unwrap();
+            assert!(matches!(held.check(), Err(Error::Truncated { .. })));
+        }
+        for _ in 0..2 {
+            match r.next() {
+                Err(Error::Truncated { .. }) => {}
+                other => panic!("cut to {at}: reader: expected Truncated, got {other:?}"),
+            }
+            match r.next_into(&mut Vec::new()) {
+                Err(Error::Truncated { .. }) => {}
+                other => panic!("cut to {at}: next_into: expected Truncated, got {other:?}"),
+            }
+            match w.append(&[7u8; 9000]) {
+                Err(Error::Truncated { .. }) => {}
+                other => panic!("cut to {at}: writer: expected Truncated, got {other:?}"),
+            }
+        }
+    }
 }

@@ -233,11 +233,20 @@ fn the_consumer_can_start_first_and_batches_work() {
     assert_eq!(&*rx.recv_timeout(Duration::from_secs(1)).unwrap(), b"xyz");
     assert!(matches!(rx.try_recv(), Ok(None)));
     // Limits.
-    assert!(matches!(tx.reserve(0), Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        tx.reserve(0),
+        Err(Error::ZeroLength {
+            what: "queue record",
+            ..
+        })
+    ));
     let max = tx.max_record() as usize;
     assert!(matches!(
         tx.try_reserve(max + 1),
-        Err(Error::TooLarge { .. })
+        Err(Error::TooLarge {
+            what: "queue record",
+            ..
+        })
     ));
     // The largest record needs the whole ring: the consumer must release
     // the padding first, so send from another thread.
@@ -666,12 +675,13 @@ fn send_batch_publishes_what_it_reports_sent() {
     let (_dir, path) = new_queue(4096);
     let mut tx = Producer::open(&path).unwrap();
     let mut rx = Consumer::open(&path).unwrap();
-    // An empty record is refused (TooLarge: outside 1..=max) without any
-    // wait that would have published the first two on the way.
+    // An empty record is refused (ZeroLength: the format has no empty
+    // record) without any wait that would have published the first two on
+    // the way.
     let recs: [&[u8]; 3] = [b"one", b"two", b""];
     match tx.send_batch(&recs) {
-        Err((2, Error::TooLarge { .. })) => {}
-        other => panic!("expected 2 sent then TooLarge, got {other:?}"),
+        Err((2, Error::ZeroLength { .. })) => {}
+        other => panic!("expected 2 sent then ZeroLength, got {other:?}"),
     }
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"one");
     assert_eq!(&*rx.try_recv().unwrap().unwrap(), b"two");
@@ -1050,4 +1060,71 @@ fn a_producer_killed_mid_send_batch_leaves_a_queue_producers_can_reopen() {
         &*rx.recv_timeout(Duration::from_secs(10)).unwrap(),
         b"after"
     );
+}
+
+/// A bad capacity is the caller's argument, not a damaged file: typed
+/// `InvalidArgument` that says what is allowed, on every way to make a
+/// queue, and nothing is created.
+#[test]
+fn bad_capacities_are_invalid_arguments_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    for capacity in [0, 100, 4100, (1 << 31) + 8] {
+        let path = dir.path().join(format!("q{capacity}"));
+        let errors = [
+            queue::open_or_create(&path, capacity).unwrap_err(),
+            queue::spec(capacity).unwrap_err(),
+            Producer::open_or_create(&path, capacity).err().unwrap(),
+            Anonymous::new(capacity).err().unwrap(),
+        ];
+        for e in errors {
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidArgument {
+                        what: "queue capacity",
+                        ..
+                    }
+                ),
+                "{capacity}: {e:?}"
+            );
+            let msg = e.to_string();
+            assert!(!msg.contains("corrupted"), "{msg}");
+            assert!(msg.contains("multiple of 8"), "{msg}");
+        }
+        assert!(!path.exists());
+    }
+}
+
+/// An empty record is `ZeroLength` (named as a queue record), a large
+/// one `TooLarge` naming the queue record and the largest size, on every
+/// send path; neither writes anything.
+#[test]
+fn record_size_errors_name_the_queue_record() {
+    let (_dir, path) = new_queue(4096);
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    let e = match tx.try_send(b"") {
+        Err(SendError::Failed(e, d)) => {
+            assert!(d.is_empty());
+            e
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(e, Error::ZeroLength { .. }), "{e:?}");
+    assert!(e.to_string().contains("queue record of zero length"), "{e}");
+    let big = vec![1u8; tx.max_record() as usize + 1];
+    let e = match tx.send_timeout(&big, Duration::from_secs(1)) {
+        Err(SendError::Failed(e, _)) => e,
+        other => panic!("{other:?}"),
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "a queue record of {} bytes is too large: the largest is {} bytes",
+            big.len(),
+            tx.max_record()
+        )),
+        "{msg}"
+    );
+    assert!(matches!(rx.try_recv(), Ok(None)));
 }

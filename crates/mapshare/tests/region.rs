@@ -867,7 +867,10 @@ fn prefault_write_maps_every_page_writable_and_changes_no_data() {
 #[test]
 fn an_anonymous_region_larger_than_memory_is_no_space_at_once() {
     let huge = (mapshare::unstable::sys::memory_and_swap() as usize).saturating_add(1 << 30);
-    assert!(matches!(Region::anonymous(huge), Err(mapshare::Error::NoSpace { .. })));
+    assert!(matches!(
+        Region::anonymous(huge),
+        Err(mapshare::Error::NoSpace { .. })
+    ));
     let mut r = Region::anonymous(4096).unwrap();
     assert!(matches!(r.grow(huge), Err(mapshare::Error::NoSpace { .. })));
     assert_eq!(r.len(), 4096, "a refused grow leaves the region as it was");

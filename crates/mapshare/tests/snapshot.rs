@@ -1135,3 +1135,83 @@ fn a_copy_out_read_of_a_cut_version_is_truncated() {
         ),
     }
 }
+
+fn cut(path: &std::path::Path, to: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(to)
+        .unwrap();
+}
+
+fn truncated<T: std::fmt::Debug>(what: &str, r: Result<T, Error>) {
+    match r {
+        Err(Error::Truncated { .. }) => {}
+        other => panic!("{what}: expected Truncated, got {other:?}"),
+    }
+}
+
+/// Found in review: `truncate -s 0` under an open reader and writer made
+/// `read` say "nothing published" (`Ok(None)`) and `publish` say the
+/// writer role was "taken by live process 0". Both are `Truncated`, and
+/// stay so; so do `generation`, `wait_newer` and the copy-out reads.
+#[test]
+fn a_snapshot_truncated_to_nothing_is_truncated_for_reader_and_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut w = Writer::open(&path).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    w.publish(b"before").unwrap();
+    assert_eq!(&*r.read().unwrap().unwrap(), b"before");
+    cut(&path, 0);
+    for _ in 0..2 {
+        truncated("read", r.read().map(|g| g.map(|g| g.to_vec())));
+        truncated("read_into", r.read_into(&mut Vec::new()));
+        truncated("generation", r.generation());
+        truncated("wait_newer", r.wait_newer(1, Duration::from_millis(30)));
+        truncated("publish", w.publish(b"after"));
+        truncated("writer generation", w.generation());
+    }
+}
+
+/// The same with the file cut to half: the control block survives, the
+/// value's segment does not.
+#[test]
+fn a_snapshot_truncated_to_half_is_truncated_for_reader_and_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut w = Writer::open(&path).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    w.publish(&vec![3u8; 64 << 10]).unwrap();
+    assert_eq!(r.read().unwrap().unwrap().len(), 64 << 10);
+    let len = std::fs::metadata(&path).unwrap().len();
+    cut(&path, len / 2);
+    for _ in 0..2 {
+        truncated("read", r.read().map(|g| g.map(|g| g.to_vec())));
+        truncated("read_checked", r.read_checked().map(|g| g.map(|g| g.len())));
+        truncated("publish", w.publish(&vec![4u8; 64 << 10]));
+    }
+    // A new reader cannot read it either (its segment lies past the end).
+    let mut late = Reader::open(&path).unwrap();
+    truncated("new reader", late.read().map(|g| g.map(|g| g.to_vec())));
+}
+
+/// A guard taken before the truncate shows zeros where the pages were;
+/// `ReadGuard::check` (and `verify`) say so with `Truncated`.
+#[test]
+fn a_guard_taken_before_a_truncate_can_find_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap");
+    let mut w = Writer::open(&path).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    w.publish(&vec![9u8; 64 << 10]).unwrap();
+    let g = r.read().unwrap().unwrap();
+    g.check().unwrap();
+    cut(&path, 0);
+    truncated("check before touching", g.check());
+    assert!(g.iter().all(|&b| b == 0), "the cut pages read as zeros");
+    truncated("check", g.check());
+    truncated("verify", g.verify());
+    truncated("copy_to", g.copy_to(&mut Vec::new()));
+}

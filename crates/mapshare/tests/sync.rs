@@ -1507,3 +1507,75 @@ fn a_shared_lock_on_the_init_byte_is_not_reported_as_an_initializer() {
     let f = SharedFile::open_or_create(&via, &spec, |_, _| Ok(())).unwrap();
     assert!(f.created());
 }
+
+/// A post that would overflow the count is refused as the caller's
+/// argument (nothing added), not reported as a corrupted semaphore.
+#[test]
+fn an_overflowing_post_is_an_invalid_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = SharedFile::open_or_create(dir.path().join("s"), &sync_spec(), |_, _| Ok(())).unwrap();
+    // SAFETY: the sync file's layout reserves SEM for this semaphore.
+    let sem = unsafe { Semaphore::at(raw(&f), f.object_offset() + SEM) }.unwrap();
+    sem.set_count(u32::MAX - 1);
+    sem.post().unwrap();
+    let e = sem.post_n(2).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::InvalidArgument {
+                what: "semaphore post",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("would overflow"), "{e}");
+    assert_eq!(sem.count(), u32::MAX);
+}
+
+/// A `Spec` with a lease slot count outside 1..=1024, or with mode bits
+/// beyond 0o777 (setuid, setgid, sticky, file type), is refused with
+/// `InvalidArgument` before anything is created, and also when the file
+/// already exists (the arguments are wrong either way).
+#[test]
+fn bad_spec_arguments_are_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = Spec::new(Kind::Raw, Fingerprint::new("t::Spec", 8, 8), 64);
+    let mut bad = Vec::new();
+    for slots in [0, 1025, u32::MAX] {
+        let mut s = base.clone();
+        s.lease_slots = slots;
+        bad.push(("lease slot count", s));
+    }
+    for mode in [0o4600, 0o2600, 0o1600, 0o7777, 0o100600] {
+        let mut s = base.clone();
+        s.mode = mode;
+        bad.push(("file mode", s));
+    }
+    let existing = dir.path().join("existing");
+    drop(SharedFile::open_or_create(&existing, &base, |_, _| Ok(())).unwrap());
+    for (i, (what, spec)) in bad.iter().enumerate() {
+        let new = dir.path().join(format!("f{i}"));
+        let errors = [
+            SharedFile::open_or_create(&new, spec, |_, _| Ok(())).unwrap_err(),
+            SharedFile::create_new(&new, spec, |_, _| Ok(())).unwrap_err(),
+            SharedFile::open_or_create(&existing, spec, |_, _| Ok(())).unwrap_err(),
+        ];
+        for e in errors {
+            match &e {
+                Error::InvalidArgument { what: w, .. } if w == what => {}
+                other => panic!("{what}: {other:?}"),
+            }
+            assert!(!e.to_string().contains("corrupted"), "{e}");
+        }
+        assert!(!new.exists());
+    }
+    let mut sticky = base.clone();
+    sticky.mode = 0o1644;
+    let e = SharedFile::open_or_create(dir.path().join("x"), &sticky, |_, _| Ok(())).unwrap_err();
+    assert!(e.to_string().contains("setuid, setgid and sticky"), "{e}");
+    // Plain permission bits, all of them, are fine.
+    let mut open = base.clone();
+    open.mode = 0o777;
+    drop(SharedFile::open_or_create(dir.path().join("y"), &open, |_, _| Ok(())).unwrap());
+}

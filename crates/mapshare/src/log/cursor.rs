@@ -78,10 +78,13 @@ fn name_at(meta: &Meta, i: u64) -> Result<Option<String>> {
 /// `start`) if there is none. Returns the slot and its stored position.
 pub(crate) fn find_or_create(meta: &Meta, name: &str, start: u64) -> Result<(u64, u64)> {
     if name.is_empty() || name.len() > MAX_NAME {
-        return Err(Error::Unsupported {
+        return Err(Error::InvalidArgument {
             origin: meta.origin(),
-            what: "this cursor name",
-            why: "a cursor name has 1 to 48 bytes",
+            what: "cursor name",
+            why: format!(
+                "{name:?} has {} bytes; a cursor name has 1 to {MAX_NAME}",
+                name.len()
+            ),
         });
     }
     if let Some(found) = find(meta, name)? {

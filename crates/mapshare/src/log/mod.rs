@@ -456,7 +456,7 @@ impl Log {
     pub fn create(dir: impl AsRef<Path>, options: &Options) -> Result<Log> {
         let dir = dir.as_ref();
         let origin = Origin::path(dir);
-        segment::check_capacity(&origin, options.segment_size)?;
+        segment::check_capacity(&origin, options.segment_size, segment::Given::ByCaller)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(&origin, "create directory", e))?;
         let mut spec = Spec::new(Kind::Raw, meta_fingerprint(), META_LEN);
         // One lease per process that has the log open (readers and
@@ -522,7 +522,7 @@ impl Log {
     /// Data bytes of new segments (validated: the word is shared).
     fn segment_size(&self) -> Result<u64> {
         let s = self.meta.load(SEGMENT_SIZE)?;
-        segment::check_capacity(&self.meta.origin(), s)?;
+        segment::check_capacity(&self.meta.origin(), s, segment::Given::Stored)?;
         Ok(s)
     }
 

@@ -105,6 +105,16 @@ impl Record<'_> {
     pub fn copy_to(&self, out: &mut Vec<u8>) {
         self.seg.copy_out(self.at, self.len as usize, out);
     }
+
+    /// Checks that the segment file still holds this record:
+    /// [`Error::Truncated`] if a program that ignores mapshare cut the
+    /// file since (or while) the record was read, in which case
+    /// [`Record::bytes`] may have shown zeros where the pages were (the
+    /// process does not die of `SIGBUS`). One `fstat`. Call it after
+    /// using the bytes, before acting on them.
+    pub fn check(&self) -> Result<()> {
+        self.seg.file().region().check()
+    }
 }
 
 impl Drop for Reader {
@@ -324,11 +334,15 @@ impl Reader {
                     self.next_seq = self.seg.base;
                 }
                 Found::Empty => {
+                    // Zeros from a page an outside truncate cut away look
+                    // like "nothing written yet": say which.
+                    self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
                     self.tether_caught_up();
                     return Ok(None);
                 }
                 Found::Pending => {
+                    self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
                     self.tether_caught_up();
                     if repair {

@@ -59,16 +59,27 @@ pub(crate) fn path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:020}.seg"))
 }
 
-/// Checks a data capacity (from options or from a shared word).
-pub(crate) fn check_capacity(origin: &Origin, capacity: u64) -> Result<()> {
+/// Where a segment size to check came from.
+#[derive(Clone, Copy)]
+pub(crate) enum Given {
+    /// The caller's options: a bad one is [`Error::InvalidArgument`].
+    ByCaller,
+    /// A shared word or a header: a bad one is [`Error::Corrupted`].
+    Stored,
+}
+
+/// Checks a data capacity.
+pub(crate) fn check_capacity(origin: &Origin, capacity: u64, given: Given) -> Result<()> {
     if !(MIN_CAPACITY..=p::MAX_CAPACITY).contains(&capacity) || !capacity.is_multiple_of(8) {
-        return Err(Error::Corrupted {
-            origin: origin.clone(),
-            what: "log segment size",
-            why: format!(
-                "{capacity} bytes; a segment holds a multiple of 8 between {MIN_CAPACITY} and {} bytes",
-                p::MAX_CAPACITY
-            ),
+        let origin = origin.clone();
+        let what = "log segment size";
+        let why = format!(
+            "{capacity} bytes; a segment holds a multiple of 8 between {MIN_CAPACITY} and {} bytes",
+            p::MAX_CAPACITY
+        );
+        return Err(match given {
+            Given::ByCaller => Error::InvalidArgument { origin, what, why },
+            Given::Stored => Error::Corrupted { origin, what, why },
         });
     }
     Ok(())
@@ -113,7 +124,9 @@ impl Segment {
     ) -> Result<Segment> {
         let path = path(dir, number);
         let origin = Origin::path(&path);
-        check_capacity(&origin, capacity)?;
+        // The caller checked an option as such; a bad value here came
+        // from the log's shared `meta`.
+        check_capacity(&origin, capacity, Given::Stored)?;
         let geo = Geometry::new(capacity);
         let mut spec = Spec::new(Kind::LogSegment, fingerprint(), geo.object_len());
         spec.lease_slots = MAX_LEASE_SLOTS;

@@ -105,10 +105,11 @@ impl Writer {
 
     fn check_len(&self, len: u64) -> Result<()> {
         if len > self.seg.geo.max_record() {
-            return Err(Error::Unsupported {
+            return Err(Error::TooLarge {
                 origin: self.seg.origin().clone(),
-                what: "a log record of this size",
-                why: "it is larger than a segment can hold (see Writer::max_record)",
+                what: "log record",
+                len,
+                max: self.seg.geo.max_record(),
             });
         }
         Ok(())

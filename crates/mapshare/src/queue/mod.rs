@@ -91,6 +91,16 @@
 //! empty and a consumer drains it, and without a consumer a failed attempt
 //! leaves nothing that would keep smaller records out.
 //!
+//! # Record sizes
+//!
+//! A record holds 1 to [`Producer::max_record`] bytes (the ring less 16
+//! bytes of header and clear slot). An empty record is refused with
+//! [`Error::ZeroLength`]: the record format has no empty record (a data
+//! header of length 0 is corrupted to every consumer of this format), so
+//! send a marker byte if "nothing" must be said. A longer one is
+//! [`Error::TooLarge`]. (A log record may be empty, and so may a snapshot
+//! value: see [`crate::log`] and [`crate::snapshot`].)
+//!
 //! # Persistence
 //!
 //! Both positions live in the file: a consumer that restarts resumes at
@@ -217,17 +227,36 @@ pub fn spec(capacity: u64) -> Result<Spec> {
     ))
 }
 
+/// Why `capacity` is not a ring size, if it is not.
+fn capacity_problem(capacity: u64) -> Option<String> {
+    (capacity < MIN_CAPACITY || !capacity.is_multiple_of(8) || capacity > 1 << 31).then(|| {
+        format!("{capacity} bytes; a queue needs a multiple of 8 between {MIN_CAPACITY} and 2 GiB")
+    })
+}
+
+/// Checks a capacity the caller asked for: [`Error::InvalidArgument`].
 fn check_capacity(origin: &Origin, capacity: u64) -> Result<()> {
-    if capacity < MIN_CAPACITY || !capacity.is_multiple_of(8) || capacity > 1 << 31 {
-        return Err(Error::Corrupted {
+    match capacity_problem(capacity) {
+        Some(why) => Err(Error::InvalidArgument {
             origin: origin.clone(),
-            what: "capacity",
-            why: format!(
-                "{capacity} bytes; a queue needs a multiple of 8 between {MIN_CAPACITY} and 2 GiB"
-            ),
-        });
+            what: "queue capacity",
+            why,
+        }),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Checks the capacity of an existing file (from its header, which a
+/// buggy or hostile program may have written): [`Error::Corrupted`].
+fn check_stored_capacity(origin: &Origin, capacity: u64) -> Result<()> {
+    match capacity_problem(capacity) {
+        Some(why) => Err(Error::Corrupted {
+            origin: origin.clone(),
+            what: "queue capacity",
+            why,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Creates the queue file at `path` with `capacity` bytes of ring, or opens
@@ -392,7 +421,7 @@ impl Shared {
         file.header().expect(&origin, Kind::Queue, &fingerprint())?;
         let obj = file.object_offset();
         let capacity = file.object_len().saturating_sub(CONTROL_LEN);
-        check_capacity(&origin, capacity)?;
+        check_stored_capacity(&origin, capacity)?;
         let r = file.region();
         let write = NonNull::from(r.atomic64(obj + WRITE_POS)?);
         let read = NonNull::from(r.atomic64(obj + READ_POS)?);
@@ -866,7 +895,7 @@ pub fn observe(insp: &crate::file::Inspection) -> Result<QueueState> {
     let origin = insp.region.origin().clone();
     h.expect(&origin, Kind::Queue, &fingerprint())?;
     let capacity = h.object_len.saturating_sub(CONTROL_LEN);
-    check_capacity(&origin, capacity)?;
+    check_stored_capacity(&origin, capacity)?;
     let r = &insp.region;
     let obj = h.object_offset;
     let corrupt = |why: String| Error::Corrupted {

@@ -204,9 +204,18 @@ impl Producer {
         // an outside truncate cut away: report it now.
         self.q.check_faults()?;
         let max = self.max_record();
-        if len == 0 || len as u64 > max {
+        if len == 0 {
+            // The record format has no empty record: consumers of format
+            // v3 refuse a data header of length 0 as corrupted.
+            return Err(Error::ZeroLength {
+                origin: self.q.origin().clone(),
+                what: "queue record",
+            });
+        }
+        if len as u64 > max {
             return Err(Error::TooLarge {
                 origin: self.q.origin().clone(),
+                what: "queue record",
                 len: len as u64,
                 max,
             });
@@ -262,6 +271,8 @@ impl Producer {
     }
 
     /// Reserves space for a `len`-byte record, waiting as long as it takes.
+    /// `len` must be `1..=`[`max_record`](Self::max_record)
+    /// ([`Error::ZeroLength`], [`Error::TooLarge`]).
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
         match self.reserve_inner(len, Wait::Forever)? {

@@ -294,6 +294,7 @@ fn first_capacity(origin: &Origin, capacity: u64) -> Result<u64> {
         Some(c) if c <= MAX_VALUE => Ok(c),
         _ => Err(Error::TooLarge {
             origin: origin.clone(),
+            what: "snapshot capacity",
             len: capacity,
             max: MAX_VALUE,
         }),
@@ -535,15 +536,18 @@ impl Segments {
 
     /// The segment at `offset` of `capacity` bytes (checked by
     /// `Control::check_segment`), mapped. A segment past the end of the
-    /// file is `Corrupted` (the writer reserves it before naming it).
+    /// file is `Truncated` if it lies below the data end `c` records (the
+    /// writer reserves space before it moves the data end: the file was
+    /// cut behind our back), else `Corrupted` (a slot naming space the
+    /// writer never reserved).
     #[inline]
-    fn get(&mut self, offset: u64, capacity: u64) -> Result<&Region> {
-        self.get_indexed(offset, capacity).map(|(_, r)| r)
+    fn get(&mut self, c: &Control, offset: u64, capacity: u64) -> Result<&Region> {
+        self.get_indexed(c, offset, capacity).map(|(_, r)| r)
     }
 
     /// [`Segments::get`], with the mapping's index in `maps` (valid until
     /// the next call maps another segment).
-    fn get_indexed(&mut self, offset: u64, capacity: u64) -> Result<(usize, &Region)> {
+    fn get_indexed(&mut self, c: &Control, offset: u64, capacity: u64) -> Result<(usize, &Region)> {
         if let Some(i) = self
             .maps
             .iter()
@@ -566,13 +570,27 @@ impl Segments {
             offset,
             Some(capacity),
         )
-        .map_err(|e| match e {
-            Error::WindowOutOfRange { .. } => Error::Corrupted {
-                origin: self.origin.clone(),
-                what: "snapshot segment",
-                why: format!("{capacity} bytes at offset {offset} lie past the end of the file"),
-            },
-            e => e,
+        .map_err(|e| {
+            let size = match e {
+                Error::WindowOutOfRange { size, .. } => size,
+                Error::Empty { .. } => 0,
+                e => return e,
+            };
+            let end = offset.saturating_add(capacity);
+            if end <= c.data_end().load(Acquire) {
+                Error::Truncated {
+                    origin: self.origin.clone(),
+                    expected: end,
+                    actual: size,
+                }
+            } else {
+                c.corrupted(
+                    "snapshot segment",
+                    format!(
+                        "{capacity} bytes at offset {offset} lie past the end of the file and of the data"
+                    ),
+                )
+            }
         })?;
         self.maps.push((offset, capacity, region));
         let i = self.maps.len() - 1;
@@ -588,6 +606,15 @@ impl Segments {
             .is_some_and(|(_, _, r)| r.check_faults().is_ok())
     }
 
+    /// Mapping `map`'s check: a recorded fault, or a file now shorter than
+    /// the segment (one `fstat`), is `Truncated`.
+    fn check_map(&self, map: usize) -> Result<()> {
+        match self.maps.get(map) {
+            Some((_, _, r)) => r.check(),
+            None => Ok(()),
+        }
+    }
+
     /// Whether a page of any mapped segment vanished (outside truncation).
     fn check_faults(&self) -> Result<()> {
         for (_, _, r) in &self.maps {
@@ -595,6 +622,22 @@ impl Segments {
         }
         Ok(())
     }
+}
+
+/// Loads the 8-byte word that holds the last byte of the `len`-byte value
+/// at `ptr` (the segment's first word for an empty value), so that a page
+/// an outside truncate cut away faults now and is recorded: a file cut
+/// anywhere inside the value has lost its last page. One load; what it
+/// reads is not used.
+#[inline(always)]
+fn probe(ptr: *const u8, len: usize) {
+    let at = (len.max(1) - 1) & !7;
+    // SAFETY: `ptr` is the page-aligned start of a segment mapping of at
+    // least one page and at least `len` bytes (checked when the version
+    // was located), so the word at `at` is 8-aligned and mapped; only a
+    // load is made, which is sound whatever another process writes.
+    let w = unsafe { AtomicU64::from_ptr(ptr.add(at).cast_mut().cast()) };
+    std::hint::black_box(w.load(Relaxed));
 }
 
 /// Copies `len` bytes from `src` (8-aligned, with `len` rounded up to 8

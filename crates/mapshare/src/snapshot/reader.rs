@@ -158,28 +158,44 @@ impl Reader {
     ///
     /// Fails with [`Error::Busy`] if the writer published between the
     /// pin and its check 65536 times in a row.
+    ///
+    /// A file cut short behind mapshare's back (`truncate`) is
+    /// [`Error::Truncated`], never "nothing published" or a view of
+    /// zeros: the control block's words and the last word of the value
+    /// are loaded (one load more than the value needs) and any page found
+    /// missing is reported. A cut *after* this returns is seen by
+    /// [`ReadGuard::check`].
     #[inline(always)]
     pub fn read(&mut self) -> Result<Option<ReadGuard<'_>>> {
         self.file.lease().check_owner(self.file.region())?;
         let c = match protocol::pin::<_, StdFence>(self.c.current(), self.c.pin(self.entry)) {
             Pinned::Version(c) => c,
-            Pinned::Nothing => return Ok(None),
+            Pinned::Nothing => return self.nothing(),
             Pinned::Contended => return Err(self.contended()),
         };
         // The common case, a version read before, stays small and inline;
         // anything else is `locate`'s.
-        let at = if self.last.version == c && self.segments.faults_clear(self.last.map) {
-            self.last
-        } else {
-            self.locate(c)?
+        let cached = self.last.version == c && {
+            super::probe(self.last.ptr, self.last.len);
+            self.segments.faults_clear(self.last.map)
         };
+        let at = if cached { self.last } else { self.locate(c)? };
         Ok(Some(ReadGuard {
             reader: self,
             ptr: at.ptr,
             len: at.len,
             generation: at.generation,
             crc: at.crc,
+            map: at.map,
         }))
+    }
+
+    /// "Nothing published", unless the zero came from a page an outside
+    /// truncate cut away.
+    #[cold]
+    fn nothing<T>(&self) -> Result<Option<T>> {
+        self.file.region().check_faults()?;
+        Ok(None)
     }
 
     /// Locates pinned version word `c` (its slot entry, validated, and its
@@ -194,7 +210,8 @@ impl Reader {
                 .map_err(|why| self.c.corrupted("snapshot current version", why))?
                 .ok_or_else(|| self.c.corrupted("snapshot pin", "0".into()))?;
             let s = self.c.slot_of(v)?;
-            let (map, region) = self.segments.get_indexed(s.offset, s.capacity)?;
+            let (map, region) = self.segments.get_indexed(&self.c, s.offset, s.capacity)?;
+            super::probe(region.as_ptr(), s.len as usize);
             region.check_faults()?;
             Ok(Located {
                 version: c,
@@ -209,6 +226,11 @@ impl Reader {
             // Only a version that passed every check is remembered.
             Ok(at) => self.last = at,
             Err(_) => protocol::unpin(self.c.pin(self.entry)),
+        }
+        // A slot entry read from a page that vanished is zeros: that is
+        // `Truncated`, not a corrupted slot.
+        if located.is_err() {
+            self.file.region().check_faults()?;
         }
         located
     }
@@ -255,10 +277,11 @@ impl Reader {
         value_from(&self.c, g, &buf).map(Some)
     }
 
-    /// The current generation (0 if nothing was published). One load.
+    /// The current generation (0 if nothing was published). One load, and
+    /// a check for a page cut away under it ([`Error::Truncated`]).
     #[inline]
     pub fn generation(&self) -> Result<u64> {
-        Ok(self.c.load_current()?.map_or(0, |v| v.generation))
+        current_generation(&self.c, self.file.region())
     }
 
     /// Waits until a generation newer than `generation` is published (at
@@ -274,6 +297,9 @@ impl Reader {
             ev.wait_until(newer, deadline, &Futex, &Symmetric)
         };
         if !ready {
+            // A control block cut away reads as zeros: no newer version
+            // would ever come.
+            self.file.region().check_faults()?;
             return Err(Error::Timeout {
                 origin: self.c.origin.clone(),
                 what: "waiting for a newer snapshot version",
@@ -334,6 +360,14 @@ fn claim_entry(file: &SharedFile, c: &Control) -> Result<u32> {
     Ok(e)
 }
 
+/// The current generation from `c`, mapped by `region`; a load from a
+/// page that vanished is `Truncated`, not "nothing published".
+fn current_generation(c: &Control, region: &crate::region::Region) -> Result<u64> {
+    let g = c.load_current().map(|v| v.map_or(0, |v| v.generation));
+    region.check_faults()?;
+    g
+}
+
 fn value_from<T: Persistent>(c: &Control, generation: u64, buf: &[u8]) -> Result<(u64, T)> {
     T::read_from_bytes(buf)
         .map(|v| (generation, v))
@@ -356,12 +390,23 @@ fn value_from<T: Persistent>(c: &Control, generation: u64, buf: &[u8]) -> Result
 /// The bytes are shared memory that the writer leaves alone while this
 /// guard lives, by protocol; see "Soundness of in-place access" in the
 /// [module docs](super) for a writer that does not follow it.
+///
+/// **Truncation.** No writer or reader ever shrinks the file, but a
+/// program that ignores mapshare can (`truncate -s 0`). The pages it cut
+/// away read as zeros through a guard (the process does not die of
+/// `SIGBUS`), and a guard cannot tell its reader through `Deref`. Call
+/// [`ReadGuard::check`] after using the bytes (before acting on them):
+/// `Ok` means they were the value; [`Error::Truncated`] means some may
+/// have been zeros. [`ReadGuard::verify`] and [`ReadGuard::copy_to`]
+/// check too, and so does the next [`Reader::read`].
 pub struct ReadGuard<'a> {
     reader: &'a mut Reader,
     ptr: *const u8,
     len: usize,
     generation: u64,
     crc: u32,
+    /// The segment mapping in `reader.segments`.
+    map: usize,
 }
 
 impl ReadGuard<'_> {
@@ -376,9 +421,40 @@ impl ReadGuard<'_> {
         self.crc
     }
 
-    /// Verifies the value against its stored checksum.
+    /// Checks that the file still holds every byte of this version:
+    /// [`Error::Truncated`] if a page of it was cut away since (or while)
+    /// it was read, whether or not the bytes were touched (one `fstat`).
+    /// Call it after reading through the guard to know that what was
+    /// read was the value, not zeros.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use mapshare::snapshot::{Reader, Writer};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("s");
+    /// let mut w = Writer::open(&path)?;
+    /// w.publish(b"config")?;
+    /// let mut r = Reader::open(&path)?;
+    /// let g = r.read()?.expect("published");
+    /// let parsed = g.to_vec(); // use the bytes...
+    /// g.check()?; // ...then make sure they were really there
+    /// assert_eq!(parsed, b"config");
+    /// # Ok(()) }
+    /// ```
+    pub fn check(&self) -> Result<()> {
+        let r = &*self.reader;
+        r.file.lease().check_owner(r.file.region())?;
+        super::probe(self.ptr, self.len);
+        r.file.region().check_faults()?;
+        r.segments.check_map(self.map)
+    }
+
+    /// Verifies the value against its stored checksum, after checking
+    /// that the file still holds it ([`ReadGuard::check`]: a cut file is
+    /// `Truncated`, not a checksum mismatch).
     pub fn verify(&self) -> Result<()> {
         let computed = checksum(self);
+        self.check()?;
         if computed != self.crc {
             return Err(bad_checksum(
                 &self.reader.c.origin,
@@ -391,9 +467,17 @@ impl ReadGuard<'_> {
     }
 
     /// Copies the bytes into `out` (replacing its contents) with atomic
-    /// loads: the copy-out sibling of the in-place view.
+    /// loads: the copy-out sibling of the in-place view. A page cut away
+    /// under the copy is [`Error::Truncated`] (`out` then holds zeros
+    /// where it was).
     pub fn copy_to(&self, out: &mut Vec<u8>) -> Result<()> {
-        copy_atomic(&self.reader.c.origin, self.ptr, self.len, out)
+        copy_atomic(&self.reader.c.origin, self.ptr, self.len, out)?;
+        let r = &*self.reader;
+        r.file.region().check_faults()?;
+        match r.segments.maps.get(self.map) {
+            Some((_, _, region)) => region.check_faults(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -496,9 +580,10 @@ impl ReadOnlyReader {
         self.spin = spin;
     }
 
-    /// The current generation (0 if nothing was published).
+    /// The current generation (0 if nothing was published; a cut file
+    /// is [`Error::Truncated`]).
     pub fn generation(&self) -> Result<u64> {
-        Ok(self.c.load_current()?.map_or(0, |v| v.generation))
+        current_generation(&self.c, &self.insp.region)
     }
 
     /// Copies the current value into `buf` and verifies its checksum;
@@ -506,11 +591,23 @@ impl ReadOnlyReader {
     /// while the writer replaces the version under the copy ([`Error::Busy`]
     /// after 65536 tries in a row).
     pub fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
+        let read = self.copy_current(buf);
+        if read.is_err() {
+            // Words read from a page that vanished are zeros: report the
+            // cut, not what the zeros look like.
+            self.insp.region.check_faults()?;
+            self.segments.check_faults()?;
+        }
+        read
+    }
+
+    fn copy_current(&mut self, buf: &mut Vec<u8>) -> Result<Option<u64>> {
         for _ in 0..PIN_TRIES {
             let c = self.c.current().load(SeqCst);
             let Some(v) = Version::unpack(c)
                 .map_err(|why| self.c.corrupted("snapshot current version", why))?
             else {
+                self.insp.region.check_faults()?;
                 return Ok(None);
             };
             // A slot entry read while the writer rewrites it may be
@@ -520,7 +617,7 @@ impl ReadOnlyReader {
                 Err(e) if protocol::still_current(self.c.current(), c) => return Err(e),
                 Err(_) => continue,
             };
-            let region = match self.segments.get(s.offset, s.capacity) {
+            let region = match self.segments.get(&self.c, s.offset, s.capacity) {
                 Ok(r) => r,
                 Err(e) if protocol::still_current(self.c.current(), c) => return Err(e),
                 Err(_) => continue,
@@ -604,6 +701,7 @@ impl ReadOnlyReader {
                 (d, f) => d.or(f),
             };
             if deadline.is_some_and(|d| now >= d) {
+                self.insp.region.check_faults()?;
                 return Err(Error::Timeout {
                     origin: self.c.origin.clone(),
                     what: "waiting for a newer snapshot version",

@@ -59,7 +59,8 @@ pub struct Options {
     /// The slow-readers policy.
     pub slow_readers: SlowReaders,
     /// Permission bits if the file is created (0644 lets other users read
-    /// it with a [`ReadOnlyReader`](super::ReadOnlyReader)).
+    /// it with a [`ReadOnlyReader`](super::ReadOnlyReader)); `0o000..=0o777`
+    /// only: setuid, setgid and sticky are [`Error::InvalidArgument`].
     pub mode: u32,
 }
 
@@ -171,9 +172,12 @@ impl Writer {
         self.policy = policy;
     }
 
-    /// The last published generation (0 if none).
+    /// The last published generation (0 if none; a cut file is
+    /// [`Error::Truncated`]).
     pub fn generation(&self) -> Result<u64> {
-        Ok(self.c.load_current()?.map_or(0, |v| v.generation))
+        let g = self.c.load_current().map(|v| v.map_or(0, |v| v.generation));
+        self.file.region().check_faults()?;
+        g
     }
 
     /// Publishes `value` as a new version; returns its generation.
@@ -204,9 +208,23 @@ impl Writer {
     }
 
     /// Publishes a new version of `len` bytes that `fill` writes in place
-    /// and returns the checksum of.
+    /// and returns the checksum of. Words read from pages an outside
+    /// truncate cut away are zeros: any failure is reported as
+    /// [`Error::Truncated`] when a page vanished (never "role taken by
+    /// process 0" or a corrupted word), and nothing is published then.
     fn publish_filled(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> u32) -> Result<u64> {
+        let published = self.publish_checked(len, fill);
+        if published.is_err() {
+            self.file.region().check_faults()?;
+            self.segments.check_faults()?;
+        }
+        published
+    }
+
+    fn publish_checked(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> u32) -> Result<u64> {
         self.file.lease().check_owner(self.file.region())?;
+        // A cut seen before (sticky until the file is reopened).
+        self.file.region().check_faults()?;
         if !role::holds(&self.file, self.c.writer_role()) {
             return Err(self.taken_over());
         }
@@ -214,6 +232,7 @@ impl Writer {
         if len64 > MAX_VALUE {
             return Err(Error::TooLarge {
                 origin: self.c.origin.clone(),
+                what: "snapshot value",
                 len: len64,
                 max: MAX_VALUE,
             });
@@ -232,7 +251,7 @@ impl Writer {
         // contents: order our writes after the store of `current` that
         // moved away from it (see `protocol::still_current`).
         fence(Release);
-        let region = self.segments.get(offset, capacity)?;
+        let region = self.segments.get(&self.c, offset, capacity)?;
         let ptr = region.as_mut_ptr()?;
         // SAFETY: the segment mapping holds `capacity >= len` writable
         // bytes; the slot is neither current nor pinned by a live reader,
@@ -434,7 +453,7 @@ impl Writer {
                 self.checked[slot as usize] = (offset, capacity);
             }
             if capacity >= len {
-                self.segments.get(offset, capacity)?;
+                self.segments.get(&self.c, offset, capacity)?;
                 return Ok((offset, capacity));
             }
         }
@@ -453,7 +472,7 @@ impl Writer {
         // new segment.
         self.c.slot_word(slot, SEG_OFFSET).store(at, Release);
         self.c.slot_word(slot, SEG_CAPACITY).store(new_cap, Release);
-        self.segments.get(at, new_cap)?;
+        self.segments.get(&self.c, at, new_cap)?;
         Ok((at, new_cap))
     }
 
@@ -495,10 +514,22 @@ impl Writer {
     fn allocate(&mut self, len: u64) -> Result<u64> {
         let end = self.c.data_end().load(Acquire);
         let size = self.file.region().file_len()?;
+        let segments_end = self.segments_end();
+        if segments_end > size && segments_end <= end {
+            // A segment the writer reserved (space first, then the data
+            // end, then the slot) is gone: the file was cut behind our
+            // back. A data end past the file with every segment inside it
+            // is a corrupted word instead.
+            return Err(Error::Truncated {
+                origin: self.c.origin.clone(),
+                expected: segments_end,
+                actual: size,
+            });
+        }
         if end < self.c.data_start
             || !end.is_multiple_of(super::page())
             || end > size
-            || end < self.segments_end()
+            || end < segments_end
         {
             return Err(self.c.corrupted(
                 "snapshot data end",
@@ -512,6 +543,7 @@ impl Writer {
         let Some(new_end) = new_end else {
             return Err(Error::TooLarge {
                 origin: self.c.origin.clone(),
+                what: "snapshot value",
                 len,
                 max: MAX_VALUE,
             });

@@ -170,14 +170,19 @@ impl<'r> Semaphore<'r> {
         self.post_n(1)
     }
 
-    /// Adds `n` permits, waking up to `n` waiters.
+    /// Adds `n` permits, waking up to `n` waiters. If the count would
+    /// pass `u32::MAX`, nothing is added and the post is refused with
+    /// [`Error::InvalidArgument`]: the count is fine, the post is not.
     pub fn post_n(&self, n: u32) -> Result<()> {
         self.raw()
             .post(n, &Futex)
-            .map_err(|count| Error::Corrupted {
+            .map_err(|count| Error::InvalidArgument {
                 origin: self.region.origin().clone(),
-                what: "semaphore",
-                why: format!("posting {n} to a count of {count} would overflow"),
+                what: "semaphore post",
+                why: format!(
+                    "posting {n} to a count of {count} would overflow; the count holds at most {}",
+                    u32::MAX
+                ),
             })
     }
 
