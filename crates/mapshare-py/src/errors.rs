@@ -23,6 +23,7 @@ macro_rules! variants {
             let py = m.py();
             m.add("Error", py.get_type::<Error>())?;
             $(m.add(stringify!($name), py.get_type::<$name>())?;)*
+            m.add("InvalidArgument", invalid_argument(py)?)?;
             Ok(())
         }
     };
@@ -71,6 +72,36 @@ variants!(
     Io,
 );
 
+/// `mapshare.InvalidArgument`: a `mapshare.Error` and a `ValueError`
+/// (a bad argument, found before anything was touched), made once with
+/// both bases (PyO3's exception macro takes one).
+static INVALID_ARGUMENT: pyo3::sync::PyOnceLock<Py<pyo3::types::PyType>> =
+    pyo3::sync::PyOnceLock::new();
+
+fn invalid_argument(py: Python<'_>) -> PyResult<&Bound<'_, pyo3::types::PyType>> {
+    INVALID_ARGUMENT
+        .get_or_try_init(py, || {
+            let bases = pyo3::types::PyTuple::new(
+                py,
+                [
+                    py.get_type::<Error>(),
+                    py.get_type::<pyo3::exceptions::PyValueError>(),
+                ],
+            )?;
+            let ns = pyo3::types::PyDict::new(py);
+            ns.set_item("__module__", "mapshare")?;
+            ns.set_item(
+                "__doc__",
+                "A bad argument (a size, a mode, a name...), refused before anything was made or changed. Also a ValueError.",
+            )?;
+            let cls = py
+                .get_type::<pyo3::types::PyType>()
+                .call1(("InvalidArgument", bases, ns))?;
+            Ok(cls.cast_into::<pyo3::types::PyType>()?.unbind())
+        })
+        .map(|t| t.bind(py))
+}
+
 /// An attribute value of an exception.
 enum Attr {
     Int(u64),
@@ -108,6 +139,15 @@ impl<T> IntoPyResult<T> for mapshare::Result<T> {
     fn py(self) -> PyResult<T> {
         self.map_err(to_py)
     }
+}
+
+fn invalid_argument_err(msg: &str) -> PyResult<PyErr> {
+    Python::attach(|py| {
+        Ok(PyErr::from_type(
+            invalid_argument(py)?.clone(),
+            msg.to_string(),
+        ))
+    })
 }
 
 fn classify(err: &RustError, msg: String) -> (PyErr, Vec<(&'static str, Attr)>) {
@@ -345,9 +385,26 @@ fn classify(err: &RustError, msg: String) -> (PyErr, Vec<(&'static str, Attr)>) 
             ],
         ),
         RustError::Deleted { origin } => (Deleted::new_err(msg), vec![path(origin)]),
-        RustError::TooLarge { origin, len, max } => (
+        RustError::TooLarge {
+            origin,
+            what,
+            len,
+            max,
+        } => (
             TooLarge::new_err(msg),
-            vec![path(origin), ("length", Int(*len)), ("max", Int(*max))],
+            vec![
+                path(origin),
+                ("what", s(what)),
+                ("length", Int(*len)),
+                ("max", Int(*max)),
+            ],
+        ),
+        RustError::InvalidArgument { origin, what, why } => (
+            match invalid_argument_err(&msg) {
+                Ok(e) => e,
+                Err(e) => e,
+            },
+            vec![path(origin), ("what", s(what)), ("why", s(why))],
         ),
         RustError::Io { origin, op, source } => (
             Io::new_err(msg),

@@ -293,8 +293,10 @@ impl PyMutex {
                 let this = g.get();
                 *this.lock_held() = Some(Held(guard));
                 this.recovering.store(recovering, Ordering::Release);
-                this.forks
-                    .store(mapshare::unstable::sys::fork_generation(), Ordering::Release);
+                this.forks.store(
+                    mapshare::unstable::sys::fork_generation(),
+                    Ordering::Release,
+                );
                 return Ok(g);
             }
         }
@@ -309,9 +311,7 @@ impl PyMutex {
                 size: self.size,
                 recovering: AtomicBool::new(recovering),
                 exports: AtomicUsize::new(0),
-                forks: std::sync::atomic::AtomicU64::new(
-                    mapshare::unstable::sys::fork_generation(),
-                ),
+                forks: std::sync::atomic::AtomicU64::new(mapshare::unstable::sys::fork_generation()),
             },
         )
     }

@@ -162,10 +162,10 @@ def test_log_errors(tmp_path):
     assert again.info()["segment_size"] == 8192
     assert [x.data for x in again.reader()] == [b"kept"]
     w = log.writer()
-    # The library reports an oversized log record as Unsupported (the
-    # queue says TooLarge).
-    with pytest.raises(mapshare.Unsupported, match="max_record"):
+    # An oversized record is TooLarge, as in the queue, naming the log.
+    with pytest.raises(mapshare.TooLarge, match="log record") as e:
         w.append(bytes(w.max_record + 1))
+    assert (e.value.length, e.value.max) == (w.max_record + 1, w.max_record)
     assert w.append(bytes(w.max_record)) == 1
     w.close()
     with pytest.raises(ValueError):

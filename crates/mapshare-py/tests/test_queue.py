@@ -149,13 +149,15 @@ def test_too_large_carries_length_and_max(tmp_path):
         assert p.capacity == 4096
 
 
-def test_an_empty_record_is_refused_as_too_large(tmp_path):
-    # The library refuses 0-byte records (the ring treats a 0 length as
-    # invalid); its message reads oddly ("0 bytes exceeds the largest").
+def test_an_empty_record_is_refused_as_zero_length(tmp_path):
+    # The queue cannot carry 0-byte records (a data header of length 0 is
+    # invalid to every consumer): ZeroLength, and nothing is sent.
     with mapshare.Producer(tmp_path / "q", 4096) as p:
-        with pytest.raises(mapshare.TooLarge) as e:
+        with pytest.raises(mapshare.ZeroLength) as e:
             p.send(b"")
-        assert e.value.length == 0
+        assert "zero length" in str(e.value)
+    with mapshare.Consumer(tmp_path / "q") as c:
+        assert c.try_recv() is None
 
 
 def test_timeouts_on_both_ends(tmp_path):

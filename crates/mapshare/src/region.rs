@@ -318,6 +318,9 @@ impl RegionOptions {
                 what: "file",
             });
         }
+        if self.create.is_some() {
+            crate::file::check_mode(&origin, self.mode)?;
+        }
         let file = match self.create {
             Some(Create::New { .. }) => create_exclusive(path, &origin, self.mode)?,
             Some(Create::OpenOrCreate { .. }) => loop {

@@ -875,3 +875,23 @@ fn an_anonymous_region_larger_than_memory_is_no_space_at_once() {
     assert!(matches!(r.grow(huge), Err(mapshare::Error::NoSpace { .. })));
     assert_eq!(r.len(), 4096, "a refused grow leaves the region as it was");
 }
+
+#[test]
+fn setuid_setgid_and_sticky_modes_are_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in [0o4600, 0o2600, 0o1600, 0o10000] {
+        let path = dir.path().join(format!("m{mode:o}"));
+        let got = Region::options().create_new(64).mode(mode).open(&path);
+        assert!(
+            matches!(
+                got,
+                Err(mapshare::Error::InvalidArgument {
+                    what: "file mode",
+                    ..
+                })
+            ),
+            "{mode:o}: {got:?}"
+        );
+        assert!(!path.exists(), "nothing was made for {mode:o}");
+    }
+}

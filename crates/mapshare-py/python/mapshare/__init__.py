@@ -25,6 +25,7 @@ your back.
 from ._native import *  # noqa: F401,F403
 from ._native import (  # noqa: F401
     Error,
+    InvalidArgument,
     Region,
     SharedFile,
     Mutex,

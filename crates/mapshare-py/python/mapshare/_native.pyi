@@ -155,8 +155,16 @@ class PeerDied(Error):
 class Deleted(Error): ...
 
 class TooLarge(Error):
+    what: str
     length: int
     max: int
+
+class InvalidArgument(Error, ValueError):
+    """A bad argument (a size, a mode, a name...), refused before
+    anything was made or changed."""
+
+    what: str
+    why: str
 
 class Io(Error):
     op: str
