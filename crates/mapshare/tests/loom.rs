@@ -626,7 +626,7 @@ fn snapshot_pinned_reads_never_race_the_writer() {
         };
         let mut last = 0;
         for _ in 0..2 {
-            let Pinned::Version(c) = pin::pin::<_, LoomFence>(&s.current, &s.pins[0]) else {
+            let Pinned::Version(c) = pin::pin(&s.current, &s.pins[0]) else {
                 panic!("nothing pinned");
             };
             let v = Version::unpack(c).unwrap().unwrap();

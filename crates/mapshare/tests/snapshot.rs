@@ -1215,3 +1215,43 @@ fn a_guard_taken_before_a_truncate_can_find_out() {
     truncated("verify", g.verify());
     truncated("copy_to", g.copy_to(&mut Vec::new()));
 }
+
+/// A writer killed between storing a new version and waking the readers
+/// (simulated: the version word is raised by hand, with no wake-up call)
+/// leaves a parked `wait_newer` asleep until its own deadline, unless it
+/// looks at the version word now and then. It must return the new
+/// generation long before a 20 s timeout.
+#[test]
+fn a_publish_whose_wake_up_never_comes_is_still_seen_by_a_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut w = Writer::open(&path).unwrap();
+    let g = w.publish(b"one").unwrap();
+    let r = Reader::open(&path).unwrap();
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let got = r.wait_newer(g, Duration::from_secs(20));
+        (got, start.elapsed())
+    });
+    // Let it park (its spin is 20 µs), then raise the generation the way a
+    // publish does, without the wake-up that follows it.
+    std::thread::sleep(Duration::from_millis(200));
+    let insp = Inspection::open(&path).unwrap();
+    let region = Region::open(&path).unwrap();
+    // SAFETY: the version word at the object's start is only ever accessed
+    // as an AtomicU64; the writer publishes nothing meanwhile.
+    let current = unsafe { region.atomic_u64(insp.header.object_offset) }.unwrap();
+    let c = current.load(Ordering::SeqCst);
+    let bits = c & ((1 << mapshare::unstable::pin::SLOT_BITS) - 1);
+    current.store(
+        ((g + 1) << mapshare::unstable::pin::SLOT_BITS) | bits,
+        Ordering::SeqCst,
+    );
+    let (got, waited) = waiter.join().unwrap();
+    assert_eq!(got.unwrap(), g + 1);
+    assert!(
+        waited < Duration::from_secs(20),
+        "woke only at its deadline"
+    );
+    drop(w);
+}

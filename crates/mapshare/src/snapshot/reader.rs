@@ -7,7 +7,7 @@ use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::{Duration, Instant};
 
-use super::protocol::{self, Pinned, StdFence, Version, PIN_TRIES};
+use super::protocol::{self, Pinned, Version, PIN_TRIES};
 use super::{
     bad_checksum, checksum, copy_atomic, init, spec, Control, Segments, DEFAULT_CAPACITY, READERS,
     RO_RECHECK, RO_WAIT_BYTE,
@@ -20,6 +20,11 @@ use crate::shared::Persistent;
 use crate::sync::{spin_until, Futex, Park, Spin, Symmetric};
 use crate::sys::lock::LockKind;
 use crate::{role, sys};
+
+/// How long a parked `wait_newer` sleeps before it looks at the version
+/// word itself (a writer that died between publish and wake-up never
+/// wakes it).
+const WAKE_CHECK: Duration = Duration::from_millis(50);
 
 /// A reader of a snapshot: holds one entry of the reader table (owned by
 /// this process's lease) and so at most one pin at a time.
@@ -168,7 +173,7 @@ impl Reader {
     #[inline(always)]
     pub fn read(&mut self) -> Result<Option<ReadGuard<'_>>> {
         self.file.lease().check_owner(self.file.region())?;
-        let c = match protocol::pin::<_, StdFence>(self.c.current(), self.c.pin(self.entry)) {
+        let c = match protocol::pin(self.c.current(), self.c.pin(self.entry)) {
             Pinned::Version(c) => c,
             Pinned::Nothing => return self.nothing(),
             Pinned::Contended => return Err(self.contended()),
@@ -292,9 +297,21 @@ impl Reader {
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
         let newer = || self.c.current().load(SeqCst) >> protocol::SLOT_BITS > generation;
+        // Parks in slices: a writer killed between its publish and its
+        // wake-up call leaves the new version unannounced, and a reader
+        // parked for an hour must still see it within a slice.
         let ready = newer() || spin_until(self.spin, newer) || {
             let ev = self.c.event();
-            ev.wait_until(newer, deadline, &Futex, &Symmetric)
+            loop {
+                let slice = Instant::now() + WAKE_CHECK;
+                let until = deadline.map_or(slice, |d| d.min(slice));
+                if ev.wait_until(newer, Some(until), &Futex, &Symmetric) {
+                    break true;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break false;
+                }
+            }
         };
         if !ready {
             // A control block cut away reads as zeros: no newer version

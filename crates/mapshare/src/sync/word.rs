@@ -82,6 +82,8 @@ pub trait Word64 {
         success: Ordering,
         failure: Ordering,
     ) -> Result<u64, u64>;
+    /// `swap`.
+    fn swap(&self, value: u64, order: Ordering) -> u64;
 }
 
 macro_rules! impl_word64 {
@@ -104,6 +106,10 @@ macro_rules! impl_word64 {
                 failure: Ordering,
             ) -> Result<u64, u64> {
                 <$t>::compare_exchange(self, current, new, success, failure)
+            }
+            #[inline]
+            fn swap(&self, value: u64, order: Ordering) -> u64 {
+                <$t>::swap(self, value, order)
             }
         }
     };
