@@ -345,3 +345,153 @@ mod tests {
         );
     }
 }
+
+/// Review (issue 9): the kernel against the crate over random lengths up
+/// to 4 MiB, random source and destination offsets, random initial
+/// registers (the append form), with every value ending on a page whose
+/// successor is inaccessible (an over-read or over-write faults).
+/// Checked to fail with a wrong folding constant.
+#[cfg(all(test, target_arch = "x86_64", not(miri)))]
+mod review {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `len` bytes of anonymous memory ending exactly where a
+    /// `PROT_NONE` page begins, and the mapping to unmap.
+    struct Guarded {
+        base: *mut u8,
+        total: usize,
+        start: *mut u8,
+    }
+
+    impl Guarded {
+        fn new(len: usize) -> Guarded {
+            let page = 4096;
+            let body = len.div_ceil(page) * page;
+            let total = body + page;
+            // SAFETY: a fresh anonymous private mapping; no address hint.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    total,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED);
+            let base = base.cast::<u8>();
+            // SAFETY: the last page of the mapping just made.
+            let rc = unsafe { libc::mprotect(base.add(body).cast(), page, libc::PROT_NONE) };
+            assert_eq!(rc, 0);
+            Guarded {
+                base,
+                total,
+                // SAFETY: `body - len` bytes into the mapping.
+                start: unsafe { base.add(body - len) },
+            }
+        }
+
+        fn slice(&mut self, len: usize) -> &mut [u8] {
+            // SAFETY: `len` readable, writable bytes at `start`, owned
+            // by this value and borrowed mutably here.
+            unsafe { std::slice::from_raw_parts_mut(self.start, len) }
+        }
+    }
+
+    impl Drop for Guarded {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, no longer borrowed.
+            unsafe { libc::munmap(self.base.cast(), self.total) };
+        }
+    }
+
+    fn fill(buf: &mut [u8], mut seed: u64) {
+        for b in buf.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+    }
+
+    fn lens() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            0usize..2048,
+            0usize..(4 << 20),
+            (1usize..1024).prop_map(|k| k * 4096)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn the_kernel_matches_the_crate_at_random_lengths_offsets_and_initial_crcs(
+            len in lens(),
+            src_pad in 0usize..128,
+            dst_pad in 0usize..128,
+            init in any::<u32>(),
+            seed in any::<u64>(),
+        ) {
+            // The source ends at a guard page, `src_pad` bytes of it
+            // before the value; the destination too.
+            let mut src_map = Guarded::new(len + src_pad);
+            let src_all = src_map.slice(len + src_pad);
+            fill(src_all, seed | 1);
+            let src = &src_all[src_pad..];
+            let mut dst_map = Guarded::new(len + dst_pad);
+            let dst_all = dst_map.slice(len + dst_pad);
+            dst_all.fill(0x5a);
+            let want = crc32c::crc32c(src);
+            prop_assert_eq!(checksum(src), want);
+            let got = copy_with_checksum(src, &mut dst_all[dst_pad..]);
+            prop_assert_eq!(got, want);
+            prop_assert!(dst_all[dst_pad..] == *src, "copy differs");
+            prop_assert!(dst_all[..dst_pad].iter().all(|&b| b == 0x5a), "wrote before dst");
+            if len >= FOLD_MIN && x86::available() {
+                let want = crc32c::crc32c_append(init, src);
+                // SAFETY: features checked; nothing stored.
+                let got = unsafe { x86::fold::<false>(init, src, std::ptr::null_mut()) };
+                prop_assert_eq!(got, want, "append, init {:#x}", init);
+                dst_all.fill(0);
+                // SAFETY: features checked; `dst_all[dst_pad..]` is `len`
+                // writable bytes apart from `src` (another mapping).
+                let got = unsafe {
+                    x86::fold::<true>(init, src, dst_all[dst_pad..].as_mut_ptr())
+                };
+                prop_assert_eq!(got, want, "append and copy, init {:#x}", init);
+                prop_assert!(dst_all[dst_pad..] == *src, "append copy differs");
+            }
+        }
+    }
+
+    /// The destination directly before and directly after the source in
+    /// one buffer (adjacent, not overlapping), at every offset mod 64.
+    #[test]
+    fn adjacent_source_and_destination_at_every_offset() {
+        for len in [512, 513, 767, 4096, 70_001] {
+            for shift in 0..64 {
+                let mut buf = vec![0u8; 2 * len + 64];
+                fill(&mut buf, (len * 64 + shift) as u64 | 1);
+                let snapshot = buf.clone();
+                // Source after destination.
+                let (a, b) = buf[shift..].split_at_mut(len);
+                let want = crc32c::crc32c(&b[..len]);
+                assert_eq!(
+                    copy_with_checksum(&b[..len], a),
+                    want,
+                    "len {len} shift {shift}"
+                );
+                assert_eq!(a, &b[..len]);
+                // Source before destination.
+                let mut buf = snapshot;
+                let (a, b) = buf[shift..].split_at_mut(len);
+                let want = crc32c::crc32c(a);
+                assert_eq!(copy_with_checksum(a, &mut b[..len]), want);
+                assert_eq!(&b[..len], &*a);
+            }
+        }
+    }
+}
