@@ -1255,3 +1255,115 @@ fn a_publish_whose_wake_up_never_comes_is_still_seen_by_a_waiter() {
     );
     drop(w);
 }
+
+/// Raises the version word of the snapshot at `path` to generation
+/// `g + 1` by hand, the way a publish does, with no wake-up call after
+/// it (a writer killed between its store and its wake-up).
+fn raise_without_wake(path: &std::path::Path, g: u64) {
+    let insp = Inspection::open(path).unwrap();
+    let region = Region::open(path).unwrap();
+    // SAFETY: the version word at the object's start is only ever accessed
+    // as an AtomicU64; the writer publishes nothing meanwhile.
+    let current = unsafe { region.atomic_u64(insp.header.object_offset) }.unwrap();
+    let c = current.load(Ordering::SeqCst);
+    let bits = c & ((1 << mapshare::unstable::pin::SLOT_BITS) - 1);
+    current.store(
+        ((g + 1) << mapshare::unstable::pin::SLOT_BITS) | bits,
+        Ordering::SeqCst,
+    );
+}
+
+/// Review (issue 9). DEFECT: `Reader::wait_newer` now parks in 50 ms
+/// slices, but after each slice it looks only at its deadline, never at
+/// the faults its loads of the cut control block recorded. A file cut
+/// under a parked waiter is `Truncated` only when the whole timeout has
+/// passed (with `Duration::MAX`, never: it waits forever on zeros).
+/// Expected: `Truncated` within a slice or so, long before 10 s.
+#[test]
+fn a_file_cut_under_a_parked_waiter_is_truncated_before_its_deadline() {
+    // DEFECT: slices check the deadline, not the faults.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut w = Writer::open(&path).unwrap();
+    let g = w.publish(b"one").unwrap();
+    let r = Reader::open(&path).unwrap();
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let got = r.wait_newer(g, Duration::from_secs(10));
+        (got, start.elapsed())
+    });
+    // Let it park (its spin is 20 µs), then cut the file under it.
+    std::thread::sleep(Duration::from_millis(200));
+    cut(&path, 0);
+    let (got, waited) = waiter.join().unwrap();
+    truncated("wait_newer", got);
+    assert!(
+        waited < Duration::from_secs(10),
+        "reported the cut only at its deadline"
+    );
+    drop(w);
+}
+
+/// The same for a read-only reader. DEFECT: its wait parks until the
+/// deadline once its first 4 ms (2 × `RO_RECHECK`) have passed.
+#[test]
+fn a_file_cut_under_a_parked_read_only_waiter_is_truncated_before_its_deadline() {
+    // DEFECT: one park until the deadline, the faults checked after it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut w = Writer::open(&path).unwrap();
+    let g = w.publish(b"one").unwrap();
+    let mut r = ReadOnlyReader::open(&path).unwrap();
+    // Registers as a waiter; its short first slices pass.
+    assert!(matches!(
+        r.wait_newer(g, Duration::from_millis(20)),
+        Err(Error::Timeout { .. })
+    ));
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let got = r.wait_newer(g, Duration::from_secs(10));
+        (got, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    cut(&path, 0);
+    let (got, waited) = waiter.join().unwrap();
+    truncated("read-only wait_newer", got);
+    assert!(
+        waited < Duration::from_secs(10),
+        "reported the cut only at its deadline"
+    );
+    drop(w);
+}
+
+/// Review (issue 9). DEFECT: the fix that sliced `Reader::wait_newer`
+/// (a writer killed between its publish and its wake-up must not strand
+/// a parked waiter) was not made in `ReadOnlyReader::wait_newer`: once
+/// its first 4 ms have passed, it parks until its deadline, and a
+/// publish whose wake-up never comes is seen only then.
+#[test]
+fn a_publish_whose_wake_up_never_comes_is_still_seen_by_a_read_only_waiter() {
+    // DEFECT: no slices after the first 2 × RO_RECHECK.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut w = Writer::open(&path).unwrap();
+    let g = w.publish(b"one").unwrap();
+    let mut r = ReadOnlyReader::open(&path).unwrap();
+    assert!(matches!(
+        r.wait_newer(g, Duration::from_millis(20)),
+        Err(Error::Timeout { .. })
+    ));
+    let waiter = std::thread::spawn(move || {
+        let start = Instant::now();
+        let got = r.wait_newer(g, Duration::from_secs(10));
+        (got, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    raise_without_wake(&path, g);
+    let (got, waited) = waiter.join().unwrap();
+    assert_eq!(got.unwrap(), g + 1);
+    assert!(
+        waited < Duration::from_secs(10),
+        "woke only at its deadline"
+    );
+    drop(w);
+}

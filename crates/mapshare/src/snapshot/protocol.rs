@@ -498,4 +498,48 @@ mod tests {
         assert_eq!(words[0], 100);
         unpin(&m.pins[0]);
     }
+
+    /// Review (issue 9): the store-buffering litmus of the pin itself.
+    /// A reader pins version 1 with `pin` while the writer publishes
+    /// version 2 into another slot and scans the pins (`publish`, then
+    /// `pinned_slots`, as `Writer::publish` does). Forbidden: the reader
+    /// keeps version 1 (its reload saw no publish) and the writer's scan
+    /// missed that pin (it would reuse slot 0 under the reader). Under
+    /// `MIRIFLAGS="-Zmiri-many-seeds=0..32"` this fails when the reader's
+    /// swap and reload are `Release`/`Acquire` (checked by hand), and
+    /// passes with `SeqCst`.
+    #[test]
+    fn pin_and_the_writers_scan_never_miss_each_other() {
+        let rounds = if cfg!(miri) { 64 } else { 20_000 };
+        let old = Version {
+            generation: 1,
+            slot: 0,
+        };
+        for _ in 0..rounds {
+            let current = AtomicU64::new(old.pack());
+            let my_pin = AtomicU64::new(0);
+            let (pinned, busy) = std::thread::scope(|s| {
+                // The pin stays until the round ends (a guard held).
+                let r = s.spawn(|| pin(&current, &my_pin));
+                let w = s.spawn(|| {
+                    publish(
+                        &current,
+                        Version {
+                            generation: 2,
+                            slot: 1,
+                        },
+                    );
+                    pinned_slots::<_, StdFence, _>(|| std::iter::once(&my_pin))
+                });
+                (r.join().unwrap(), w.join().unwrap())
+            });
+            if pinned == Pinned::Version(old.pack()) {
+                assert_ne!(
+                    busy & 1,
+                    0,
+                    "the reader kept slot 0 and the writer saw no pin"
+                );
+            }
+        }
+    }
 }
