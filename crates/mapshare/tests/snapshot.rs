@@ -1367,3 +1367,29 @@ fn a_publish_whose_wake_up_never_comes_is_still_seen_by_a_read_only_waiter() {
     );
     drop(w);
 }
+
+/// Review (issue 9): `publish` of bytes borrowed from a guard of the same
+/// file in the same process (the kernel's source is another mapping of
+/// the same file): the writer picks a slot the guard does not pin, and
+/// the new version is an exact copy with the right checksum, at lengths
+/// on both sides of the kernel's threshold and across page ends.
+#[test]
+fn publishing_a_guards_own_bytes_copies_them_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut w = Writer::open(&path).unwrap();
+    let mut r = Reader::open(&path).unwrap();
+    for len in [0usize, 511, 512, 4095, 4097, 70_001, 1 << 20] {
+        let v: Vec<u8> = (0..len).map(|i| (i * 131 % 253) as u8).collect();
+        let g1 = w.publish(&v).unwrap();
+        let g = r.read().unwrap().unwrap();
+        assert_eq!(g.generation(), g1);
+        let g2 = w.publish(&g).unwrap();
+        assert_eq!(&*g, &v[..], "the pinned source changed under the copy");
+        drop(g);
+        let g = r.read_checked().unwrap().unwrap();
+        assert_eq!(g.generation(), g2);
+        assert_eq!(&*g, &v[..]);
+        assert_eq!(g.stored_checksum(), snapshot::checksum(&v));
+    }
+}
