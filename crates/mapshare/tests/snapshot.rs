@@ -1273,7 +1273,7 @@ fn raise_without_wake(path: &std::path::Path, g: u64) {
     );
 }
 
-/// Review (issue 9). DEFECT: `Reader::wait_newer` now parks in 50 ms
+/// Review (issue 9), fixed: `Reader::wait_newer` now parks in 50 ms
 /// slices, but after each slice it looks only at its deadline, never at
 /// the faults its loads of the cut control block recorded. A file cut
 /// under a parked waiter is `Truncated` only when the whole timeout has
@@ -1281,7 +1281,7 @@ fn raise_without_wake(path: &std::path::Path, g: u64) {
 /// Expected: `Truncated` within a slice or so, long before 10 s.
 #[test]
 fn a_file_cut_under_a_parked_waiter_is_truncated_before_its_deadline() {
-    // DEFECT: slices check the deadline, not the faults.
+    // Was the defect: slices check the deadline, not the faults.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     let mut w = Writer::open(&path).unwrap();
@@ -1304,11 +1304,11 @@ fn a_file_cut_under_a_parked_waiter_is_truncated_before_its_deadline() {
     drop(w);
 }
 
-/// The same for a read-only reader. DEFECT: its wait parks until the
+/// The same for a read-only reader. Fixed: its wait parks until the
 /// deadline once its first 4 ms (2 × `RO_RECHECK`) have passed.
 #[test]
 fn a_file_cut_under_a_parked_read_only_waiter_is_truncated_before_its_deadline() {
-    // DEFECT: one park until the deadline, the faults checked after it.
+    // Was the defect: one park until the deadline, the faults checked after it.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     let mut w = Writer::open(&path).unwrap();
@@ -1335,14 +1335,14 @@ fn a_file_cut_under_a_parked_read_only_waiter_is_truncated_before_its_deadline()
     drop(w);
 }
 
-/// Review (issue 9). DEFECT: the fix that sliced `Reader::wait_newer`
+/// Review (issue 9), fixed: the fix that sliced `Reader::wait_newer`
 /// (a writer killed between its publish and its wake-up must not strand
 /// a parked waiter) was not made in `ReadOnlyReader::wait_newer`: once
 /// its first 4 ms have passed, it parks until its deadline, and a
 /// publish whose wake-up never comes is seen only then.
 #[test]
 fn a_publish_whose_wake_up_never_comes_is_still_seen_by_a_read_only_waiter() {
-    // DEFECT: no slices after the first 2 × RO_RECHECK.
+    // Was the defect: no slices after the first 2 × RO_RECHECK.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     let mut w = Writer::open(&path).unwrap();

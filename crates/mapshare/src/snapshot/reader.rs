@@ -308,6 +308,9 @@ impl Reader {
                 if ev.wait_until(newer, Some(until), &Futex, &Symmetric) {
                     break true;
                 }
+                // A file cut under us reads as zeros (no newer version):
+                // report it now, not at the deadline.
+                self.file.region().check_faults()?;
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     break false;
                 }
@@ -713,10 +716,17 @@ impl ReadOnlyReader {
                 return self.generation();
             }
             let now = Instant::now();
+            // At most a `WAKE_CHECK` slice: a writer killed between its
+            // publish and its wake-up call never wakes us, and a cut file
+            // is reported by the fault check after each slice.
+            let slice = now + WAKE_CHECK;
             let until = match (deadline, first_slice.filter(|&f| f > now)) {
-                (Some(d), Some(f)) => Some(d.min(f)),
-                (d, f) => d.or(f),
-            };
+                (Some(d), Some(f)) => d.min(f),
+                (Some(d), None) => d,
+                (None, Some(f)) => f,
+                (None, None) => slice,
+            }
+            .min(slice);
             if deadline.is_some_and(|d| now >= d) {
                 self.insp.region.check_faults()?;
                 return Err(Error::Timeout {
@@ -725,7 +735,7 @@ impl ReadOnlyReader {
                     waited: start.elapsed(),
                 });
             }
-            Futex.wait(seq, ticket, until.map(|u| u.saturating_duration_since(now)));
+            Futex.wait(seq, ticket, Some(until.saturating_duration_since(now)));
             self.insp.region.check_faults()?;
         }
     }
