@@ -223,14 +223,6 @@ fn rtrb_throughput<const N: usize>(n: u64) -> f64 {
     rate
 }
 
-/// CPUs online (a child inherits the parent's one-CPU pin, so its
-/// affinity mask cannot tell).
-fn cpus_online() -> usize {
-    // SAFETY: sysconf only reads a system value.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
-}
-
 /// The shared counter subscribers bump once when ready and once per
 /// message, in an anonymous region inherited through `ACK`.
 fn ack_word(region: &Region) -> Result<&std::sync::atomic::AtomicU64, Error> {
@@ -351,12 +343,12 @@ fn ice_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
 fn log_figures(rounds: u32) -> Result<Vec<Value>, Error> {
     let mut out = vec![];
     for subs in [1u32, 2, 4, 8] {
-        if subs as usize >= cpus_online() {
+        if subs as usize >= mapshare::unstable::sys::cpus_online() {
             // Busy subscribers beyond the cores left by the publisher
             // measure the scheduler's time slices (milliseconds), not
             // either library.
             out.push(json!({"suite": "log-peers", "case": format!("latency_64B_{subs}_readers"),
-                "skipped": format!("{subs} busy subscribers and a publisher need {} CPUs, this machine has {}", subs + 1, cpus_online())}));
+                "skipped": format!("{subs} busy subscribers and a publisher need {} CPUs, this machine has {}", subs + 1, mapshare::unstable::sys::cpus_online())}));
             continue;
         }
         let r = rounds / subs;
@@ -380,7 +372,7 @@ fn child(args: &[String]) -> Result<(), Error> {
     match args {
         [what, dir, k] if what == "log-sub" => {
             let _ = mapshare::unstable::sys::pin_to_cpu(
-                (CHILD_CPU + k.parse::<usize>()?) % cpus_online(),
+                (CHILD_CPU + k.parse::<usize>()?) % mapshare::unstable::sys::cpus_online(),
             );
             let region = Region::from_inherited(ACK)?;
             let ack = ack_word(&region)?;
@@ -400,7 +392,7 @@ fn child(args: &[String]) -> Result<(), Error> {
         }
         [what, tag, k] if what == "ice-sub" => {
             let _ = mapshare::unstable::sys::pin_to_cpu(
-                (CHILD_CPU + k.parse::<usize>()?) % cpus_online(),
+                (CHILD_CPU + k.parse::<usize>()?) % mapshare::unstable::sys::cpus_online(),
             );
             let region = Region::from_inherited(ACK)?;
             let ack = ack_word(&region)?;

@@ -128,15 +128,6 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// CPUs online, whatever this process's affinity: a bench child
-/// inherits the parent's pin to one CPU, so the affinity mask (which
-/// `cpus_available` counts) says 1 there.
-pub(crate) fn cpus_online() -> usize {
-    // SAFETY: sysconf only reads a system value.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
-}
-
 /// Pins to `cpu` where the machine has it; a one-CPU machine runs both
 /// sides on one core (the figures then say so: see `docs/benchmarks.md`).
 pub(crate) fn pin(cpu: usize) {

@@ -234,7 +234,7 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
     let index: usize = index
         .parse()
         .map_err(|_| Failure(format!("bad reader index {index}")))?;
-    crate::bench::pin((crate::bench::CHILD_CPU + index) % crate::bench::cpus_online());
+    crate::bench::pin((crate::bench::CHILD_CPU + index) % mapshare::unstable::sys::cpus_online());
     let log = Log::open(dir)?;
     let file = mapshare::SharedFile::open_any(path, Duration::from_secs(5))?;
     let ack = word(&file, VAL_A)?;

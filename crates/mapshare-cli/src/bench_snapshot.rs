@@ -260,7 +260,7 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
         [case, path, batches, index] if case == "read" => {
             let batches: usize = batches.parse().map_err(|_| Failure("bad count".into()))?;
             let i: usize = index.parse().unwrap_or(0);
-            crate::bench::pin(i % crate::bench::cpus_online());
+            crate::bench::pin(i % mapshare::unstable::sys::cpus_online());
             let mut r = Reader::open(path)?;
             let d = batched(batches, 1000, || read_once(&mut r));
             println!("{} {}", d.median, d.p99);

@@ -400,10 +400,7 @@ fn classify(err: &RustError, msg: String) -> (PyErr, Vec<(&'static str, Attr)>) 
             ],
         ),
         RustError::InvalidArgument { origin, what, why } => (
-            match invalid_argument_err(&msg) {
-                Ok(e) => e,
-                Err(e) => e,
-            },
+            invalid_argument_err(&msg).unwrap_or_else(|e| e),
             vec![path(origin), ("what", s(what)), ("why", s(why))],
         ),
         RustError::Io { origin, op, source } => (

@@ -91,8 +91,7 @@ impl PyProducer {
             }
             Err(SendError::Failed(e, _)) => return Err(to_py(e)),
         }
-        let origin = || origin_of(p.file());
-        let origin = origin();
+        let origin = origin_of(p.file());
         if timeout == Some(std::time::Duration::ZERO) {
             return Err(util::timed_out(
                 &origin,

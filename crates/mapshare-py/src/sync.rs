@@ -374,21 +374,19 @@ impl PyMutex {
                 other => Ok(Some(other)),
             }
         })?;
-        match got {
-            Some(r) => match self.outcome(py, r)? {
-                Some(g) => Ok(g),
-                None => Err(util::timed_out(
-                    &self.file.raw_origin(),
-                    "waiting for the mutex",
-                    start.elapsed(),
-                )),
-            },
-            None => Err(util::timed_out(
+        // Nothing within the timeout; or (cannot happen from a blocking
+        // lock) a WouldBlock: both are a timed-out wait.
+        let guard = match got {
+            Some(r) => self.outcome(py, r)?,
+            None => None,
+        };
+        guard.ok_or_else(|| {
+            util::timed_out(
                 &self.file.raw_origin(),
                 "waiting for the mutex",
                 start.elapsed(),
-            )),
-        }
+            )
+        })
     }
 
     /// Locks if no live holder has it; None otherwise.

@@ -131,6 +131,15 @@ pub fn memory_and_swap() -> u64 {
         .saturating_mul(unit)
 }
 
+/// CPUs online, whatever this process's affinity (`sysconf`): a child
+/// inherits its parent's pin, so its affinity mask cannot tell how many
+/// CPUs there are to spread processes over.
+pub fn cpus_online() -> usize {
+    // SAFETY: sysconf only reads a system value.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
 /// CPUs this process may run on (`sched_getaffinity(2)`).
 pub fn cpus_available() -> usize {
     rustix::thread::sched_getaffinity(None)
