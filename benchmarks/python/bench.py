@@ -70,57 +70,42 @@ def _echo_pipe(conn, n):
         conn.send_bytes(conn.recv_bytes())
 
 
+def timed_roundtrips(echo, args, send, recv, n, warm):
+    """Seconds per round trip through an echo process started as
+    `echo(*args)`: `warm` untimed round trips, then `n` timed ones."""
+    p = CTX.Process(target=echo, args=args)
+    p.start()
+    for _ in range(warm):
+        send(MSG)
+        recv()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        send(MSG)
+        recv()
+    dt = time.perf_counter() - t0
+    p.join()
+    return dt / n
+
+
 def roundtrip_mapshare(n, warm):
     with tempfile.TemporaryDirectory() as d:
         ping, pong = os.path.join(d, "ping"), os.path.join(d, "pong")
         tx = mapshare.Producer(ping, 1 << 16)
         rx = mapshare.Consumer(pong, 1 << 16)
-        p = CTX.Process(target=_echo_mapshare, args=(ping, pong, n + warm))
-        p.start()
-        for _ in range(warm):
-            tx.send(MSG)
-            rx.recv()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            tx.send(MSG)
-            rx.recv()
-        dt = time.perf_counter() - t0
-        p.join()
+        dt = timed_roundtrips(_echo_mapshare, (ping, pong, n + warm), tx.send, rx.recv, n, warm)
         tx.close()
         rx.close()
-        return dt / n
+        return dt
 
 
 def roundtrip_queue(n, warm):
     q_in, q_out = CTX.Queue(), CTX.Queue()
-    p = CTX.Process(target=_echo_queue, args=(q_in, q_out, n + warm))
-    p.start()
-    for _ in range(warm):
-        q_in.put(MSG)
-        q_out.get()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        q_in.put(MSG)
-        q_out.get()
-    dt = time.perf_counter() - t0
-    p.join()
-    return dt / n
+    return timed_roundtrips(_echo_queue, (q_in, q_out, n + warm), q_in.put, q_out.get, n, warm)
 
 
 def roundtrip_pipe(n, warm):
     a, b = CTX.Pipe()
-    p = CTX.Process(target=_echo_pipe, args=(b, n + warm))
-    p.start()
-    for _ in range(warm):
-        a.send_bytes(MSG)
-        a.recv_bytes()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        a.send_bytes(MSG)
-        a.recv_bytes()
-    dt = time.perf_counter() - t0
-    p.join()
-    return dt / n
+    return timed_roundtrips(_echo_pipe, (b, n + warm), a.send_bytes, a.recv_bytes, n, warm)
 
 
 # ------------------------------------------------------------ big arrays
