@@ -16,16 +16,6 @@ use pyo3::PyClass;
 
 use crate::util;
 
-/// Where a view is in its life.
-enum State {
-    /// Showing its bytes; once entered, a weak reference to the
-    /// memoryview `__enter__` made (a strong one would be a cycle: the
-    /// memoryview holds the view, which nothing would ever collect).
-    Open(Option<Py<PyWeakrefReference>>),
-    /// Released.
-    Released,
-}
-
 /// An object whose held record or pin a view shows.
 pub trait Holder {
     /// Drops what the view showed (releases the record, unpins).
@@ -47,7 +37,10 @@ fn let_go<H: PyClass<Frozen = pyo3::pyclass::boolean_struct::False> + Holder>(
 pub struct View {
     ptr: usize,
     len: usize,
-    state: Mutex<State>,
+    /// Once entered, a weak reference to the memoryview `__enter__` made
+    /// (a strong one would be a cycle: the memoryview holds the view,
+    /// which nothing would ever collect).
+    entered: Mutex<Option<Py<PyWeakrefReference>>>,
     exports: AtomicUsize,
     /// Cleared when the view ends (see `util::Held`).
     open: Arc<AtomicBool>,
@@ -65,7 +58,7 @@ impl View {
         View {
             ptr,
             len,
-            state: Mutex::new(State::Open(None)),
+            entered: Mutex::new(None),
             exports: AtomicUsize::new(0),
             open,
             forks: mapshare::unstable::sys::fork_generation(),
@@ -87,8 +80,13 @@ impl View {
         Ok(())
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn entered(&self) -> std::sync::MutexGuard<'_, Option<Py<PyWeakrefReference>>> {
+        self.entered.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Not yet released (the holder still holds what the view shows).
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
     }
 
     /// Bytes shown.
@@ -100,10 +98,10 @@ impl View {
     pub fn enter(&self, slf: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.check_fork()?;
         let py = slf.py();
-        let earlier = match &*self.state() {
-            State::Released => return Err(PyValueError::new_err("the view was already released")),
-            State::Open(weak) => weak.as_ref().map(|w| w.clone_ref(py)),
-        };
+        if !self.is_open() {
+            return Err(PyValueError::new_err("the view was already released"));
+        }
+        let earlier = self.entered().as_ref().map(|w| w.clone_ref(py));
         if let Some(mv) = earlier.and_then(|w| w.bind(py).upgrade()) {
             return Ok(mv.unbind());
         }
@@ -111,9 +109,7 @@ impl View {
         // which takes it.
         let made = PyMemoryView::from(slf)?;
         let weak = PyWeakrefReference::new(&made)?.unbind();
-        if let State::Open(w) = &mut *self.state() {
-            *w = Some(weak);
-        }
+        *self.entered() = Some(weak);
         Ok(made.into_any().unbind())
     }
 
@@ -124,10 +120,10 @@ impl View {
     where
         H: PyClass<Frozen = pyo3::pyclass::boolean_struct::False> + Holder,
     {
-        let weak = match &*self.state() {
-            State::Released => return Ok(()),
-            State::Open(weak) => weak.as_ref().map(|w| w.clone_ref(py)),
-        };
+        if !self.is_open() {
+            return Ok(());
+        }
+        let weak = self.entered().as_ref().map(|w| w.clone_ref(py));
         if let Some(mv) = weak.and_then(|w| w.bind(py).upgrade()) {
             // Raises BufferError if views made from it are still alive.
             mv.call_method0("release")?;
@@ -138,7 +134,6 @@ impl View {
                 "{n} buffer view(s) of the data still exist; release them before leaving the block"
             )));
         }
-        *self.state() = State::Released;
         self.open.store(false, Ordering::Release);
         let_go(py, holder);
         Ok(())
@@ -157,7 +152,7 @@ impl View {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        if matches!(*self.state(), State::Released) {
+        if !self.is_open() {
             return Err(PyBufferError::new_err(
                 "the view was released: its bytes are no longer ours",
             ));
