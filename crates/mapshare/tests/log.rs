@@ -1304,7 +1304,7 @@ fn writers_and_readers_in_another_pid_namespace_are_judged_by_their_leases() {
     // A pinning reader in another namespace (ours must not pin).
     drop(r);
     let first = log.info().unwrap().segments.last().unwrap().number;
-    let (child, mut out) = spawn_under(&ns, "pin", &[p.clone()]);
+    let (child, mut out) = spawn_under(&ns, "pin", std::slice::from_ref(&p));
     assert!(line(&mut out).is_some_and(|l| l.starts_with("ready")));
     let pinned = log.info().unwrap().segments[0].number;
     assert!(pinned <= first);
