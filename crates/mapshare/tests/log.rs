@@ -203,14 +203,68 @@ fn log_child() {
             out.flush().unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
+        "fork" => {
+            // A forked child of a process with a writer and a tethered
+            // reader tries both; we report what it got.
+            let mut w = log.writer().unwrap();
+            w.set_tether_wait(Duration::from_millis(300));
+            w.append(b"before").unwrap();
+            let mut r = log
+                .reader(Start::Tethered {
+                    name: "t".into(),
+                    max_lag: 1,
+                })
+                .unwrap();
+            // SAFETY: this is a re-executed child process (one test
+            // thread running); the forked child only calls the log and
+            // `_exit`s without running our destructors; we reap it.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let name = |e: &Error| format!("{e:?}").split([' ', '{']).next().map(String::from);
+                let wrote = match w.append(b"child") {
+                    Ok(s) => format!("Ok({s})"),
+                    Err(e) => name(&e).unwrap_or_default(),
+                };
+                let read = match r.next() {
+                    Ok(rec) => format!("Ok({:?})", rec.map(|r| r.seq())),
+                    Err(e) => name(&e).unwrap_or_default(),
+                };
+                let _ = writeln!(out, "@@ child-append {wrote}");
+                let _ = writeln!(out, "@@ child-next {read}");
+                let _ = out.flush();
+                // SAFETY: leave at once, running nothing of the parent's.
+                unsafe { libc::_exit(0) }
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            // Our tethered reader read nothing: a writer must still wait
+            // for it (and time out), whatever the child did.
+            let held = matches!(w.append(b"after"), Err(Error::Timeout { .. }));
+            writeln!(out, "@@ tether-holds {held}").unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
     out.flush().unwrap();
 }
 
 fn spawn(role: &str, args: &[String]) -> (Child, BufReader<ChildStdout>) {
+    spawn_under(&[], role, args)
+}
+
+/// As [`spawn`], run under `wrapper` (e.g. `unshare --pid --fork`).
+fn spawn_under(wrapper: &[&str], role: &str, args: &[String]) -> (Child, BufReader<ChildStdout>) {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = cmd
         .args([
             "--exact",
             "log_child",
@@ -1050,4 +1104,317 @@ fn a_segment_truncated_under_a_reader_and_writer_is_truncated() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------
+// Adversarial review of the lease and log changes (review-lease).
+// ---------------------------------------------------------------------
+
+/// A forked child inherits a writer and a tethered reader. Both must be
+/// refused with `ForkedChild` (module docs: "operations in the child fail
+/// with ForkedChild"), and nothing the child does may move the parent's
+/// tether.
+// DEFECT: `Reader::next` never checks the fork counter: the child reads,
+// and a tethered reader's read stores the live position in `meta`, so the
+// parent's tether moves on although the parent read nothing, and writers
+// stop waiting for it. And `Writer::append` waits for the tether
+// (`set_tether_wait`, 5 s by default) before its fork check, so the child
+// gets `Timeout` late instead of `ForkedChild` at once.
+#[test]
+fn a_forked_childs_reader_is_refused_and_never_moves_the_parents_tether() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    Log::create(&path, &Options::default()).unwrap();
+    let (mut child, mut out) = spawn("fork", &[path.display().to_string()]);
+    let wrote = line(&mut out);
+    let read = line(&mut out);
+    let tether = line(&mut out);
+    let _ = child.wait();
+    let got = (wrote.as_deref(), read.as_deref(), tether.as_deref());
+    assert_eq!(
+        got,
+        (
+            Some("child-append ForkedChild"),
+            Some("child-next ForkedChild"),
+            Some("tether-holds true")
+        ),
+        "(writer in the child, reader in the child, the parent's tether)"
+    );
+}
+
+/// 768 readers fill a segment's reader range: the 769th is refused with
+/// `LeaseTableFull`, writers still attach and append, and `Log::info`
+/// (which looks at each segment through a reader slot) still answers.
+// DEFECT: `info` opens every segment in the reader role, so on a segment
+// whose 768 reader slots are taken it fails with `LeaseTableFull`
+// (`mapshare log info` on a busy log).
+#[test]
+fn a_full_reader_range_still_lets_writers_attach_and_info_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    log.writer().unwrap().append(b"first").unwrap();
+    let mut readers = Vec::new();
+    for i in 0..768 {
+        match log.reader(Start::Earliest) {
+            Ok(r) => readers.push(r),
+            Err(e) => panic!("reader {i} refused: {e}"),
+        }
+    }
+    match log.reader(Start::Earliest) {
+        Err(Error::LeaseTableFull { slots, .. }) => assert_eq!(slots, 768),
+        other => panic!("769th reader: expected LeaseTableFull, got {other:?}"),
+    }
+    let mut writers = Vec::new();
+    for i in 0..8u64 {
+        let mut w = log.writer().unwrap();
+        assert_eq!(w.append(b"w").unwrap(), i + 1);
+        writers.push(w);
+    }
+    for r in readers.iter_mut().step_by(97) {
+        assert_eq!(r.next().unwrap().unwrap().bytes(), b"first");
+    }
+    let info = log.info();
+    assert!(info.is_ok(), "info with a full reader range: {info:?}");
+}
+
+/// Threads of one process race writers and readers attaching and
+/// detaching across both slot ranges (each is its own open file
+/// description): every append lands once, in each thread's order.
+#[test]
+fn threads_racing_attach_and_detach_in_both_slot_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &small(16 << 10)).unwrap();
+    let rounds = scaled(40) as u64;
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let log = log.clone();
+            s.spawn(move || {
+                for i in 0..rounds {
+                    let mut w = log.writer().unwrap();
+                    w.append(&payload(t, i)).unwrap();
+                }
+            });
+        }
+        for _ in 0..4 {
+            let log = log.clone();
+            s.spawn(move || {
+                for _ in 0..rounds {
+                    let mut r = log.reader(Start::Earliest).unwrap();
+                    let _ = r.next().unwrap();
+                }
+            });
+        }
+    });
+    let mut r = log.reader(Start::Earliest).unwrap();
+    let mut next = [0u64; 4];
+    while let Some(rec) = r.next().unwrap() {
+        let (t, i) = parse(rec.bytes()).expect("a payload");
+        assert_eq!(i, next[t as usize], "thread {t}: lost or duplicated");
+        next[t as usize] += 1;
+    }
+    assert_eq!(next, [rounds; 4]);
+    assert_eq!(log.info().unwrap().writers, 0, "a writer slot leaked");
+}
+
+/// `meta` cut under a live reader and writer: a durable cursor's commit
+/// must not report success when what it stored went to a page that is no
+/// longer the file's (the commit would be lost on restart); reads and
+/// appends give a typed answer, never a hang or a SIGBUS death.
+// DEFECT: `Reader::commit` stores into the zero page the SIGBUS handler
+// put in place of the cut `meta` page and returns `Ok(())`: the durable
+// cursor is silently not stored.
+#[test]
+fn a_cursor_commit_after_meta_was_truncated_is_not_reported_stored() {
+    for at in [0u64, 4096] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l");
+        let log = Log::create(&path, &small(1 << 16)).unwrap();
+        let mut w = log.writer().unwrap();
+        let mut r = log.reader(Start::Cursor("c".into())).unwrap();
+        w.append(b"one").unwrap();
+        assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path.join("meta"))
+            .unwrap()
+            .set_len(at)
+            .unwrap();
+        // Whatever the append says, a reader either reads it or says
+        // Truncated: never "nothing" while the record is there.
+        match w.append(b"two") {
+            Ok(_) => match r.next_timeout(Duration::from_secs(2)) {
+                Ok(Some(rec)) => assert_eq!(rec.bytes(), b"two"),
+                Err(Error::Truncated { .. }) => {}
+                other => panic!("cut meta to {at}: reader: {other:?}"),
+            },
+            Err(Error::Truncated { .. }) => {}
+            Err(e) => panic!("cut meta to {at}: writer: {e}"),
+        }
+        match r.commit() {
+            Err(Error::Truncated { .. }) => {}
+            other => panic!("cut meta to {at}: commit: expected Truncated, got {other:?}"),
+        }
+    }
+}
+
+/// A writer killed mid-claim in another PID namespace: from this
+/// namespace its PID means nothing, only its lease lock does; while it
+/// lives its record is waited for, once it is killed readers pass it.
+/// A reader in another namespace pins its segment against retention.
+#[test]
+fn writers_and_readers_in_another_pid_namespace_are_judged_by_their_leases() {
+    let ns = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
+    if !std::process::Command::new("unshare")
+        .args(ns)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("unshare --pid does not work here: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let options = Options {
+        segment_size: 4096,
+        retain: Retention {
+            segments: Some(2),
+            ..Retention::default()
+        },
+    };
+    let log = Log::create(&path, &options).unwrap();
+    let p = path.display().to_string();
+    let mut w = log.writer().unwrap();
+    let mut r = log.reader(Start::Earliest).unwrap();
+    for mode in ["claim", "reserve"] {
+        let (child, mut out) = spawn_under(&ns, "crash", &[p.clone(), mode.into()]);
+        let ready = line(&mut out).expect("crash child ready");
+        let dead: u64 = ready.trim_start_matches("ready ").parse().unwrap();
+        let seq = w.append(mode.as_bytes()).unwrap();
+        assert!(seq > dead);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            r.next().unwrap().is_none(),
+            "{mode}: read past a live claim"
+        );
+        kill(child);
+        let rec = r.next_timeout(WAIT).unwrap().expect("no hang");
+        assert_eq!((rec.seq(), rec.bytes()), (seq, mode.as_bytes()));
+    }
+    // A pinning reader in another namespace (ours must not pin).
+    drop(r);
+    let first = log.info().unwrap().segments.last().unwrap().number;
+    let (child, mut out) = spawn_under(&ns, "pin", std::slice::from_ref(&p));
+    assert!(line(&mut out).is_some_and(|l| l.starts_with("ready")));
+    let pinned = log.info().unwrap().segments[0].number;
+    assert!(pinned <= first);
+    let mut i = 0;
+    while log.info().unwrap().segments.last().unwrap().number < first + 6 {
+        w.append(&payload(0, i)).unwrap();
+        i += 1;
+    }
+    assert_eq!(
+        log.info().unwrap().segments[0].number,
+        pinned,
+        "deleted under a live reader"
+    );
+    kill(child);
+    // `--kill-child` kills the namespace's process once `unshare` died:
+    // roll until retention sees it gone (bounded).
+    let start = std::time::Instant::now();
+    while log.info().unwrap().segments[0].number == pinned {
+        assert!(start.elapsed() < WAIT, "a dead reader pins its segment");
+        w.append(&payload(0, i)).unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A segment made before the slot split (256 lease slots, shared by
+/// readers and writers) still opens: writers and readers work in it and
+/// roll into a new (1024-slot) segment.
+#[test]
+fn an_old_format_segment_with_256_slots_still_works() {
+    use mapshare::unstable::log_protocol as p;
+    use mapshare::{Inspection, SharedFile};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let cap = 1u64 << 14;
+    drop(Log::create(&path, &small(cap)).unwrap());
+    let seg0 = segment_files(&path)[0].clone();
+    let h = Inspection::open(&seg0).unwrap().header;
+    assert_eq!(h.lease_slots, 1024);
+    std::fs::remove_file(&seg0).unwrap();
+    let mut spec = mapshare::Spec::new(h.kind, h.fingerprint.clone(), h.object_len);
+    spec.lease_slots = 256;
+    let f = SharedFile::create_new(&seg0, &spec, |region, header| {
+        let o = header.object_offset;
+        region.write_at(o + p::BASE, &0u64.to_ne_bytes())?;
+        region.write_at(o + p::NUMBER, &0u64.to_ne_bytes())?;
+        region.write_at(o + p::CAPACITY, &cap.to_ne_bytes())?;
+        region.write_at(o + p::CREATED, &1u64.to_ne_bytes())
+    })
+    .unwrap();
+    drop(f);
+    assert_eq!(Inspection::open(&seg0).unwrap().header.lease_slots, 256);
+    let log = Log::open(&path).unwrap();
+    let mut readers: Vec<_> = (0..200)
+        .map(|_| log.reader(Start::Earliest).unwrap())
+        .collect();
+    let mut w = log.writer().unwrap();
+    let mut n = 0u64;
+    while log.info().unwrap().segments.len() < 3 {
+        assert_eq!(w.append(&payload(1, n)).unwrap(), n);
+        n += 1;
+    }
+    for r in readers.iter_mut().step_by(50) {
+        for i in 0..n {
+            assert_eq!(r.next().unwrap().unwrap().bytes(), &payload(1, i)[..]);
+        }
+    }
+    // The 256 slots are shared: 200 readers + 1 writer leave 55.
+    let more: Vec<_> = (0..55).map(|_| log.reader(Start::Earliest)).collect();
+    assert!(more.iter().all(|r| r.is_ok()));
+}
+
+/// Another program's shared locks on a segment's lease bytes: on every
+/// writer byte, a new writer is refused with `LeaseSlotsBlocked` (typed,
+/// no hang) while readers still attach; on a dead writer's byte, its
+/// claim is still judged dead and readers pass it.
+#[test]
+fn shared_locks_on_segment_lease_bytes_never_hang_or_keep_a_dead_writer_alive() {
+    use mapshare::unstable::sys::lock::{try_lock, LockKind};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::create(&path, &Options::default()).unwrap();
+    let seg = segment_files(&path)[0].clone();
+    // A writer dies holding a claim; its slot's byte then gets a foreign
+    // shared lock (every writer byte does).
+    let (child, mut out) = spawn("crash", &[path.display().to_string(), "claim".into()]);
+    let ready = line(&mut out).expect("crash child ready");
+    let dead: u64 = ready.trim_start_matches("ready ").parse().unwrap();
+    kill(child);
+    // Our writer takes a free slot first; the dead one's is not free.
+    let mut w = log.writer().unwrap();
+    let base = mapshare::unstable::lease::LEASE_LOCK_BASE;
+    let other = std::fs::File::open(&seg).unwrap();
+    let mut locked = 0;
+    for i in 0..256 {
+        // Our writer's byte refuses it; every other one takes it.
+        locked += u32::from(try_lock(&other, LockKind::Shared, base + i, 1).unwrap());
+    }
+    assert_eq!(locked, 255);
+    match log.writer() {
+        Err(Error::LeaseSlotsBlocked { blocked, .. }) => assert_eq!(blocked, 255),
+        other => panic!("expected LeaseSlotsBlocked, got {:?}", other.map(|_| ())),
+    }
+    let mut r = log.reader(Start::Earliest).unwrap();
+    let seq = w.append(b"after").unwrap();
+    assert!(seq > dead);
+    let rec = r
+        .next_timeout(WAIT)
+        .unwrap()
+        .expect("no hang behind a dead writer");
+    assert_eq!((rec.seq(), rec.bytes()), (seq, &b"after"[..]));
+    drop(other);
 }
