@@ -1114,7 +1114,7 @@ fn a_segment_truncated_under_a_reader_and_writer_is_truncated() {
 /// refused with `ForkedChild` (module docs: "operations in the child fail
 /// with ForkedChild"), and nothing the child does may move the parent's
 /// tether.
-// DEFECT: `Reader::next` never checks the fork counter: the child reads,
+// Review (fixed): `Reader::next` never checks the fork counter: the child reads,
 // and a tethered reader's read stores the live position in `meta`, so the
 // parent's tether moves on although the parent read nothing, and writers
 // stop waiting for it. And `Writer::append` waits for the tether
@@ -1145,7 +1145,7 @@ fn a_forked_childs_reader_is_refused_and_never_moves_the_parents_tether() {
 /// 768 readers fill a segment's reader range: the 769th is refused with
 /// `LeaseTableFull`, writers still attach and append, and `Log::info`
 /// (which looks at each segment through a reader slot) still answers.
-// DEFECT: `info` opens every segment in the reader role, so on a segment
+// Review (fixed): `info` opens every segment in the reader role, so on a segment
 // whose 768 reader slots are taken it fails with `LeaseTableFull`
 // (`mapshare log info` on a busy log).
 #[test]
@@ -1220,7 +1220,7 @@ fn threads_racing_attach_and_detach_in_both_slot_ranges() {
 /// must not report success when what it stored went to a page that is no
 /// longer the file's (the commit would be lost on restart); reads and
 /// appends give a typed answer, never a hang or a SIGBUS death.
-// DEFECT: `Reader::commit` stores into the zero page the SIGBUS handler
+// Review (fixed): `Reader::commit` stores into the zero page the SIGBUS handler
 // put in place of the cut `meta` page and returns `Ok(())`: the durable
 // cursor is silently not stored.
 #[test]

@@ -167,6 +167,7 @@ fn take(meta: &Meta, name: &str, start: u64) -> Result<(u64, u64)> {
         }
         meta.word(slot(i) + POS)?.store(start, Relaxed);
         state.store((name.len() as u64) << 8 | IN_USE, Release);
+        meta.file.region().check_faults()?;
         return Ok((i, start));
     }
     Err(Error::Busy {
@@ -179,7 +180,9 @@ fn take(meta: &Meta, name: &str, start: u64) -> Result<(u64, u64)> {
 /// persists; `msync` is the caller's choice).
 pub(crate) fn store(meta: &Meta, i: u64, pos: u64) -> Result<()> {
     meta.word(slot(i) + POS)?.store(pos, Release);
-    Ok(())
+    // A `meta` cut behind our back takes the store into a zero page the
+    // SIGBUS handler put there: report it, never "stored".
+    meta.file.region().check_faults()
 }
 
 /// Tethers slot `i` to this process's lease in `meta`, at `pos`, letting
@@ -203,7 +206,7 @@ pub(crate) fn tether(meta: &Meta, i: u64, pos: u64, limit: u64) -> Result<()> {
             if cur == 0 {
                 meta.word(TETHERS)?.fetch_add(1, AcqRel);
             }
-            return Ok(());
+            return meta.file.region().check_faults();
         }
     }
     Err(Error::Busy {

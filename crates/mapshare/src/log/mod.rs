@@ -670,6 +670,8 @@ impl Log {
             }
             let seg = match Segment::open(self.dir(), first, Role::Reader) {
                 Ok(s) => s,
+                // Every reader slot taken: live readers pin it.
+                Err(Error::LeaseTableFull { .. }) => break,
                 Err(Error::NotFound { .. }) => {
                     let _ =
                         self.meta
@@ -714,26 +716,29 @@ impl Log {
         let mut writers = 0;
         let mut next_seq = 0;
         for n in first..=last {
-            let seg = match Segment::open(self.dir(), n, Role::Reader) {
-                Ok(s) => s,
+            let opened = match Segment::open(self.dir(), n, Role::Reader) {
+                Ok(seg) => seg.look(n == last),
+                // Every reader slot taken: look without a lease.
+                Err(Error::LeaseTableFull { .. }) => Segment::peek(self.dir(), n, n == last),
+                Err(e) => Err(e),
+            };
+            let pk = match opened {
+                Ok(pk) => pk,
                 Err(Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let (used, reserved) = protocol::tail_parts(seg.load(protocol::TAIL, Acquire));
-            let end = protocol::ended(&seg);
-            let reserved = end.unwrap_or(reserved);
-            bytes += seg.file().region().len() as u64;
-            next_seq = seg.base + reserved;
+            bytes += pk.file_len;
+            next_seq = pk.base + pk.reserved;
             if n == last {
-                writers = seg.writers()?;
+                writers = pk.writers;
             }
             segments.push(SegmentInfo {
                 number: n,
-                base: seg.base,
-                reserved,
-                used: used.min(seg.geo.capacity),
-                capacity: seg.geo.capacity,
-                closed: end.is_some(),
+                base: pk.base,
+                reserved: pk.reserved,
+                used: pk.used,
+                capacity: pk.capacity,
+                closed: pk.closed,
             });
         }
         let first_seq = segments.first().map_or(0, |s| s.base);

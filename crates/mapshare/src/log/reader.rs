@@ -202,6 +202,10 @@ impl Reader {
     /// it, and skips at most `INDEX_EVERY` records. Records already
     /// deleted make the next read report [`Error::Lagged`].
     pub fn seek(&mut self, seq: u64) -> Result<()> {
+        self.seg
+            .file()
+            .lease()
+            .check_owner(self.seg.file().region())?;
         let first = self.log.first_segment()?;
         if seq < first.base {
             self.lagged = Some((first.base - seq, first.base));
@@ -277,6 +281,12 @@ impl Reader {
     /// Marks the records of dead writers (at most once per
     /// [`CHECK_EVERY`] at one position: the check asks the kernel).
     fn advance(&mut self) -> Result<Option<(u64, u32, u64)>> {
+        // Every read goes through here: a forked child's copy of a reader
+        // is its parent's (its position, its tether), never to be moved.
+        self.seg
+            .file()
+            .lease()
+            .check_owner(self.seg.file().region())?;
         if let Some((skipped, resume_at)) = self.lagged.take() {
             return Err(Error::Lagged {
                 origin: Origin::path(self.log.dir()),

@@ -111,6 +111,17 @@ unsafe impl Send for Segment {}
 // SAFETY: as for `Send`: `&Segment` only gives atomic access to words.
 unsafe impl Sync for Segment {}
 
+/// A segment as [`Segment::peek`] reads it (see `SegmentInfo`).
+pub(crate) struct Peek {
+    pub base: u64,
+    pub reserved: u64,
+    pub used: u64,
+    pub capacity: u64,
+    pub closed: bool,
+    pub file_len: u64,
+    pub writers: u32,
+}
+
 impl Segment {
     /// Opens segment `number` of `dir`, creating it with first sequence
     /// number `base` and `capacity` data bytes if it does not exist. An
@@ -313,6 +324,70 @@ impl Segment {
             }
         }
         Ok(true)
+    }
+
+    /// What `Log::info` shows of segment `number`, read through a
+    /// read-only map that takes no lease: for a segment whose reader slots
+    /// are all taken (a look must not need one of them).
+    pub fn peek(dir: &Path, number: u64, count_writers: bool) -> Result<Peek> {
+        let insp = crate::file::Inspection::open(path(dir, number))?;
+        let (r, h) = (&insp.region, &insp.header);
+        if h.kind != Kind::LogSegment {
+            return Err(Error::WrongKind {
+                origin: r.origin().clone(),
+                expected: format!("{:?}", Kind::LogSegment),
+                found: format!("{:?}", h.kind),
+            });
+        }
+        let o = h.object_offset;
+        let word = |at: u64| r.load_u64(o + at, Acquire);
+        let capacity = word(p::CAPACITY)?;
+        let base = word(p::BASE)?;
+        let geo = p::check_control(capacity, word(p::NUMBER)?, base, h.object_len, number)
+            .map_err(|v| Error::Corrupted {
+                origin: r.origin().clone(),
+                what: "log segment",
+                why: v.0,
+            })?;
+        let (used, reserved) = p::tail_parts(word(p::TAIL)?);
+        let end = word(p::END)?;
+        let end = (end & p::SEALED != 0).then_some(end & !p::SEALED);
+        let leases = crate::lease::LeaseTable::new(r, h.lease_offset, h.lease_slots);
+        let mut writers = 0;
+        for slot in (0..p::REGISTRY_SLOTS).filter(|_| count_writers) {
+            let token = word(p::registry_at(slot))?;
+            let live = Token::from_raw(token)
+                .filter(|t| t.slot() < p::REGISTRY_SLOTS)
+                .map(|t| leases.liveness(t, None))
+                .transpose()?
+                .is_some_and(|l| !matches!(l, Liveness::Dead { .. }));
+            writers += u32::from(live);
+        }
+        Ok(Peek {
+            base,
+            reserved: end.unwrap_or(reserved),
+            used: used.min(geo.capacity),
+            capacity: geo.capacity,
+            closed: end.is_some(),
+            file_len: r.len() as u64,
+            writers,
+        })
+    }
+
+    /// What `Log::info` shows of this segment (live writers counted only
+    /// if asked: each is a lock probe).
+    pub fn look(&self, count_writers: bool) -> Result<Peek> {
+        let (used, reserved) = p::tail_parts(self.load(p::TAIL, Acquire));
+        let end = p::ended(self);
+        Ok(Peek {
+            base: self.base,
+            reserved: end.unwrap_or(reserved),
+            used: used.min(self.geo.capacity),
+            capacity: self.geo.capacity,
+            closed: end.is_some(),
+            file_len: self.file.region().len() as u64,
+            writers: if count_writers { self.writers()? } else { 0 },
+        })
     }
 
     /// Live writer handles registered in this segment.

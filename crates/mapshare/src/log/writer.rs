@@ -77,6 +77,12 @@ impl Writer {
     /// writers checking at once may overshoot a limit by the records they
     /// have in flight.
     fn wait_for_tethers(&self, n: u64) -> Result<()> {
+        // The first step of every append: a forked child is refused at
+        // once, not after waiting out a tether for its parent.
+        self.seg
+            .file()
+            .lease()
+            .check_owner(self.seg.file().region())?;
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
