@@ -739,7 +739,7 @@ impl PyEvent {
         timeout: Option<f64>,
     ) -> PyResult<bool> {
         let limit = util::timeout_arg(timeout)?;
-        let deadline = limit.map(|t| std::time::Instant::now() + t);
+        let deadline = limit.and_then(|t| std::time::Instant::now().checked_add(t));
         loop {
             let ticket = self.listen()?;
             if predicate.call0()?.is_truthy()? {

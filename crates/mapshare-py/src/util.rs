@@ -63,7 +63,8 @@ pub fn blocking<T, F>(py: Python<'_>, timeout: Option<Duration>, mut step: F) ->
 where
     F: FnMut(Duration) -> mapshare::Result<Option<T>>,
 {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // A timeout past what the clock holds is no limit.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     loop {
         let slice = match deadline {
             None => SLICE,

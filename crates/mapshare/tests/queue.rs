@@ -1128,3 +1128,27 @@ fn record_size_errors_name_the_queue_record() {
     );
     assert!(matches!(rx.try_recv(), Ok(None)));
 }
+
+/// A timeout too long for the clock (`Duration::MAX`) waits without
+/// limit; it never panics adding it to the clock.
+#[test]
+fn timeouts_past_the_clock_mean_no_limit() {
+    let (_dir, path) = new_queue(4096);
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    tx.send_timeout(b"one", Duration::MAX).unwrap();
+    tx.reserve_timeout(3, Duration::MAX).unwrap().commit();
+    tx.send(b"three").unwrap();
+    assert_eq!(&*rx.recv_timeout(Duration::MAX).unwrap(), b"one");
+    let mut buf = Vec::new();
+    assert_eq!(rx.recv_into_timeout(&mut buf, Duration::MAX).unwrap(), 3);
+    assert_eq!(rx.recv_batch(8, Duration::MAX).unwrap().len(), 1);
+    // One that has to wait: a send from another thread ends it.
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.send(b"late").unwrap();
+        });
+        assert_eq!(&*rx.recv_timeout(Duration::MAX).unwrap(), b"late");
+    });
+}

@@ -1579,3 +1579,33 @@ fn bad_spec_arguments_are_refused_before_anything_is_made() {
     open.mode = 0o777;
     drop(SharedFile::open_or_create(dir.path().join("y"), &open, |_, _| Ok(())).unwrap());
 }
+
+/// A timeout too long for the clock (`Duration::MAX`, a caller's "no
+/// limit") waits without limit; it never panics adding it to the clock.
+#[test]
+fn timeouts_past_the_clock_mean_no_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let f =
+        SharedFile::open_or_create(dir.path().join("sync"), &sync_spec(), |_, _| Ok(())).unwrap();
+    // SAFETY: the sync file's layout reserves SEM for the semaphore.
+    let sem = unsafe { Semaphore::at(raw(&f), f.object_offset() + SEM) }.unwrap();
+    // SAFETY: and EVENT for the event.
+    let ev = unsafe { Event::at(raw(&f), f.object_offset() + EVENT) }.unwrap();
+    sem.post_n(1).unwrap();
+    sem.wait_timeout(Duration::MAX).unwrap();
+    let ticket = ev.listen();
+    ev.notify_all();
+    ev.wait(ticket, Duration::MAX).unwrap();
+    ev.wait_while(|| false, Duration::MAX).unwrap();
+    let pair =
+        Shared::<Pair>::open_or_create(dir.path().join("pair"), &Pair { a: 0, b: 0 }).unwrap();
+    drop(pair.mutex().lock_timeout(Duration::MAX).unwrap());
+    // And one that has to wait: a post from another thread ends it.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(20));
+            sem.post_n(1).unwrap();
+        });
+        sem.wait_timeout(Duration::MAX).unwrap();
+    });
+}

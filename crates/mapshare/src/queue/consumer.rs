@@ -254,7 +254,7 @@ impl Consumer {
     /// Receives, waiting at most `timeout`.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Record<'_>> {
         let start = Instant::now();
-        match self.next_record(Wait::Until(start + timeout), false)? {
+        match self.next_record(Wait::after(start, timeout), false)? {
             Some((_, len, _)) => Ok(self.record(len)),
             None => Err(Error::Timeout {
                 origin: self.q.origin().clone(),
@@ -289,7 +289,7 @@ impl Consumer {
     /// [`Consumer::recv_into`], waiting at most `timeout`.
     pub fn recv_into_timeout(&mut self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
         let start = Instant::now();
-        match self.recv_into_inner(Wait::Until(start + timeout), buf)? {
+        match self.recv_into_inner(Wait::after(start, timeout), buf)? {
             Some(len) => Ok(len),
             None => Err(Error::Timeout {
                 origin: self.q.origin().clone(),
@@ -336,7 +336,7 @@ impl Consumer {
     /// early; it is reported by the next call.
     pub fn recv_batch(&mut self, max: usize, timeout: Duration) -> Result<Batch<'_>> {
         let mut records = Vec::new();
-        let mut wait = Wait::Until(Instant::now() + timeout);
+        let mut wait = Wait::after(Instant::now(), timeout);
         while records.len() < max {
             match self.next_record(wait, !records.is_empty()) {
                 Ok(Some((at, len, next))) => {

@@ -859,6 +859,18 @@ enum Wait {
     Forever,
 }
 
+impl Wait {
+    /// Until `timeout` after `start`; forever if that is past what the
+    /// clock can hold (`Duration::MAX` is a caller's "no limit", never a
+    /// panic).
+    fn after(start: Instant, timeout: Duration) -> Wait {
+        match start.checked_add(timeout) {
+            Some(d) => Wait::Until(d),
+            None => Wait::Forever,
+        }
+    }
+}
+
 /// What an unbounded wait that returned empty-handed is reported as.
 /// `Wait::Forever` returns only with room or data, or an error, so this
 /// is not expected; it is an error rather than a panic all the same.

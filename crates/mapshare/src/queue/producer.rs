@@ -292,7 +292,7 @@ impl Producer {
     /// Reserves space, waiting at most `timeout`.
     pub fn reserve_timeout(&mut self, len: usize, timeout: Duration) -> Result<Grant<'_>> {
         let start = Instant::now();
-        match self.reserve_inner(len, Wait::Until(start + timeout))? {
+        match self.reserve_inner(len, Wait::after(start, timeout))? {
             Some(at) => Ok(self.grant(at, len)),
             None => Err(Error::Timeout {
                 origin: self.q.origin().clone(),
@@ -343,7 +343,7 @@ impl Producer {
         data: &'d [u8],
         timeout: Duration,
     ) -> std::result::Result<(), SendError<&'d [u8]>> {
-        self.send_inner(data, Wait::Until(Instant::now() + timeout))
+        self.send_inner(data, Wait::after(Instant::now(), timeout))
     }
 
     /// Sends every record of `records`, waiting for space as `send` does.

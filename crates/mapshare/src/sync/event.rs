@@ -241,7 +241,7 @@ impl<'r> Event<'r> {
         let start = Instant::now();
         if self
             .raw()
-            .wait(ticket, Some(start + timeout), self.spin, &Futex)
+            .wait(ticket, start.checked_add(timeout), self.spin, &Futex)
         {
             return Ok(());
         }
@@ -256,13 +256,14 @@ impl<'r> Event<'r> {
     /// Waits while `condition()` holds, at most `timeout` in all.
     pub fn wait_while(&self, mut condition: impl FnMut() -> bool, timeout: Duration) -> Result<()> {
         let start = Instant::now();
-        let deadline = start + timeout;
+        // `None`: past what the clock holds, that is no limit.
+        let deadline = start.checked_add(timeout);
         loop {
             let ticket = self.listen();
             if !condition() {
                 return Ok(());
             }
-            if !self.raw().wait(ticket, Some(deadline), self.spin, &Futex) {
+            if !self.raw().wait(ticket, deadline, self.spin, &Futex) {
                 return if condition() {
                     Err(self.timeout(start))
                 } else {

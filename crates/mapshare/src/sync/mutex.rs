@@ -404,7 +404,7 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
 
     /// Locks, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> super::LockResult<MutexGuard<'f, T>> {
-        self.run(Some(Instant::now() + timeout), false)
+        self.run(Instant::now().checked_add(timeout), false)
     }
 
     /// What the mutex is doing now.

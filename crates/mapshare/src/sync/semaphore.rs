@@ -199,7 +199,10 @@ impl<'r> Semaphore<'r> {
     /// Takes a permit, waiting at most `timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
         let start = Instant::now();
-        if self.raw().wait(Some(start + timeout), self.spin, &Futex) {
+        if self
+            .raw()
+            .wait(start.checked_add(timeout), self.spin, &Futex)
+        {
             return Ok(());
         }
         Err(Error::Timeout {
