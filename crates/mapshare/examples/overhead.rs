@@ -1,5 +1,6 @@
 //! Software cost of one record, with no second core involved: one thread
-//! sends and receives in turn (everything stays in its cache).
+//! sends and receives in turn (everything stays in its cache); then the
+//! log: one writer appending 64-byte records, and a reader reading them.
 //! `cargo run --release -p mapshare --example overhead`
 use std::time::Instant;
 
@@ -21,5 +22,26 @@ fn main() -> mapshare::Result<()> {
         std::hint::black_box(acc);
         println!("{size} B: {ns:.1} ns per send+recv");
     }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let log = mapshare::log::Log::create(dir.path().join("log"), &Default::default())?;
+    let mut w = log.writer()?;
+    let buf = [0x5au8; 64];
+    let n = 2_000_000u64;
+    let t = Instant::now();
+    for _ in 0..n {
+        w.append(&buf)?;
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    println!("log: {ns:.1} ns per 64 B append");
+    let mut r = log.reader(mapshare::log::Start::Earliest)?;
+    let t = Instant::now();
+    let mut acc = 0u64;
+    for _ in 0..n {
+        let rec = r.next()?.expect("appended");
+        acc = acc.wrapping_add(rec.seq());
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    std::hint::black_box(acc);
+    println!("log: {ns:.1} ns per 64 B read");
     Ok(())
 }

@@ -60,6 +60,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod crc;
 pub mod error;
 pub mod file;
 pub mod format;

@@ -1121,20 +1121,27 @@ impl Region {
     /// read-only regions; where the kernel lacks the advice (before 5.14)
     /// it populates for reading instead.
     pub fn prefault_write(&self) -> Result<()> {
+        self.prefault_write_range(0, self.len)
+    }
+
+    /// [`Region::prefault_write`] for `[offset, offset + len)` only (a
+    /// log writer populates the part of its segment it is about to fill).
+    pub fn prefault_write_range(&self, offset: u64, len: usize) -> Result<()> {
         if self.access == Access::ReadOnly {
             return Err(Error::ReadOnly {
                 origin: self.origin.clone(),
             });
         }
-        if self.len == 0 {
+        let start = self.bounds(offset, len)?;
+        if len == 0 {
             return Ok(());
         }
-        let (addr, span) = self.page_span(0, self.len);
+        let (addr, span) = self.page_span(start, len);
         // SAFETY: the span lies in this region's mapping; populating
         // changes no data.
         match unsafe { sys::mem::advise(addr, span, Advice::PopulateWrite) } {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.prefault(),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.populate(start, len),
             Err(e) => Err(Error::io(&self.origin, "madvise(populate write)", e)),
         }
     }
@@ -1143,10 +1150,15 @@ impl Region {
     /// cost no page fault (`MADV_POPULATE_READ`, or `POPULATE_WRITE` for
     /// anonymous regions; on kernels before 5.14, by touching each page).
     pub fn prefault(&self) -> Result<()> {
-        if self.len == 0 {
+        self.populate(0, self.len)
+    }
+
+    /// [`Region::prefault`] for `start..start + len` (inside the region).
+    fn populate(&self, start: usize, len: usize) -> Result<()> {
+        if len == 0 {
             return Ok(());
         }
-        let (addr, span) = self.page_span(0, self.len);
+        let (addr, span) = self.page_span(start, len);
         // Populating a shared *file* mapping for writing would mark every
         // page dirty and cause write-back of unchanged data.
         let advice = if self.backing == Backing::Memfd && self.access == Access::ReadWrite {
@@ -1160,12 +1172,15 @@ impl Region {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 let page = sys::page_size();
-                let mut at = 0;
-                while at < self.len {
-                    // SAFETY: `at < len`, inside the mapping; a volatile read
-                    // of a `u8` creates no reference and cannot be elided.
+                let base = self.ptr as usize;
+                // The first byte, then the first byte of each page after.
+                let mut at = start;
+                while at < start + len {
+                    // SAFETY: `at < start + len`, inside the mapping; a
+                    // volatile read of a `u8` creates no reference and
+                    // cannot be elided.
                     unsafe { std::ptr::read_volatile(self.ptr.add(at)) };
-                    at += page;
+                    at = ((base + at) / page + 1) * page - base;
                 }
                 Ok(())
             }

@@ -1418,3 +1418,35 @@ fn shared_locks_on_segment_lease_bytes_never_hang_or_keep_a_dead_writer_alive() 
     assert_eq!((rec.seq(), rec.bytes()), (seq, &b"after"[..]));
     drop(other);
 }
+
+/// A timeout too long for the clock (`Duration::MAX`) waits without
+/// limit; it never panics adding it to the clock.
+#[test]
+fn timeouts_past_the_clock_mean_no_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("log"), &small(64 << 10)).unwrap();
+    let mut w = log.writer().unwrap();
+    let mut r = log.reader(Start::Earliest).unwrap();
+    w.append(b"first").unwrap();
+    assert_eq!(
+        r.next_timeout(Duration::MAX).unwrap().unwrap().bytes(),
+        b"first"
+    );
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w.append(b"late").unwrap();
+            w.append(b"later").unwrap();
+        });
+        assert_eq!(
+            r.next_timeout(Duration::MAX).unwrap().unwrap().bytes(),
+            b"late"
+        );
+        let mut out = Vec::new();
+        assert_eq!(
+            r.next_into_timeout(&mut out, Duration::MAX).unwrap(),
+            Some(2)
+        );
+        assert_eq!(out, b"later");
+    });
+}

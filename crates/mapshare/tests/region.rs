@@ -860,6 +860,36 @@ fn prefault_write_maps_every_page_writable_and_changes_no_data() {
         ro.prefault_write(),
         Err(mapshare::Error::ReadOnly { .. })
     ));
+    assert!(matches!(
+        ro.prefault_write_range(0, 1),
+        Err(mapshare::Error::ReadOnly { .. })
+    ));
+}
+
+#[test]
+fn prefault_write_range_maps_only_its_pages() {
+    let (_dir, path) = disk_file(64 * PAGE as usize);
+    let region = Region::open(&path).unwrap();
+    region.flush().unwrap();
+    region.advise(Hint::DontNeed).unwrap();
+    let addr = region.as_ptr() as usize;
+    let before = smaps_kb(addr, "Rss");
+    // From the middle of page 8 to the middle of page 12: pages 8..=12.
+    region
+        .prefault_write_range(8 * PAGE + 100, 4 * PAGE as usize)
+        .unwrap();
+    let dirty = smaps_kb(addr, "Shared_Dirty") + smaps_kb(addr, "Private_Dirty");
+    assert_eq!(dirty, 5 * PAGE / 1024, "exactly the pages of the range");
+    assert!(smaps_kb(addr, "Rss") <= before + 5 * PAGE / 1024);
+    assert_eq!(
+        region.read_vec(0, 64 * PAGE as usize).unwrap(),
+        pattern(64 * PAGE as usize)
+    );
+    assert!(matches!(
+        region.prefault_write_range(60 * PAGE, 5 * PAGE as usize),
+        Err(mapshare::Error::OutOfBounds { .. })
+    ));
+    region.prefault_write_range(64 * PAGE, 0).unwrap();
 }
 
 /// A memfd has no size limit of its own: reserving more than the machine

@@ -397,7 +397,15 @@ pub(crate) enum Found {
 /// Steps over aborted records and holes from `pos` to the next record,
 /// end or wait; with `repair`, marks the records and holes of dead
 /// writers first. Bounded: each step advances at least 8 bytes.
-pub(crate) fn scan(meta: &Meta, seg: &Segment, pos: &mut Pos, repair: bool) -> Result<Found> {
+/// `repair()` says whether a pending record may be checked for a dead
+/// writer (asked only when one is found: the reader's answer reads the
+/// clock).
+pub(crate) fn scan(
+    meta: &Meta,
+    seg: &Segment,
+    pos: &mut Pos,
+    mut repair: impl FnMut() -> bool,
+) -> Result<Found> {
     let max_steps = seg.geo.capacity / 8 + 2;
     for _ in 0..max_steps {
         let step = protocol::step(seg, &seg.geo, pos.p, pos.idx).map_err(|v| seg.violation(v))?;
@@ -414,7 +422,7 @@ pub(crate) fn scan(meta: &Meta, seg: &Segment, pos: &mut Pos, repair: bool) -> R
                 return Ok(Found::End { count });
             }
             Step::Pending { word, token } => {
-                if !repair || !repair_at(seg, pos, word, token)? {
+                if !repair() || !repair_at(seg, pos, word, token)? {
                     return Ok(Found::Pending);
                 }
                 meta.notify();
@@ -627,7 +635,7 @@ impl Log {
             if let Some(count) = protocol::ended(seg) {
                 return Ok(count);
             }
-            match scan(&self.meta, seg, &mut pos, true)? {
+            match scan(&self.meta, seg, &mut pos, || true)? {
                 Found::End { count } => return Ok(count),
                 Found::Record { len } => {
                     pos.p += protocol::span(u64::from(len));

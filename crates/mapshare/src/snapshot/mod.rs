@@ -189,13 +189,12 @@
 //! back): the parent's pins stand.
 
 mod anonymous;
-mod crc;
 pub(crate) mod protocol;
 mod reader;
 mod writer;
 
+pub use crate::crc::{checksum, fast_checksum_available};
 pub use anonymous::Anonymous;
-pub use crc::{checksum, fast_checksum_available};
 pub use reader::{ReadGuard, ReadOnlyReader, Reader};
 pub use writer::{Options, SlowReaders, Writer};
 

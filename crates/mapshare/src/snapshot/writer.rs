@@ -5,13 +5,13 @@ use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::time::{Duration, Instant};
 
-use super::crc::copy_with_checksum;
 use super::protocol::{self, StdFence, Version, MAX_GENERATION, MAX_SLOTS};
 use super::{
     checksum, first_capacity, init, round_up_page, spec, Control, Segments, DEFAULT_CAPACITY,
     FIRST_CAPACITY, MAX_VALUE, RO_RECHECK, RO_WAIT_BYTE, SEG_CAPACITY, SEG_OFFSET, SLOT_GENERATION,
     SLOT_LEN,
 };
+use crate::crc::copy_with_checksum;
 use crate::error::{Error, Result};
 use crate::file::SharedFile;
 use crate::region::Access;
