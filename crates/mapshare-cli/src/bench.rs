@@ -120,6 +120,64 @@ pub(crate) fn throughput_bytes(
     })
 }
 
+/// A throughput figure whose subject and baseline ran alternately, in
+/// short rounds (see [`alternating`]).
+pub(crate) struct Alternated {
+    /// Median (items/s, bytes/s) of the subject's rounds.
+    pub ours: (f64, f64),
+    /// Median of the baseline's rounds.
+    pub base: (f64, f64),
+    /// Per-round bytes/s ratios, sorted.
+    pub ratios: Vec<f64>,
+}
+
+/// Runs `ours` and `base` alternately, `rounds` times each. This VM moves
+/// its two vCPUs between host cores: two measurements seconds apart often
+/// ran on different placements (rtrb alone swings 5× between runs), while
+/// a round and the round after it usually share one. So a figure's ratio
+/// is the median of the per-round ratios, not the ratio of two medians.
+pub(crate) fn alternating(
+    rounds: usize,
+    mut ours: impl FnMut() -> Result<(f64, f64), Failure>,
+    mut base: impl FnMut() -> Result<(f64, f64), Failure>,
+) -> Result<Alternated, Failure> {
+    let (mut o, mut b, mut ratios) = (vec![], vec![], vec![]);
+    for _ in 0..rounds.max(1) {
+        let x = base()?;
+        let y = ours()?;
+        ratios.push(y.1 / x.1);
+        o.push(y);
+        b.push(x);
+    }
+    let med = |v: &mut Vec<(f64, f64)>| {
+        v.sort_by(|p, q| p.1.total_cmp(&q.1));
+        v[v.len() / 2]
+    };
+    ratios.sort_by(f64::total_cmp);
+    Ok(Alternated {
+        ours: med(&mut o),
+        base: med(&mut b),
+        ratios,
+    })
+}
+
+/// [`throughput_bytes`] for an [`Alternated`] figure: the ratio is the
+/// median per-round ratio, with the rounds' range beside it.
+pub(crate) fn throughput_alternated(
+    suite: &str,
+    case: &str,
+    subject: &str,
+    baseline: &str,
+    a: &Alternated,
+) -> Value {
+    let mut v = throughput_bytes(suite, case, subject, a.ours, baseline, a.base);
+    v["ratio"] = json!(round(a.ratios[a.ratios.len() / 2]));
+    v["rounds"] = json!(a.ratios.len());
+    v["ratio_min"] = json!(round(a.ratios[0]));
+    v["ratio_max"] = json!(round(a.ratios[a.ratios.len() - 1]));
+    v
+}
+
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

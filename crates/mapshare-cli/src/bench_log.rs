@@ -9,6 +9,10 @@
 //! - `append_64B_1_writer`: appends per second of one writer (no reader)
 //!   against the SPSC queue's throughput for 64 B records.
 //! - `append_64B_2_writers`: two writer threads, against one writer.
+//!
+//!   Both append figures alternate subject and baseline in 7 rounds and
+//!   report the median of the per-round ratios, with their range
+//!   (`ratio_min`, `ratio_max`).
 //! - `roll_p999`: per-append latency with 1 MiB segments (a roll every
 //!   ~10k records): the 99.9th percentile against the median.
 
@@ -20,10 +24,14 @@ use hdrhistogram::Histogram;
 use mapshare::log::{Log, Options, Start};
 use serde_json::Value;
 
-use crate::bench::{latency, throughput_bytes, word, BenchFile, Dist, VAL_A};
+use crate::bench::{
+    alternating, latency, throughput_alternated, word, BenchFile, Dist, VAL_A,
+};
 use crate::Failure;
 
 const STOP: u8 = 0xff;
+/// Rounds of each throughput figure (see `bench::alternating`).
+const ROUNDS: usize = 7;
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
@@ -180,24 +188,31 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
             &one,
         ));
     }
-    let spsc = crate::bench_queue::queue_throughput(64, n)?;
-    let w1 = append_throughput(1, n)?;
-    figures.push(throughput_bytes(
+    // Alternating rounds of half the records each (see `alternating`).
+    let half = n / 2;
+    let w1 = alternating(
+        ROUNDS,
+        || append_throughput(1, half),
+        || crate::bench_queue::queue_throughput(64, half),
+    )?;
+    figures.push(throughput_alternated(
         "log",
         "append_64B_1_writer",
         "mapshare-log",
-        w1,
         "SPSC queue",
-        spsc,
+        &w1,
     ));
-    let w2 = append_throughput(2, n)?;
-    figures.push(throughput_bytes(
+    let w2 = alternating(
+        ROUNDS,
+        || append_throughput(2, half),
+        || append_throughput(1, half),
+    )?;
+    figures.push(throughput_alternated(
         "log",
         "append_64B_2_writers",
         "mapshare-log",
-        w2,
         "1 writer",
-        w1,
+        &w2,
     ));
     let roll = roll_latency(n)?;
     let p999 = Dist {

@@ -810,27 +810,43 @@ impl Region {
 
     /// Checks that `[offset, offset + len)` lies inside the region and returns
     /// it as `usize`s.
+    /// (Inline, with the errors built out of line: the crate's objects
+    /// check a word this way on hot paths, such as every log append.)
+    #[inline]
     fn bounds(&self, offset: u64, len: usize) -> Result<usize> {
-        let oob = || Error::OutOfBounds {
+        if let Ok(start) = usize::try_from(offset) {
+            if start.checked_add(len).is_some_and(|end| end <= self.len) {
+                return Ok(start);
+            }
+        }
+        Err(self.out_of_bounds(offset, len))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn out_of_bounds(&self, offset: u64, len: usize) -> Error {
+        Error::OutOfBounds {
             origin: self.origin.clone(),
             offset,
             len: len as u64,
             region_len: self.len as u64,
-        };
-        let start = usize::try_from(offset).map_err(|_| oob())?;
-        match start.checked_add(len) {
-            Some(end) if end <= self.len => Ok(start),
-            _ => Err(oob()),
         }
     }
 
+    #[inline]
     fn writable(&self) -> Result<()> {
         if self.access == Access::ReadOnly {
-            return Err(Error::ReadOnly {
-                origin: self.origin.clone(),
-            });
+            return Err(self.read_only());
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn read_only(&self) -> Error {
+        Error::ReadOnly {
+            origin: self.origin.clone(),
+        }
     }
 
     /// Copies `buf.len()` bytes starting at `offset` into `buf`.
@@ -881,24 +897,32 @@ impl Region {
         self.check_faults()
     }
 
+    #[inline]
     fn atomic_ptr(&self, offset: u64, size: usize) -> Result<*mut u8> {
         self.writable()?;
         self.aligned_ptr(offset, size)
     }
 
+    #[inline]
     fn aligned_ptr(&self, offset: u64, size: usize) -> Result<*mut u8> {
         let start = self.bounds(offset, size)?;
         // SAFETY: `start` is in bounds (checked above).
         let p = unsafe { self.ptr.add(start) };
         if !(p as usize).is_multiple_of(size) {
-            return Err(Error::Misaligned {
-                origin: self.origin.clone(),
-                offset,
-                align: size,
-                addr: p as usize,
-            });
+            return Err(self.misaligned(offset, size, p as usize));
         }
         Ok(p)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn misaligned(&self, offset: u64, align: usize, addr: usize) -> Error {
+        Error::Misaligned {
+            origin: self.origin.clone(),
+            offset,
+            align,
+            addr,
+        }
     }
 
     /// An atomic view of the 4 bytes at `offset`, which must be 4-aligned in
@@ -946,6 +970,7 @@ impl Region {
     /// [`Region::atomic_u32`] for the crate's own objects, whose words are
     /// only ever accessed atomically and with one size (each object's
     /// layout says so) and which safe code cannot reach otherwise.
+    #[inline]
     pub(crate) fn atomic32(&self, offset: u64) -> Result<&AtomicU32> {
         let p = self.atomic_ptr(offset, 4)?;
         // SAFETY: `p` is 4-aligned, in bounds of a writable mapping that lives
@@ -958,6 +983,7 @@ impl Region {
 
     /// [`Region::atomic_u64`] for the crate's own objects (see
     /// [`Region::atomic32`]).
+    #[inline]
     pub(crate) fn atomic64(&self, offset: u64) -> Result<&AtomicU64> {
         let p = self.atomic_ptr(offset, 8)?;
         // SAFETY: as in `atomic32`, with 8-byte size and alignment.

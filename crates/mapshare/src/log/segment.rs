@@ -450,9 +450,10 @@ pub(crate) fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A record's timestamp: the wall clock, from the TSC where the kernel
+/// keeps time with it (`sys::clock`: a third of the cost of an append
+/// otherwise).
+#[inline]
 pub(crate) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_nanos() as u64
+    crate::sys::clock::now_ns()
 }
