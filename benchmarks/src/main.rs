@@ -3,8 +3,12 @@
 //! - one-way latency of 64-byte messages between two processes, busy
 //!   polling on both sides: mapshare (two queues, ping-pong ÷ 2) against
 //!   iceoryx2 publish-subscribe (two services, ping-pong ÷ 2);
-//! - throughput of 64-byte items: mapshare between two processes against
-//!   rtrb between two threads (the in-process ceiling for an SPSC ring).
+//! - throughput of 8-, 64- and 256-byte records, one per `send`/`recv`,
+//!   between two processes against rtrb between two threads with items of
+//!   the same size (the in-process ceiling for an SPSC ring); 64-byte
+//!   records also written in place (`reserve` + `copy_from_slice` +
+//!   `commit`) and in batches of 64. Each figure alternates the two sides
+//!   in 7 rounds and is the median of the per-round ratios.
 //!
 //! - with `--log`: one-way latency of a 64-byte message to the last of N
 //!   subscriber processes (N = 1, 2, 4, 8), all busy polling: mapshare's
@@ -147,17 +151,29 @@ fn iceoryx2_latency(rounds: u32) -> Result<(f64, f64, f64), Error> {
     Ok(r)
 }
 
+/// How the producing child writes its records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    /// `send`, one record per call.
+    Send,
+    /// `reserve`, `copy_from_slice` into the grant, `commit`.
+    Grant,
+    /// `send_batch` of 64 records (consumed with `recv_batch`).
+    Batch,
+}
+
 /// Records of `size` bytes per second, one process producing (copying
 /// each record from a local buffer), this one consuming in place.
-fn mapshare_throughput(n: u64, size: usize, batch: bool) -> Result<f64, Error> {
+fn mapshare_throughput(n: u64, size: usize, how: How) -> Result<f64, Error> {
     let q = Anonymous::new(1 << 20)?;
     let mut rx = q.consumer()?;
     rx.set_spin(BUSY);
+    let batch = how == How::Batch;
     let mut cmd = child_cmd(&[
-        if batch {
-            "mapshare-produce-batch"
-        } else {
-            "mapshare-produce"
+        match how {
+            How::Send => "mapshare-produce",
+            How::Grant => "mapshare-produce-grant",
+            How::Batch => "mapshare-produce-batch",
         },
         &n.to_string(),
         &size.to_string(),
@@ -458,7 +474,7 @@ fn child(args: &[String]) -> Result<(), Error> {
             }
             Ok(())
         }
-        [what, n, size] if what == "mapshare-produce" => {
+        [what, n, size] if what == "mapshare-produce" || what == "mapshare-produce-grant" => {
             let mut tx = Producer::from_inherited(Q1)?;
             tx.set_spin(BUSY);
             std::io::stdout().write_all(b"r")?;
@@ -466,10 +482,17 @@ fn child(args: &[String]) -> Result<(), Error> {
             let mut go = [0u8; 1];
             std::io::stdin().read_exact(&mut go)?;
             let item = vec![0x5au8; size.parse::<usize>()?];
-            for _ in 0..n.parse::<u64>()? {
-                let mut g = tx.reserve(item.len())?;
-                g.copy_from_slice(&item);
-                g.commit();
+            if what == "mapshare-produce-grant" {
+                // In place: reserve, copy the caller's way, commit.
+                for _ in 0..n.parse::<u64>()? {
+                    let mut g = tx.reserve(item.len())?;
+                    g.copy_from_slice(&item);
+                    g.commit();
+                }
+            } else {
+                for _ in 0..n.parse::<u64>()? {
+                    tx.send(&item).map_err(|e| e.to_string())?;
+                }
             }
             Ok(())
         }
@@ -549,17 +572,28 @@ fn main() -> Result<(), Error> {
     // apart); a round pair shares one placement far more often than two
     // measurements seconds apart do.
     let per_round = items / THROUGHPUT_ROUNDS;
-    let cases: [(&str, usize, bool, Rate); 4] = [
-        ("throughput_8B", 8, false, rtrb_throughput::<8>),
-        ("throughput_64B", 64, false, rtrb_throughput::<64>),
-        ("throughput_256B", 256, false, rtrb_throughput::<256>),
-        ("throughput_64B_batched", 64, true, rtrb_throughput::<64>),
+    let cases: [(&str, usize, How, Rate); 5] = [
+        ("throughput_8B", 8, How::Send, rtrb_throughput::<8>),
+        ("throughput_64B", 64, How::Send, rtrb_throughput::<64>),
+        ("throughput_256B", 256, How::Send, rtrb_throughput::<256>),
+        (
+            "throughput_64B_grant",
+            64,
+            How::Grant,
+            rtrb_throughput::<64>,
+        ),
+        (
+            "throughput_64B_batched",
+            64,
+            How::Batch,
+            rtrb_throughput::<64>,
+        ),
     ];
-    for (case, size, batch, rtrb) in cases {
+    for (case, size, how, rtrb) in cases {
         let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
         for _ in 0..THROUGHPUT_ROUNDS {
             let b = rtrb(per_round);
-            let s = mapshare_throughput(per_round, size, batch)?;
+            let s = mapshare_throughput(per_round, size, how)?;
             ours.push(s);
             theirs.push(b);
             ratios.push(s / b);
@@ -567,10 +601,10 @@ fn main() -> Result<(), Error> {
         let (ours_rate, rtrb_rate) = (median(&mut ours), median(&mut theirs));
         let ratio = median(&mut ratios);
         let mb = |rate: f64| rate * size as f64 / 1e6;
-        let subject = if batch {
-            "mapshare, batches of 64 (2 processes)".to_string()
-        } else {
-            "mapshare (2 processes)".to_string()
+        let subject = match how {
+            How::Send => "mapshare, send/recv (2 processes)",
+            How::Grant => "mapshare, reserve + copy_from_slice + commit / recv (2 processes)",
+            How::Batch => "mapshare, batches of 64 (2 processes)",
         };
         figures.push(
             json!({"suite": "queue-peers", "case": case, "subject": subject,

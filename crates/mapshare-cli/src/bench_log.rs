@@ -24,9 +24,7 @@ use hdrhistogram::Histogram;
 use mapshare::log::{Log, Options, Start};
 use serde_json::Value;
 
-use crate::bench::{
-    alternating, latency, throughput_alternated, word, BenchFile, Dist, VAL_A,
-};
+use crate::bench::{alternating, latency, throughput_alternated, word, BenchFile, Dist, VAL_A};
 use crate::Failure;
 
 const STOP: u8 = 0xff;

@@ -8,8 +8,8 @@
 //! `write`/`read` (which copy into and out of the kernel); the cache-line
 //! floor bounces one word by spinning.
 //!
-//! Throughput: the child produces N records of S bytes (copying each from a
-//! local buffer), the parent consumes them in place; against a pipe
+//! Throughput: the child produces N records of S bytes (`send`, which
+//! copies each from a local buffer), the parent consumes them in place; against a pipe
 //! written through a 64 KiB `BufWriter` and read with `read_exact`, and
 //! against single-core `memcpy` of S-byte chunks through a ring-sized
 //! buffer.
@@ -419,9 +419,7 @@ pub fn child(args: &[String]) -> Result<(), Failure> {
             let mut go = [0u8; 1];
             std::io::stdin().read_exact(&mut go)?;
             for _ in 0..n {
-                let mut g = tx.reserve(size)?;
-                g.copy_from_slice(&buf);
-                g.commit();
+                tx.send(&buf).map_err(|e| Failure(e.to_string()))?;
             }
             Ok(())
         }

@@ -60,6 +60,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod copy;
 mod crc;
 pub mod error;
 pub mod file;

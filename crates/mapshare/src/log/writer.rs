@@ -272,8 +272,8 @@ impl Writer {
 
     /// Appends one record; returns its sequence number.
     pub fn append(&mut self, data: &[u8]) -> Result<u64> {
-        let mut g = self.claim(data.len())?;
-        g.copy_from_slice(data);
+        let g = self.claim(data.len())?;
+        g.fill(data);
         g.commit()
     }
 
@@ -317,7 +317,7 @@ impl Writer {
             }
             p::pending_add(&self.seg, self.slot, u64::MAX);
             for (off, idx, r, seq) in claims {
-                let mut g = Grant {
+                let g = Grant {
                     writer: self,
                     off,
                     idx,
@@ -328,7 +328,7 @@ impl Writer {
                 if failed.is_some() {
                     continue; // dropping the grant aborts it
                 }
-                g.copy_from_slice(r);
+                g.fill(r);
                 seqs.push(g.commit()?);
             }
             if let Some(e) = failed {
@@ -378,6 +378,20 @@ impl Grant<'_> {
         // wrote zeros: not appended (found in review: reported as sent).
         seg.check_faults()?;
         Ok(self.seq)
+    }
+}
+
+impl Grant<'_> {
+    /// Copies `data` (exactly the grant's length) into the record, small
+    /// records in 8-byte words (see `copy::to_padded`).
+    fn fill(&self, data: &[u8]) {
+        debug_assert_eq!(data.len(), self.len as usize);
+        let ptr = self.writer.seg.data_ptr(self.off + p::HDR);
+        // SAFETY: the payload and its padding to 8 bytes lie inside the
+        // reservation (`span` counts them), which is this grant's alone
+        // (see `Deref`); records and the data area are 8-aligned; `data`
+        // is the caller's buffer, not the reservation.
+        unsafe { crate::copy::to_padded(ptr, data) };
     }
 }
 

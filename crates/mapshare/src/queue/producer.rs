@@ -421,38 +421,15 @@ impl Drop for Producer {
 }
 
 impl<'p> Grant<'p> {
-    /// Copies `data` (exactly the grant's length) into the record. A small
-    /// record is copied in 8-byte words, inline: a `memcpy` call costs
-    /// more than the copy below 64 bytes. The record's padding (up to the
-    /// next multiple of 8) is ours to write.
+    /// Copies `data` (exactly the grant's length) into the record, small
+    /// records in 8-byte words (see `copy::to_padded`).
     #[inline]
     fn fill(&self, data: &[u8]) {
-        let dst = self.slice_ptr();
-        if data.len() > 64 {
-            // SAFETY: the grant's `len` bytes at `dst` are reserved for us
-            // (see `Deref`), and `data` is that long.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len()) };
-            return;
-        }
-        let mut words = data.chunks_exact(8);
-        let mut at = 0;
-        for w in &mut words {
-            let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
-            // SAFETY: `dst + at` is 8-aligned (the ring is, and records
-            // start on multiples of 8) and inside the reservation.
-            unsafe { dst.add(at).cast::<u64>().write(w) };
-            at += 8;
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let mut b = [0u8; 8];
-            for (d, s) in b.iter_mut().zip(tail) {
-                *d = *s;
-            }
-            // SAFETY: as above: the record is padded to a multiple of 8,
-            // so the whole last word is ours.
-            unsafe { dst.add(at).cast::<u64>().write(u64::from_ne_bytes(b)) };
-        }
+        // SAFETY: the grant's bytes and the record's padding after them
+        // (up to the next multiple of 8) are reserved for us (see
+        // `Deref`), 8-aligned (the ring is, and records start on
+        // multiples of 8), and not `data`'s (a caller's buffer).
+        unsafe { crate::copy::to_padded(self.slice_ptr(), data) };
     }
 
     #[inline]
