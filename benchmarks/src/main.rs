@@ -11,8 +11,11 @@
 //!   in 7 rounds and is the median of the per-round ratios.
 //!
 //! - with `--log`: one-way latency of a 64-byte message to the last of N
-//!   subscriber processes (N = 1, 2, 4, 8), all busy polling: mapshare's
-//!   broadcast log against iceoryx2 publish-subscribe.
+//!   subscriber processes (N = 1, 2, 4, 8): mapshare's broadcast log
+//!   against iceoryx2 publish-subscribe, all busy polling (the counts
+//!   that leave the publisher a core of its own), and all parked (log
+//!   readers on its futex word; iceoryx2 subscribers on an event
+//!   service's listener, notified after each sample).
 //!
 //! `cargo run --release -p mapshare-benchmarks -- [--json] [--quick] [--throughput | --log]`
 //! (`--throughput`: only the throughput figures, for A/B runs while tuning)
@@ -250,10 +253,12 @@ const ACK: &str = "MAPSHARE_PEERS_ACK";
 
 /// Median, p99, p99.9 (ns) of publish → the last of `subs` subscribers
 /// counted it; `publish(i)` sends message `i`, `spawn(k)` starts
-/// subscriber `k` (given the ack region through `ACK`).
+/// subscriber `k` (given the ack region through `ACK`); `gap` passes
+/// before each publish.
 fn fan_out(
     subs: u32,
     rounds: u32,
+    gap: Duration,
     mut spawn: impl FnMut(u32, &Region) -> Result<std::process::Child, Error>,
     mut publish: impl FnMut(u64) -> Result<(), Error>,
 ) -> Result<(f64, f64, f64), Error> {
@@ -290,6 +295,11 @@ fn fan_out(
     let mut h = histogram();
     let warm = rounds / 10;
     for i in 0..u64::from(warm + rounds) {
+        if !gap.is_zero() {
+            // Let parked subscribers fall asleep: the wake-up is what is
+            // measured, not a race with a reader still on its way down.
+            std::thread::sleep(gap);
+        }
         let t = Instant::now();
         publish(i)?;
         wait(u64::from(subs) * (i + 2))?;
@@ -308,7 +318,17 @@ fn fan_out(
     ))
 }
 
-fn log_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
+/// The pause before each publish: none for busy subscribers, 200 µs for
+/// parked ones (see `fan_out`).
+fn gap(parked: bool) -> Duration {
+    if parked {
+        Duration::from_micros(200)
+    } else {
+        Duration::ZERO
+    }
+}
+
+fn log_fan_out(subs: u32, rounds: u32, parked: bool) -> Result<(f64, f64, f64), Error> {
     let dir =
         std::env::temp_dir().join(format!("mapshare-peers-log-{}-{subs}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -318,8 +338,10 @@ fn log_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
     let r = fan_out(
         subs,
         rounds,
+        gap(parked),
         |k, region| {
-            let mut cmd = child_cmd(&["log-sub", &d, &k.to_string()])?;
+            let mode = if parked { "parked" } else { "busy" };
+            let mut cmd = child_cmd(&["log-sub", &d, &k.to_string(), mode])?;
             region.share_with(&mut cmd, ACK);
             Ok(cmd.spawn()?)
         },
@@ -336,8 +358,11 @@ fn log_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
     r
 }
 
-fn ice_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
-    let tag = format!("{}-fan-{subs}", std::process::id());
+/// iceoryx2's fan-out: busy subscribers poll; parked ones wait on an
+/// event service's listener, which the publisher notifies after each
+/// sample (iceoryx2's way to wake subscribers).
+fn ice_fan_out(subs: u32, rounds: u32, parked: bool) -> Result<(f64, f64, f64), Error> {
+    let tag = format!("{}-fan-{subs}-{parked}", std::process::id());
     let node = NodeBuilder::new().create::<ipc::Service>()?;
     let topic = node
         .service_builder(&format!("mapshare-bench/{tag}").as_str().try_into()?)
@@ -345,11 +370,19 @@ fn ice_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
         .max_subscribers(16)
         .open_or_create()?;
     let publisher = topic.publisher_builder().create()?;
+    let events = node
+        .service_builder(&format!("mapshare-bench/{tag}-ev").as_str().try_into()?)
+        .event()
+        .max_listeners(16)
+        .open_or_create()?;
+    let notifier = events.notifier_builder().create()?;
     fan_out(
         subs,
         rounds,
+        gap(parked),
         |k, region| {
-            let mut cmd = child_cmd(&["ice-sub", &tag, &k.to_string()])?;
+            let mode = if parked { "parked" } else { "busy" };
+            let mut cmd = child_cmd(&["ice-sub", &tag, &k.to_string(), mode])?;
             region.share_with(&mut cmd, ACK);
             Ok(cmd.spawn()?)
         },
@@ -358,6 +391,9 @@ fn ice_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
                 .loan_uninit()?
                 .write_payload([i, 0, 0, 0, 0, 0, 0, 0])
                 .send()?;
+            if parked {
+                notifier.notify()?;
+            }
             Ok(())
         },
     )
@@ -375,12 +411,27 @@ fn log_figures(rounds: u32) -> Result<Vec<Value>, Error> {
             continue;
         }
         let r = rounds / subs;
-        let ours = log_fan_out(subs, r)?;
-        let ice = ice_fan_out(subs, r)?;
+        let ours = log_fan_out(subs, r, false)?;
+        let ice = ice_fan_out(subs, r, false)?;
         out.push(
             json!({"suite": "log-peers", "case": format!("latency_64B_{subs}_readers"),
             "subject": format!("mapshare log, {subs} busy readers"),
             "baseline": format!("iceoryx2 publish-subscribe, {subs} busy subscribers"),
+            "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
+            "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
+            "ratio": ours.0 / ice.0}),
+        );
+    }
+    // Parked subscribers: every count fits any machine (a wake-up waits
+    // for a core, in both libraries alike).
+    for subs in [1u32, 2, 4, 8] {
+        let r = (rounds / 10 / subs).max(200);
+        let ours = log_fan_out(subs, r, true)?;
+        let ice = ice_fan_out(subs, r, true)?;
+        out.push(
+            json!({"suite": "log-peers", "case": format!("latency_64B_{subs}_readers_parked"),
+            "subject": format!("mapshare log, {subs} parked readers"),
+            "baseline": format!("iceoryx2 publish-subscribe + event notify, {subs} listening subscribers"),
             "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
             "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
             "ratio": ours.0 / ice.0}),
@@ -393,7 +444,7 @@ fn child(args: &[String]) -> Result<(), Error> {
     use std::sync::atomic::Ordering::AcqRel;
     let _ = mapshare::unstable::sys::pin_to_cpu(CHILD_CPU);
     match args {
-        [what, dir, k] if what == "log-sub" => {
+        [what, dir, k, mode] if what == "log-sub" => {
             let _ = mapshare::unstable::sys::pin_to_cpu(
                 (CHILD_CPU + k.parse::<usize>()?) % mapshare::unstable::sys::cpus_online(),
             );
@@ -401,7 +452,7 @@ fn child(args: &[String]) -> Result<(), Error> {
             let ack = ack_word(&region)?;
             let log = Log::open(dir)?;
             let mut r = log.reader(Start::Latest)?;
-            r.set_spin(BUSY);
+            r.set_spin(if mode == "parked" { Spin::NONE } else { BUSY });
             ack.fetch_add(1, AcqRel);
             loop {
                 let Some(rec) = r.next_timeout(Duration::from_secs(30))? else {
@@ -413,7 +464,7 @@ fn child(args: &[String]) -> Result<(), Error> {
                 ack.fetch_add(1, AcqRel);
             }
         }
-        [what, tag, k] if what == "ice-sub" => {
+        [what, tag, k, mode] if what == "ice-sub" => {
             let _ = mapshare::unstable::sys::pin_to_cpu(
                 (CHILD_CPU + k.parse::<usize>()?) % mapshare::unstable::sys::cpus_online(),
             );
@@ -426,6 +477,17 @@ fn child(args: &[String]) -> Result<(), Error> {
                 .max_subscribers(16)
                 .open_or_create()?;
             let subscriber = topic.subscriber_builder().create()?;
+            let parked = mode == "parked";
+            let listener = if parked {
+                let events = node
+                    .service_builder(&format!("mapshare-bench/{tag}-ev").as_str().try_into()?)
+                    .event()
+                    .max_listeners(16)
+                    .open_or_create()?;
+                Some(events.listener_builder().create()?)
+            } else {
+                None
+            };
             ack.fetch_add(1, AcqRel);
             loop {
                 if let Some(s) = subscriber.receive()? {
@@ -433,6 +495,10 @@ fn child(args: &[String]) -> Result<(), Error> {
                         return Ok(());
                     }
                     ack.fetch_add(1, AcqRel);
+                } else if let Some(l) = &listener {
+                    // Notifications are counted: one sent between the
+                    // receive above and this wait returns at once.
+                    l.timed_wait(|_| {}, Duration::from_secs(30))?;
                 } else {
                     std::hint::spin_loop();
                 }

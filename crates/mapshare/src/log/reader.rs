@@ -43,6 +43,10 @@ pub struct Reader {
     tethered: bool,
     /// When the writer of a stuck record may be checked again.
     next_check: Option<(u64, Instant)>,
+    /// The position (as `here` in `advance`) where the last read found
+    /// nothing: a read there again looks at the segment's tail (see
+    /// `scan`'s `quick`).
+    empty_at: Option<u64>,
     spin: Spin,
 }
 
@@ -172,6 +176,7 @@ impl Reader {
             cursor: None,
             tethered: false,
             next_check: None,
+            empty_at: None,
             spin: Spin::default(),
         }
     }
@@ -306,7 +311,8 @@ impl Reader {
                 asked = Some((now, ok));
                 ok
             };
-            match scan(&self.log.meta, &self.seg, &mut self.pos, repair)? {
+            let quick = self.empty_at != Some(here);
+            match scan(&self.log.meta, &self.seg, &mut self.pos, quick, repair)? {
                 Found::Record { len } => {
                     let seq = self.seg.base + self.pos.idx;
                     let at = self.pos.p;
@@ -356,12 +362,14 @@ impl Reader {
                     // like "nothing written yet": say which.
                     self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
+                    self.empty_at = Some((self.seg.number << 40) ^ self.pos.p);
                     self.tether_caught_up();
                     return Ok(None);
                 }
                 Found::Pending => {
                     self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
+                    self.empty_at = Some((self.seg.number << 40) ^ self.pos.p);
                     self.tether_caught_up();
                     if let Some((now, true)) = asked {
                         self.next_check = Some((here, now + CHECK_EVERY));

@@ -272,13 +272,15 @@ impl Writer {
 
     /// Appends one record; returns its sequence number.
     ///
-    /// Unlike [`Writer::claim`], whose caller may take any time to write,
-    /// this writes the payload while still counted pending, then claims
-    /// and commits at once: every write to the record's first line comes
-    /// in one burst, so a reader polling that line takes it from us once
-    /// or twice per record instead of at each step (claim, header,
-    /// checksum, commit). A reader stuck at the reservation meanwhile sees
-    /// a pending live writer and waits, as it does before any claim.
+    /// The steps of [`Writer::claim`] and [`Grant::commit`], reordered
+    /// for speed: the checksum and the clock come before the reservation,
+    /// and the claim, the payload and the commit follow each other with
+    /// nothing in between (we stay counted pending until after the
+    /// commit). So the writes to the record's first line come in one
+    /// burst, and a reader polling that line takes it from us once or
+    /// twice per record instead of at each step (docs/benchmarks.md). The
+    /// order hole repair relies on is kept: the claim is the
+    /// reservation's first store, and the payload comes after it.
     pub fn append(&mut self, data: &[u8]) -> Result<u64> {
         let len = data.len() as u64;
         self.check_len(len)?;
@@ -295,16 +297,16 @@ impl Writer {
         Ok(seq)
     }
 
-    /// [`Writer::append`]'s burst: payload, claim, commit.
+    /// [`Writer::append`]'s burst: claim, payload, commit.
     fn write_whole(&self, off: u64, idx: u64, data: &[u8], crc: u32, time: u64) -> Result<u64> {
+        let seq = self.publish(off, idx, data.len() as u64, time)?;
         let ptr = self.seg.data_ptr(off + p::HDR);
         // SAFETY: the payload and its padding lie inside our reservation
-        // (`span` counts them), which no process that follows the protocol
-        // writes or reads before it is committed (we are counted pending,
-        // so it cannot become a hole); it is 8-aligned; `data` is the
-        // caller's buffer, not the reservation.
+        // (`span` counts them), claimed by us just now: no process that
+        // follows the protocol writes or reads it before it is committed;
+        // it is 8-aligned; `data` is the caller's buffer, not the
+        // reservation.
         unsafe { crate::copy::to_padded(ptr, data) };
-        let seq = self.publish(off, idx, data.len() as u64, time)?;
         if !p::commit(&self.seg, &self.seg.geo, off, idx, data.len() as u32, crc) {
             return Err(self.seg.corrupted(format!(
                 "record {seq} was aborted before its commit (its writer was judged dead)"
