@@ -275,7 +275,7 @@ fn fan_out(
         let mut polls = 0u32;
         while ack.load(Acquire) < want {
             polls = polls.wrapping_add(1);
-            if polls % 64 != 0 {
+            if !polls.is_multiple_of(64) {
                 std::hint::spin_loop();
                 continue;
             }
