@@ -410,34 +410,40 @@ fn log_figures(rounds: u32) -> Result<Vec<Value>, Error> {
                 "skipped": format!("{subs} busy subscribers and a publisher need {} CPUs, this machine has {}", subs + 1, mapshare::unstable::sys::cpus_online())}));
             continue;
         }
-        let r = rounds / subs;
-        let ours = log_fan_out(subs, r, false)?;
-        let ice = ice_fan_out(subs, r, false)?;
-        out.push(
-            json!({"suite": "log-peers", "case": format!("latency_64B_{subs}_readers"),
-            "subject": format!("mapshare log, {subs} busy readers"),
-            "baseline": format!("iceoryx2 publish-subscribe, {subs} busy subscribers"),
-            "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
-            "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
-            "ratio": ours.0 / ice.0}),
-        );
+        out.push(fan_out_figure(subs, rounds / subs, false)?);
     }
     // Parked subscribers: every count fits any machine (a wake-up waits
     // for a core, in both libraries alike).
     for subs in [1u32, 2, 4, 8] {
-        let r = (rounds / 10 / subs).max(200);
-        let ours = log_fan_out(subs, r, true)?;
-        let ice = ice_fan_out(subs, r, true)?;
-        out.push(
-            json!({"suite": "log-peers", "case": format!("latency_64B_{subs}_readers_parked"),
-            "subject": format!("mapshare log, {subs} parked readers"),
-            "baseline": format!("iceoryx2 publish-subscribe + event notify, {subs} listening subscribers"),
-            "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
-            "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
-            "ratio": ours.0 / ice.0}),
-        );
+        out.push(fan_out_figure(subs, (rounds / 10 / subs).max(200), true)?);
     }
     Ok(out)
+}
+
+/// One `log-peers` figure: the log against iceoryx2, `subs` subscribers,
+/// busy or parked.
+fn fan_out_figure(subs: u32, rounds: u32, parked: bool) -> Result<Value, Error> {
+    let ours = log_fan_out(subs, rounds, parked)?;
+    let ice = ice_fan_out(subs, rounds, parked)?;
+    let (case, subject, baseline) = if parked {
+        (
+            format!("latency_64B_{subs}_readers_parked"),
+            format!("mapshare log, {subs} parked readers"),
+            format!("iceoryx2 publish-subscribe + event notify, {subs} listening subscribers"),
+        )
+    } else {
+        (
+            format!("latency_64B_{subs}_readers"),
+            format!("mapshare log, {subs} busy readers"),
+            format!("iceoryx2 publish-subscribe, {subs} busy subscribers"),
+        )
+    };
+    Ok(
+        json!({"suite": "log-peers", "case": case, "subject": subject, "baseline": baseline,
+        "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
+        "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
+        "ratio": ours.0 / ice.0}),
+    )
 }
 
 fn child(args: &[String]) -> Result<(), Error> {
