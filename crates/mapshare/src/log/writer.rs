@@ -355,8 +355,9 @@ impl Writer {
                 off += p::span(r.len() as u64);
             }
             p::pending_add(&self.seg, self.slot, u64::MAX);
+            let mut end = None;
             for (off, idx, r, seq) in claims {
-                let g = Grant {
+                let mut g = Grant {
                     writer: self,
                     off,
                     idx,
@@ -365,10 +366,24 @@ impl Writer {
                     done: false,
                 };
                 if failed.is_some() {
-                    continue; // dropping the grant aborts it
+                    // Dropping the grant aborts it: after a failure, no
+                    // claim of the group stays open under our live lease
+                    // (readers would wait at it until we exit).
+                    continue;
                 }
                 g.fill(r);
-                seqs.push(g.commit()?);
+                match g.finish() {
+                    Ok(s) => {
+                        seqs.push(s);
+                        end = Some(off + p::span(r.len() as u64));
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            // Only now: populating inside the group would make readers
+            // wait at its open claims.
+            if let Some(end) = end {
+                self.populate_ahead(end);
             }
             if let Some(e) = failed {
                 return Err(e);
@@ -402,9 +417,18 @@ impl Grant<'_> {
     /// sequence number. Fails if the claim was aborted meanwhile (this
     /// process was judged dead) or in a forked child.
     pub fn commit(mut self) -> Result<u64> {
+        let seq = self.finish()?;
+        let end = self.off + p::span(u64::from(self.len));
+        self.writer.populate_ahead(end);
+        Ok(seq)
+    }
+
+    /// [`Grant::commit`] without populating ahead (`append_batch`
+    /// populates once, after its group's last commit).
+    fn finish(&mut self) -> Result<u64> {
         let seg = &self.writer.seg;
         seg.file().lease().check_owner(seg.file().region())?;
-        let crc = crate::crc::checksum(&self);
+        let crc = crate::crc::checksum(self);
         self.done = true;
         if !p::commit(seg, &seg.geo, self.off, self.idx, self.len, crc) {
             return Err(seg.corrupted(format!(
@@ -416,8 +440,6 @@ impl Grant<'_> {
         // A page of the segment cut away by an outside truncate read and
         // wrote zeros: not appended (found in review: reported as sent).
         seg.check_faults()?;
-        let end = self.off + p::span(u64::from(self.len));
-        self.writer.populate_ahead(end);
         Ok(self.seq)
     }
 }
