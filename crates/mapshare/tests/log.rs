@@ -687,19 +687,20 @@ fn two_writers_killed_at_random_points_while_a_reader_reads() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let until = std::time::Instant::now() + Duration::from_micros(seed % 3000);
-        let mut killed = 0;
         let mut c1 = Some(c1);
         let mut c2 = Some(c2);
         // Read concurrently while they append.
         loop {
             let now = std::time::Instant::now();
-            if now >= until && killed == 0 {
-                kill(c1.take().unwrap());
-                killed = 1;
+            if now >= until {
+                if let Some(c) = c1.take() {
+                    kill(c);
+                }
             }
-            if now >= until + Duration::from_micros(seed % 700) && killed == 1 {
-                kill(c2.take().unwrap());
-                killed = 2;
+            if now >= until + Duration::from_micros(seed % 700) {
+                if let Some(c) = c2.take() {
+                    kill(c);
+                }
                 break;
             }
             match r.next().unwrap() {
