@@ -1153,11 +1153,7 @@ impl Region {
     /// [`Region::prefault_write`] for `[offset, offset + len)` only (a
     /// log writer populates the part of its segment it is about to fill).
     pub fn prefault_write_range(&self, offset: u64, len: usize) -> Result<()> {
-        if self.access == Access::ReadOnly {
-            return Err(Error::ReadOnly {
-                origin: self.origin.clone(),
-            });
-        }
+        self.writable()?;
         let start = self.bounds(offset, len)?;
         if len == 0 {
             return Ok(());

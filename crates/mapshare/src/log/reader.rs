@@ -300,7 +300,7 @@ impl Reader {
             });
         }
         for _ in 0..1 << 20 {
-            let here = (self.seg.number << 40) ^ self.pos.p;
+            let here = self.here();
             // Whether the dead-writer check may run here, and when it was
             // asked: the clock is read only for a pending record.
             let mut asked: Option<(Instant, bool)> = None;
@@ -362,14 +362,14 @@ impl Reader {
                     // like "nothing written yet": say which.
                     self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
-                    self.empty_at = Some((self.seg.number << 40) ^ self.pos.p);
+                    self.empty_at = Some(self.here());
                     self.tether_caught_up();
                     return Ok(None);
                 }
                 Found::Pending => {
                     self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
-                    self.empty_at = Some((self.seg.number << 40) ^ self.pos.p);
+                    self.empty_at = Some(self.here());
                     self.tether_caught_up();
                     if let Some((now, true)) = asked {
                         self.next_check = Some((here, now + CHECK_EVERY));
@@ -381,6 +381,12 @@ impl Reader {
         Err(self
             .seg
             .corrupted("too many records skipped in one read".into()))
+    }
+
+    /// Our position as one word (segment number and data offset), for
+    /// `next_check` and `empty_at`.
+    fn here(&self) -> u64 {
+        (self.seg.number << 40) ^ self.pos.p
     }
 
     /// A tethered reader with nothing to read has also passed what it
@@ -458,6 +464,24 @@ impl Reader {
         Ok(())
     }
 
+    /// After a read found nothing: `false` once `timeout` has passed since
+    /// the first such read (whose clock read sets `deadline`; `None` in
+    /// it: a timeout too long for the clock, that is forever), else waits
+    /// a while and says `true`.
+    fn wait_more(
+        &mut self,
+        deadline: &mut Option<Option<Instant>>,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let now = Instant::now();
+        let d = *deadline.get_or_insert(now.checked_add(timeout));
+        if d.is_some_and(|d| now >= d) {
+            return Ok(false);
+        }
+        self.wait(d)?;
+        Ok(true)
+    }
+
     /// The next record, waiting up to `timeout` for one (`None` then).
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record<'_>>> {
         // The clock is read only once there is nothing to read: on a VM
@@ -467,13 +491,9 @@ impl Reader {
             if let Some(f) = self.advance()? {
                 break f;
             }
-            let now = Instant::now();
-            // `None`: a timeout too long for the clock, that is forever.
-            let d = *deadline.get_or_insert(now.checked_add(timeout));
-            if d.is_some_and(|d| now >= d) {
+            if !self.wait_more(&mut deadline, timeout)? {
                 return Ok(None);
             }
-            self.wait(d)?;
         };
         let (at, len, seq) = found;
         let rec = Record {
@@ -497,13 +517,9 @@ impl Reader {
             if let Some(seq) = self.next_into(out)? {
                 return Ok(Some(seq));
             }
-            let now = Instant::now();
-            // `None`: a timeout too long for the clock, that is forever.
-            let d = *deadline.get_or_insert(now.checked_add(timeout));
-            if d.is_some_and(|d| now >= d) {
+            if !self.wait_more(&mut deadline, timeout)? {
                 return Ok(None);
             }
-            self.wait(d)?;
         }
     }
 

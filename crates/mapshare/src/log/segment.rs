@@ -449,11 +449,3 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(Duration::ZERO)
         .as_millis() as u64
 }
-
-/// A record's timestamp: the wall clock, from the TSC where the kernel
-/// keeps time with it (`sys::clock`: a third of the cost of an append
-/// otherwise).
-#[inline]
-pub(crate) fn now_ns() -> u64 {
-    crate::sys::clock::now_ns()
-}

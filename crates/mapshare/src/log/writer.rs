@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::cursor;
 use super::protocol::{self as p, Mem, Reserve};
-use super::segment::{now_ns, Role, Segment};
+use super::segment::{Role, Segment};
 use super::Log;
 use crate::error::{Error, Origin, Result};
+use crate::sys::clock::now_ns;
 
 /// Rolls one reservation may go through before giving up (each roll
 /// starts an empty segment, where a record that passed the size check
@@ -291,9 +292,7 @@ impl Writer {
         let seq = self.write_whole(off, idx, data, crc, time);
         p::pending_add(&self.seg, self.slot, u64::MAX);
         let seq = seq?;
-        self.log.meta.notify();
-        // As in `Grant::commit`: a page cut away by an outside truncate.
-        self.seg.check_faults()?;
+        self.committed()?;
         self.populate_ahead(off + p::span(len));
         Ok(seq)
     }
@@ -308,12 +307,27 @@ impl Writer {
         // it is 8-aligned; `data` is the caller's buffer, not the
         // reservation.
         unsafe { crate::copy::to_padded(ptr, data) };
-        if !p::commit(&self.seg, &self.seg.geo, off, idx, data.len() as u32, crc) {
+        self.commit(off, idx, data.len() as u32, crc, seq)?;
+        Ok(seq)
+    }
+
+    /// Commits claimed record `seq` (index `idx` at `off`, `len` bytes,
+    /// checksum `crc`); `Corrupted` if it was aborted meanwhile.
+    fn commit(&self, off: u64, idx: u64, len: u32, crc: u32, seq: u64) -> Result<()> {
+        if !p::commit(&self.seg, &self.seg.geo, off, idx, len, crc) {
             return Err(self.seg.corrupted(format!(
                 "record {seq} was aborted before its commit (its writer was judged dead)"
             )));
         }
-        Ok(seq)
+        Ok(())
+    }
+
+    /// After a commit: wake parked readers, and report a page of the
+    /// segment that an outside truncate cut away (its reads and writes
+    /// went to zeros: the record is not appended; found in review).
+    fn committed(&self) -> Result<()> {
+        self.log.meta.notify();
+        self.seg.check_faults()
     }
 
     /// Appends records with as few reservations as possible (one atomic
@@ -430,21 +444,12 @@ impl Grant<'_> {
         seg.file().lease().check_owner(seg.file().region())?;
         let crc = crate::crc::checksum(self);
         self.done = true;
-        if !p::commit(seg, &seg.geo, self.off, self.idx, self.len, crc) {
-            return Err(seg.corrupted(format!(
-                "record {} was aborted before its commit (its writer was judged dead)",
-                self.seq
-            )));
-        }
-        self.writer.log.meta.notify();
-        // A page of the segment cut away by an outside truncate read and
-        // wrote zeros: not appended (found in review: reported as sent).
-        seg.check_faults()?;
+        let w = &self.writer;
+        w.commit(self.off, self.idx, self.len, crc, self.seq)?;
+        w.committed()?;
         Ok(self.seq)
     }
-}
 
-impl Grant<'_> {
     /// Copies `data` (exactly the grant's length) into the record, small
     /// records in 8-byte words (see `copy::to_padded`).
     fn fill(&self, data: &[u8]) {
