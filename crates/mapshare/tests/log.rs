@@ -7,11 +7,12 @@
 //! `log_child`, with `LOG_CHILD` naming the role): no `fork()` in the
 //! test harness.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use mapshare::log::{Log, Options, Retention, Start};
+use mapshare::log::{Log, Options, Reader, Retention, Start, Writer};
 use mapshare::Error;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -308,6 +309,52 @@ fn line(out: &mut BufReader<ChildStdout>) -> Option<String> {
 fn kill(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The next number of a xorshift sequence (seeded test randomness).
+fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// Checks that `bytes` is a whole record of one of the writers `ids`
+/// (not a marker), the next in that writer's order (`next` counts each
+/// writer's records read).
+fn check_next(bytes: &[u8], ids: &[u64], next: &mut HashMap<u64, u64>, round: u64) {
+    if bytes.starts_with(b"marker") {
+        panic!("round {round}: old {:?}", String::from_utf8_lossy(bytes));
+    }
+    let (id, i) = parse(bytes).unwrap_or_else(|| panic!("round {round}: torn record {bytes:?}"));
+    assert!(ids.contains(&id), "round {round}: a record of writer {id}");
+    let e = next.entry(id).or_insert(0);
+    assert_eq!(i, *e, "round {round}, writer {id}");
+    *e += 1;
+}
+
+/// Appends round `round`'s marker, then reads up to it, checking each
+/// record before it with `check_next`: never a hang.
+fn read_to_marker(
+    w: &mut Writer,
+    r: &mut Reader,
+    round: u64,
+    ids: &[u64],
+    next: &mut HashMap<u64, u64>,
+) {
+    let marker = format!("marker {round}").into_bytes();
+    let mseq = w.append(&marker).unwrap();
+    loop {
+        let rec = r
+            .next_timeout(WAIT)
+            .unwrap()
+            .unwrap_or_else(|| panic!("round {round}: hang before the marker"));
+        if rec.seq() == mseq {
+            assert_eq!(rec.bytes(), &marker[..]);
+            return;
+        }
+        check_next(rec.bytes(), ids, next, round);
+    }
 }
 
 #[test]
@@ -631,33 +678,15 @@ fn writers_killed_at_random_points_of_append_leave_whole_records() {
     let mut w = log.writer().unwrap();
     let mut r = log.reader(Start::Earliest).unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = HashMap::new();
     for round in 0..scaled(40) as u64 {
         let (child, mut out) = spawn("appender", &[p.clone(), round.to_string()]);
         assert_eq!(line(&mut out).as_deref(), Some("ready"));
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_micros(seed % 3000));
+        std::thread::sleep(Duration::from_micros(xorshift(&mut seed) % 3000));
         kill(child);
-        let marker = format!("marker {round}").into_bytes();
-        let mseq = w.append(&marker).unwrap();
         // Everything up to the marker: the child's records, whole and in
         // its order, then the marker.
-        let mut next_i = 0;
-        loop {
-            let rec = r
-                .next_timeout(WAIT)
-                .unwrap()
-                .unwrap_or_else(|| panic!("round {round}: hang before the marker"));
-            if rec.seq() == mseq {
-                assert_eq!(rec.bytes(), &marker[..]);
-                break;
-            }
-            let (id, i) = parse(rec.bytes())
-                .unwrap_or_else(|| panic!("round {round}: torn record {:?}", rec.bytes()));
-            assert_eq!((id, i), (round, next_i), "round {round}");
-            next_i += 1;
-        }
+        read_to_marker(&mut w, &mut r, round, &[round], &mut next);
     }
 }
 
@@ -675,7 +704,7 @@ fn two_writers_killed_at_random_points_while_a_reader_reads() {
     let mut w = log.writer().unwrap();
     let mut r = log.reader(Start::Earliest).unwrap();
     let mut seed = 0x1234_5678_9abc_def1u64;
-    let mut next = std::collections::HashMap::<u64, u64>::new();
+    let mut next = HashMap::new();
     for round in 0..scaled(40) as u64 {
         let a = round * 2;
         let b = round * 2 + 1;
@@ -683,9 +712,7 @@ fn two_writers_killed_at_random_points_while_a_reader_reads() {
         let (c2, mut o2) = spawn("appender", &[p.clone(), b.to_string()]);
         assert_eq!(line(&mut o1).as_deref(), Some("ready"));
         assert_eq!(line(&mut o2).as_deref(), Some("ready"));
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = xorshift(&mut seed);
         let until = std::time::Instant::now() + Duration::from_micros(seed % 3000);
         let mut c1 = Some(c1);
         let mut c2 = Some(c2);
@@ -704,36 +731,11 @@ fn two_writers_killed_at_random_points_while_a_reader_reads() {
                 break;
             }
             match r.next().unwrap() {
-                Some(rec) => {
-                    let (id, i) =
-                        parse(rec.bytes()).unwrap_or_else(|| panic!("torn {:?}", rec.bytes()));
-                    let e = next.entry(id).or_insert(0);
-                    assert_eq!(i, *e, "id {id}");
-                    *e += 1;
-                }
+                Some(rec) => check_next(rec.bytes(), &[a, b], &mut next, round),
                 None => std::hint::spin_loop(),
             }
         }
-        let marker = format!("marker {round}").into_bytes();
-        let mseq = w.append(&marker).unwrap();
-        loop {
-            let rec = r
-                .next_timeout(WAIT)
-                .unwrap()
-                .unwrap_or_else(|| panic!("round {round}: hang before the marker"));
-            if rec.seq() == mseq {
-                assert_eq!(rec.bytes(), &marker[..]);
-                break;
-            }
-            let bytes = rec.bytes().to_vec();
-            if bytes.starts_with(b"marker") {
-                panic!("old marker {:?}", String::from_utf8_lossy(&bytes));
-            }
-            let (id, i) = parse(&bytes).unwrap_or_else(|| panic!("torn {bytes:?}"));
-            let e = next.entry(id).or_insert(0);
-            assert_eq!(i, *e, "id {id}");
-            *e += 1;
-        }
+        read_to_marker(&mut w, &mut r, round, &[a, b], &mut next);
     }
 }
 
