@@ -182,20 +182,11 @@ mod x86 {
         }
     }
 
-    /// 0: not checked yet, 1: no, 2: yes.
-    static CRC32: AtomicU8 = AtomicU8::new(0);
-
-    /// Whether the CPU has the `crc32` instruction (SSE4.2; checked once).
+    /// Whether the CPU has the `crc32` instruction (SSE4.2; std caches
+    /// the detection).
     #[inline]
     pub(super) fn has_crc32() -> bool {
-        match CRC32.load(Relaxed) {
-            0 => {
-                let yes = is_x86_feature_detected!("sse4.2");
-                CRC32.store(if yes { 2 } else { 1 }, Relaxed);
-                yes
-            }
-            v => v == 2,
-        }
+        is_x86_feature_detected!("sse4.2")
     }
 
     /// The CRC32C of `bytes`, 8 bytes per `crc32` instruction.

@@ -156,7 +156,8 @@ fn rate(dt: u64, dns: u64) -> Option<u64> {
 #[cfg(all(target_arch = "x86_64", not(miri)))]
 mod tsc {
     use std::cell::Cell;
-    use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::OnceLock;
 
     use super::{system_ns, Anchor, MAX_BRACKET};
 
@@ -167,23 +168,16 @@ mod tsc {
     /// The last rate any thread confirmed (0: none).
     static SHARED: AtomicU64 = AtomicU64::new(0);
 
-    /// 0: not checked yet, 1: no, 2: yes.
-    static USABLE: AtomicU8 = AtomicU8::new(0);
-
     /// Whether the kernel keeps time with the TSC (checked once).
     #[inline]
     pub(super) fn usable() -> bool {
-        match USABLE.load(Relaxed) {
-            0 => {
-                let yes = std::fs::read_to_string(
-                    "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-                )
-                .is_ok_and(|s| s.trim() == "tsc");
-                USABLE.store(if yes { 2 } else { 1 }, Relaxed);
-                yes
-            }
-            v => v == 2,
-        }
+        static USABLE: OnceLock<bool> = OnceLock::new();
+        *USABLE.get_or_init(|| {
+            std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .is_ok_and(|s| s.trim() == "tsc")
+        })
     }
 
     #[inline]
