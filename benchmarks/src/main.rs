@@ -2,7 +2,9 @@
 //!
 //! - one-way latency of 64-byte messages between two processes, busy
 //!   polling on both sides: mapshare (two queues, ping-pong ÷ 2) against
-//!   iceoryx2 publish-subscribe (two services, ping-pong ÷ 2);
+//!   iceoryx2 publish-subscribe (two services, ping-pong ÷ 2), the two
+//!   alternating in 5 rounds (the figure: the median of the per-round
+//!   ratios);
 //! - throughput of 8-, 64- and 256-byte records, one per `send`/`recv`,
 //!   between two processes against rtrb between two threads with items of
 //!   the same size (the in-process ceiling for an SPSC ring); 64-byte
@@ -15,7 +17,9 @@
 //!   against iceoryx2 publish-subscribe, all busy polling (the counts
 //!   that leave the publisher a core of its own), and all parked (log
 //!   readers on its futex word; iceoryx2 subscribers on an event
-//!   service's listener, notified after each sample).
+//!   service's listener, notified after each sample), where both are also
+//!   set against their floor: a bare `FUTEX_WAKE` of N processes parked
+//!   on one word. Sides alternate in 5 rounds, as above.
 //!
 //! `cargo run --release -p mapshare-benchmarks -- [--json] [--quick] [--throughput | --log]`
 //! (`--throughput`: only the throughput figures, for A/B runs while tuning)
@@ -249,10 +253,17 @@ fn ack_word(region: &Region) -> Result<&std::sync::atomic::AtomicU64, Error> {
     Ok(unsafe { region.atomic_u64(0) }?)
 }
 
+/// The futex word of the raw wake-up baseline, on its own line of the
+/// `ACK` region: the message number the publisher stored last.
+fn futex_word(region: &Region) -> Result<&std::sync::atomic::AtomicU32, Error> {
+    // SAFETY: as for `ack_word`; a separate line, only atomics touch it.
+    Ok(unsafe { region.atomic_u32(64) }?)
+}
+
 const ACK: &str = "MAPSHARE_PEERS_ACK";
 
 /// Median, p99, p99.9 (ns) of publish → the last of `subs` subscribers
-/// counted it; `publish(i)` sends message `i`, `spawn(k)` starts
+/// counted it; `publish(i, region)` sends message `i`, `spawn(k)` starts
 /// subscriber `k` (given the ack region through `ACK`); `gap` passes
 /// before each publish.
 fn fan_out(
@@ -260,7 +271,7 @@ fn fan_out(
     rounds: u32,
     gap: Duration,
     mut spawn: impl FnMut(u32, &Region) -> Result<std::process::Child, Error>,
-    mut publish: impl FnMut(u64) -> Result<(), Error>,
+    mut publish: impl FnMut(u64, &Region) -> Result<(), Error>,
 ) -> Result<(f64, f64, f64), Error> {
     use std::sync::atomic::Ordering::Acquire;
     let region = Region::anonymous(4096)?;
@@ -301,13 +312,13 @@ fn fan_out(
             std::thread::sleep(gap);
         }
         let t = Instant::now();
-        publish(i)?;
+        publish(i, &region)?;
         wait(u64::from(subs) * (i + 2))?;
         if i >= u64::from(warm) {
             let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
         }
     }
-    publish(u64::MAX)?;
+    publish(u64::MAX, &region)?;
     for mut c in children {
         c.wait()?;
     }
@@ -345,7 +356,7 @@ fn log_fan_out(subs: u32, rounds: u32, parked: bool) -> Result<(f64, f64, f64), 
             region.share_with(&mut cmd, ACK);
             Ok(cmd.spawn()?)
         },
-        |i| {
+        |i, _| {
             let mut msg = [0u8; 64];
             msg[..8].copy_from_slice(&i.to_le_bytes());
             w.append(&msg)?;
@@ -386,7 +397,7 @@ fn ice_fan_out(subs: u32, rounds: u32, parked: bool) -> Result<(f64, f64, f64), 
             region.share_with(&mut cmd, ACK);
             Ok(cmd.spawn()?)
         },
-        |i| {
+        |i, _| {
             publisher
                 .loan_uninit()?
                 .write_payload([i, 0, 0, 0, 0, 0, 0, 0])
@@ -394,6 +405,36 @@ fn ice_fan_out(subs: u32, rounds: u32, parked: bool) -> Result<(f64, f64, f64), 
             if parked {
                 notifier.notify()?;
             }
+            Ok(())
+        },
+    )
+}
+
+/// The floor of a parked fan-out: a bare `FUTEX_WAKE` of every process
+/// parked on one shared word (no message, no library), then each counts.
+fn futex_fan_out(subs: u32, rounds: u32) -> Result<(f64, f64, f64), Error> {
+    use mapshare::unstable::sys::futex;
+    use std::sync::atomic::Ordering::Release;
+    fan_out(
+        subs,
+        rounds,
+        gap(true),
+        |k, region| {
+            let mut cmd = child_cmd(&["futex-sub", &k.to_string()])?;
+            region.share_with(&mut cmd, ACK);
+            Ok(cmd.spawn()?)
+        },
+        |i, region| {
+            let word = futex_word(region)?;
+            // Message i is i + 1 (the word starts at 0); the stop is
+            // u32::MAX, which no round reaches.
+            let v = if i == u64::MAX {
+                u32::MAX
+            } else {
+                (i + 1) as u32
+            };
+            word.store(v, Release);
+            futex::wake_all(word)?;
             Ok(())
         },
     )
@@ -410,40 +451,88 @@ fn log_figures(rounds: u32) -> Result<Vec<Value>, Error> {
                 "skipped": format!("{subs} busy subscribers and a publisher need {} CPUs, this machine has {}", subs + 1, mapshare::unstable::sys::cpus_online())}));
             continue;
         }
-        out.push(fan_out_figure(subs, rounds / subs, false)?);
+        out.extend(fan_out_figures(subs, rounds / subs, false)?);
     }
     // Parked subscribers: every count fits any machine (a wake-up waits
     // for a core, in both libraries alike).
     for subs in [1u32, 2, 4, 8] {
-        out.push(fan_out_figure(subs, (rounds / 10 / subs).max(200), true)?);
+        out.extend(fan_out_figures(subs, (rounds / 10 / subs).max(200), true)?);
     }
     Ok(out)
 }
 
-/// One `log-peers` figure: the log against iceoryx2, `subs` subscribers,
-/// busy or parked.
-fn fan_out_figure(subs: u32, rounds: u32, parked: bool) -> Result<Value, Error> {
-    let ours = log_fan_out(subs, rounds, parked)?;
-    let ice = ice_fan_out(subs, rounds, parked)?;
-    let (case, subject, baseline) = if parked {
-        (
-            format!("latency_64B_{subs}_readers_parked"),
-            format!("mapshare log, {subs} parked readers"),
-            format!("iceoryx2 publish-subscribe + event notify, {subs} listening subscribers"),
-        )
-    } else {
-        (
-            format!("latency_64B_{subs}_readers"),
-            format!("mapshare log, {subs} busy readers"),
-            format!("iceoryx2 publish-subscribe, {subs} busy subscribers"),
-        )
-    };
-    Ok(
-        json!({"suite": "log-peers", "case": case, "subject": subject, "baseline": baseline,
-        "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
-        "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
-        "ratio": ours.0 / ice.0}),
-    )
+/// Rounds of each latency figure: the subjects alternate, as for
+/// throughput (see `main`).
+const LATENCY_ROUNDS: u32 = 5;
+
+/// Median, p99 and p99.9 (ns) of one measurement.
+type Lat = (f64, f64, f64);
+
+/// Runs each side once per round for `LATENCY_ROUNDS` rounds, in turn;
+/// each side's per-round results.
+fn alternate<const N: usize>(
+    mut sides: [&mut dyn FnMut() -> Result<Lat, Error>; N],
+) -> Result<[Vec<Lat>; N], Error> {
+    let mut out: [Vec<Lat>; N] = std::array::from_fn(|_| vec![]);
+    for _ in 0..LATENCY_ROUNDS {
+        for (side, got) in sides.iter_mut().zip(out.iter_mut()) {
+            got.push(side()?);
+        }
+    }
+    Ok(out)
+}
+
+/// One latency figure from alternated rounds: each side's median, p99 and
+/// p99.9 are the medians of its rounds'; the ratio is the median of the
+/// per-round ratios of medians, with their range.
+fn latency_figure(
+    suite: &str,
+    case: &str,
+    subject: &str,
+    baseline: &str,
+    ours: &[Lat],
+    base: &[Lat],
+) -> Value {
+    let pick = |v: &[Lat], f: fn(&Lat) -> f64| median(&mut v.iter().map(f).collect::<Vec<_>>());
+    let mut ratios: Vec<f64> = ours.iter().zip(base).map(|(o, b)| o.0 / b.0).collect();
+    let ratio = median(&mut ratios);
+    json!({"suite": suite, "case": case, "subject": subject, "baseline": baseline,
+        "median_ns": pick(ours, |l| l.0), "p99_ns": pick(ours, |l| l.1), "p999_ns": pick(ours, |l| l.2),
+        "baseline_median_ns": pick(base, |l| l.0), "baseline_p99_ns": pick(base, |l| l.1),
+        "baseline_p999_ns": pick(base, |l| l.2),
+        "ratio": ratio, "rounds": ratios.len(), "ratio_min": ratios[0], "ratio_max": ratios[ratios.len() - 1]})
+}
+
+/// The `log-peers` figures for `subs` subscribers, busy or parked: the log
+/// against iceoryx2, and for parked subscribers both against the raw
+/// futex wake-up they all end in.
+fn fan_out_figures(subs: u32, rounds: u32, parked: bool) -> Result<Vec<Value>, Error> {
+    let per_round = (rounds / LATENCY_ROUNDS).max(100);
+    let mut ours = || log_fan_out(subs, per_round, parked);
+    let mut ice = || ice_fan_out(subs, per_round, parked);
+    if !parked {
+        let [ours, ice] = alternate([&mut ours, &mut ice])?;
+        return Ok(vec![latency_figure(
+            "log-peers",
+            &format!("latency_64B_{subs}_readers"),
+            &format!("mapshare log, {subs} busy readers"),
+            &format!("iceoryx2 publish-subscribe, {subs} busy subscribers"),
+            &ours,
+            &ice,
+        )]);
+    }
+    let mut raw = || futex_fan_out(subs, per_round);
+    let [ours, ice, raw] = alternate([&mut ours, &mut ice, &mut raw])?;
+    let case = format!("latency_64B_{subs}_readers_parked");
+    let log = format!("mapshare log, {subs} parked readers");
+    let iceoryx =
+        format!("iceoryx2 publish-subscribe + event notify, {subs} listening subscribers");
+    let futex = format!("raw futex wake-up of {subs} parked processes");
+    Ok(vec![
+        latency_figure("log-peers", &case, &log, &iceoryx, &ours, &ice),
+        latency_figure("log-peers", &case, &log, &futex, &ours, &raw),
+        latency_figure("log-peers", &case, &iceoryx, &futex, &ice, &raw),
+    ])
 }
 
 fn child(args: &[String]) -> Result<(), Error> {
@@ -508,6 +597,33 @@ fn child(args: &[String]) -> Result<(), Error> {
                 } else {
                     std::hint::spin_loop();
                 }
+            }
+        }
+        [what, k] if what == "futex-sub" => {
+            use mapshare::unstable::sys::futex;
+            use std::sync::atomic::Ordering::Acquire;
+            let _ = mapshare::unstable::sys::pin_to_cpu(
+                (CHILD_CPU + k.parse::<usize>()?) % mapshare::unstable::sys::cpus_online(),
+            );
+            let region = Region::from_inherited(ACK)?;
+            let (ack, word) = (ack_word(&region)?, futex_word(&region)?);
+            let mut seen = word.load(Acquire);
+            ack.fetch_add(1, AcqRel);
+            loop {
+                // Park until the word moves (no spinning: this is the
+                // wake-up floor).
+                while word.load(Acquire) == seen {
+                    if futex::wait(word, seen, Some(Duration::from_secs(30)))?
+                        == futex::Wake::TimedOut
+                    {
+                        return Err("no wake-up for 30 s".into());
+                    }
+                }
+                seen = word.load(Acquire);
+                if seen == u32::MAX {
+                    return Ok(());
+                }
+                ack.fetch_add(1, AcqRel);
             }
         }
         [what, n] if what == "mapshare-echo" => {
@@ -628,15 +744,18 @@ fn main() -> Result<(), Error> {
 
     let mut figures = vec![];
     if !only_throughput {
-        let ours = mapshare_latency(rounds)?;
-        let ice = iceoryx2_latency(rounds)?;
-        figures.push(
-            json!({"suite": "queue-peers", "case": "latency_64B", "subject": "mapshare-busy (2 processes)",
-               "baseline": "iceoryx2 publish-subscribe, busy (2 processes)",
-               "median_ns": ours.0, "p99_ns": ours.1, "p999_ns": ours.2,
-               "baseline_median_ns": ice.0, "baseline_p99_ns": ice.1, "baseline_p999_ns": ice.2,
-               "ratio": ours.0 / ice.0}),
-        );
+        let per_round = rounds / LATENCY_ROUNDS;
+        let [ours, ice] = alternate([&mut || mapshare_latency(per_round), &mut || {
+            iceoryx2_latency(per_round)
+        }])?;
+        figures.push(latency_figure(
+            "queue-peers",
+            "latency_64B",
+            "mapshare-busy (2 processes)",
+            "iceoryx2 publish-subscribe, busy (2 processes)",
+            &ours,
+            &ice,
+        ));
     }
     // Throughput: subject and baseline alternate in short rounds, and the
     // figure is the median of the per-round ratios. This VM moves its two
