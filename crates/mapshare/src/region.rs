@@ -1175,6 +1175,14 @@ impl Region {
         self.populate(0, self.len)
     }
 
+    /// [`Region::prefault`] for `[offset, offset + len)` only (a queue
+    /// maps its ring when it attaches; a log reader the part of its
+    /// segment it is about to read).
+    pub fn prefault_range(&self, offset: u64, len: usize) -> Result<()> {
+        let start = self.bounds(offset, len)?;
+        self.populate(start, len)
+    }
+
     /// [`Region::prefault`] for `start..start + len` (inside the region).
     fn populate(&self, start: usize, len: usize) -> Result<()> {
         if len == 0 {

@@ -7,6 +7,8 @@
 //! `log_child`, with `LOG_CHILD` naming the role): no `fork()` in the
 //! test harness.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -14,6 +16,8 @@ use std::time::Duration;
 
 use mapshare::log::{Log, Options, Reader, Retention, Start, Writer};
 use mapshare::Error;
+
+use common::memory::rss_kb;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -1580,4 +1584,35 @@ fn timeouts_past_the_clock_mean_no_limit() {
         );
         assert_eq!(out, b"later");
     });
+}
+
+/// A reader maps its segment in ahead of its reads, a chunk at a time,
+/// rather than taking a page fault every ~40 records (`Segment::populate_ahead`).
+#[test]
+fn a_reader_maps_its_segment_in_ahead_of_its_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("log"), &Options::default()).unwrap();
+    let mut w = log.writer().unwrap();
+    let record = [7u8; 64];
+    // 2 MiB of records (104 bytes each with their header).
+    let n = (2 << 20) / 104;
+    for _ in 0..n {
+        w.append(&record).unwrap();
+    }
+    // From here on only the reader maps the segment.
+    drop(w);
+    let seg = "00000000000000000000.seg";
+    let mut r = log.reader(Start::Earliest).unwrap();
+    let at_open = rss_kb(seg);
+    assert_eq!(r.next().unwrap().map(|rec| rec.seq()), Some(0));
+    let after_one = rss_kb(seg);
+    assert!(
+        after_one >= at_open + 1000,
+        "the first read mapped {} KiB in (a 1 MiB chunk was due)",
+        after_one - at_open
+    );
+    for seq in 1..n {
+        assert_eq!(r.next().unwrap().map(|rec| rec.seq()), Some(seq));
+    }
+    assert!(rss_kb(seg) >= at_open + 2000, "the rest was mapped in too");
 }

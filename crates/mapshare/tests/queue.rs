@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::memory::minor_faults;
 use common::peer::{check_record, rounds, test_record, Peer, ENV};
 use mapshare::queue::{self, Anonymous, Consumer, Producer, SendError};
 use mapshare::Error;
@@ -177,6 +178,24 @@ fn new_queue(capacity: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     let path = dir.path().join("q");
     drop(queue::open_or_create(&path, capacity).unwrap());
     (dir, path)
+}
+
+/// Each side maps the ring in when it attaches, so a new queue's first
+/// lap takes no page fault per page (docs/design.md, "Queue").
+#[test]
+fn the_first_lap_through_a_new_queue_takes_no_page_faults() {
+    let q = Anonymous::new(1 << 20).unwrap();
+    let (mut tx, mut rx) = (q.producer().unwrap(), q.consumer().unwrap());
+    let record = [0x5au8; 64];
+    let before = minor_faults();
+    // 72 bytes a record: one lap and a little more, over 256 pages
+    // mapped twice (the producer's mapping and the consumer's).
+    for _ in 0..(1 << 20) / 72 + 100 {
+        tx.send(&record).unwrap();
+        assert_eq!(rx.recv().unwrap()[63], 0x5a);
+    }
+    let faults = minor_faults() - before;
+    assert!(faults < 32, "{faults} page faults in the first lap");
 }
 
 #[test]

@@ -892,6 +892,34 @@ fn prefault_write_range_maps_only_its_pages() {
     region.prefault_write_range(64 * PAGE, 0).unwrap();
 }
 
+#[test]
+fn prefault_range_maps_only_its_pages_and_dirties_none() {
+    let (_dir, path) = disk_file(64 * PAGE as usize);
+    let region = Region::open(&path).unwrap();
+    region.flush().unwrap();
+    region.advise(Hint::DontNeed).unwrap();
+    let addr = region.as_ptr() as usize;
+    let before = smaps_kb(addr, "Rss");
+    // From the middle of page 8 to the middle of page 12: pages 8..=12.
+    region
+        .prefault_range(8 * PAGE + 100, 4 * PAGE as usize)
+        .unwrap();
+    // At least those; the kernel's fault-around (64 KiB) may map their
+    // cached neighbours too, but not the whole region.
+    let grew = smaps_kb(addr, "Rss") - before;
+    assert!(
+        (5 * PAGE / 1024..=32 * PAGE / 1024).contains(&grew),
+        "{grew} KiB"
+    );
+    let dirty = smaps_kb(addr, "Shared_Dirty") + smaps_kb(addr, "Private_Dirty");
+    assert_eq!(dirty, 0, "a file's pages are mapped for reading");
+    assert!(matches!(
+        region.prefault_range(60 * PAGE, 5 * PAGE as usize),
+        Err(mapshare::Error::OutOfBounds { .. })
+    ));
+    region.prefault_range(64 * PAGE, 0).unwrap();
+}
+
 /// A memfd has no size limit of its own: reserving more than the machine
 /// has would run until the OOM killer stopped this process (and others).
 #[test]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::cursor;
 use super::protocol::{self as p, Mem, Reserve};
-use super::segment::{Role, Segment};
+use super::segment::{Populated, Role, Segment};
 use super::Log;
 use crate::error::{Error, Origin, Result};
 use crate::sys::clock::now_ns;
@@ -38,14 +38,10 @@ pub struct Writer {
     slot: u32,
     /// Longest wait for a tethered reader.
     tether_wait: Duration,
-    /// Data offset up to which our mapping of `seg` is populated (see
+    /// How far our mapping of `seg` is populated (see
     /// [`Writer::populate_ahead`]).
-    populated: u64,
+    populated: Populated,
 }
-
-/// Bytes of its segment a writer faults in at a time, ahead of its
-/// appends.
-const POPULATE_AHEAD: u64 = 1 << 20;
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,7 +66,7 @@ impl Writer {
             seg,
             slot,
             tether_wait: Duration::from_secs(5),
-            populated: 0,
+            populated: Populated::default(),
         })
     }
 
@@ -159,7 +155,6 @@ impl Writer {
             let next = self.next_segment()?;
             self.slot = next.register_writer()?;
             self.seg = next;
-            self.populated = 0;
         }
         Err(Error::Busy {
             origin: self.seg.origin().clone(),
@@ -167,35 +162,15 @@ impl Writer {
         })
     }
 
-    /// Faults the segment in, writable, a [`POPULATE_AHEAD`] chunk at a
-    /// time ahead of `end` (the end of the record just committed), rather
-    /// than one page every ~50 appends: a page fault traps into the
-    /// kernel, which here costs more than the appends that share the
-    /// page, and populating a chunk is one system call. The append that
-    /// crosses into the second half of a chunk pays for the next one
-    /// (about one in 10,000 appends of 64 bytes, so the median and p99.9
-    /// do not see it: `roll_p999`). Called after a commit, never inside a
-    /// reservation: readers wait at an open reservation, and populating
-    /// takes ~0.35 ms (review found reader latency behind a second writer
-    /// tripled when it ran between reserve and commit). Best effort: a
-    /// segment that cannot be populated still works.
+    /// Maps the segment in ahead of `end` (the end of the record just
+    /// committed; see [`Segment::populate_ahead`]). Called after a
+    /// commit, never inside a reservation: readers wait at an open
+    /// reservation, and populating takes ~0.35 ms (review found reader
+    /// latency behind a second writer tripled when it ran between
+    /// reserve and commit).
     #[inline]
     fn populate_ahead(&mut self, end: u64) {
-        if end + POPULATE_AHEAD / 2 <= self.populated {
-            return;
-        }
-        let page = crate::sys::page_size() as u64;
-        let from = self.populated.max(end / page * page);
-        let to = (end + POPULATE_AHEAD).min(self.seg.geo.capacity);
-        if from < to {
-            let region_at = self.seg.file().object_offset() + self.seg.geo.at(from);
-            let _ = self
-                .seg
-                .file()
-                .region()
-                .prefault_write_range(region_at, (to - from) as usize);
-        }
-        self.populated = to;
+        self.seg.populate_ahead(end, &mut self.populated, true);
     }
 
     /// The segment to append to once ours is full: the newest one if

@@ -205,6 +205,9 @@ const FENCES: usize = 3;
 pub const CONTROL_LEN: u64 = 512;
 /// Smallest capacity accepted.
 pub const MIN_CAPACITY: u64 = 64;
+/// Most ring bytes each side maps in when it attaches (see
+/// `Shared::prefault_ring`): 64 MiB is ~16,000 pages, a few milliseconds.
+pub const PREFAULT_LIMIT: u64 = 64 << 20;
 /// How often a parked side checks that its peer is alive (and that the
 /// file still has a name).
 const PEER_CHECK: Duration = Duration::from_millis(20);
@@ -527,6 +530,7 @@ impl Shared {
         if role == Role::Consumer {
             q.ring().space_event.notify(1, &Futex);
         }
+        q.prefault_ring();
         Ok(Attached {
             q,
             read,
@@ -534,6 +538,21 @@ impl Shared {
             session,
             watch,
         })
+    }
+
+    /// Maps the ring's pages into this process now (up to
+    /// [`PREFAULT_LIMIT`] bytes of it): otherwise the first lap through a
+    /// new queue takes a page fault every 4 KiB in each process, 1–2 µs
+    /// each on this project's VMs, the p99 of a fresh queue's latency
+    /// (docs/benchmarks.md). On a file on disk the pages are mapped for
+    /// reading (mapping them for writing would write back a ring of
+    /// zeros); a producer's first write to each then still faults, once.
+    /// An optimisation only: a failure (an outside truncate) shows at the
+    /// first access instead, as it would have anyway.
+    fn prefault_ring(&self) {
+        let start = self.file.object_offset() + CONTROL_LEN;
+        let len = self.capacity.min(PREFAULT_LIMIT) as usize;
+        let _ = self.file.region().prefault_range(start, len);
     }
 
     /// The fences of our notifies: asymmetric only if our peer's are too.
