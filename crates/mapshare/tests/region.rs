@@ -866,46 +866,47 @@ fn prefault_write_maps_every_page_writable_and_changes_no_data() {
     ));
 }
 
-#[test]
-fn prefault_write_range_maps_only_its_pages() {
-    let (_dir, path) = disk_file(64 * PAGE as usize);
+/// Checks `populate`'s bounds on a 64-page file region none of whose
+/// pages is mapped (past the end: `OutOfBounds`; empty at the end: fine),
+/// then runs it from the middle of page 8 to the middle of page 12.
+/// Returns the region (with its directory) and the resident KiB it had
+/// before that run.
+fn populate_middle(
+    populate: fn(&Region, u64, usize) -> mapshare::Result<()>,
+) -> (tempfile::TempDir, Region, u64) {
+    let (dir, path) = disk_file(64 * PAGE as usize);
     let region = Region::open(&path).unwrap();
     region.flush().unwrap();
     region.advise(Hint::DontNeed).unwrap();
+    assert!(matches!(
+        populate(&region, 60 * PAGE, 5 * PAGE as usize),
+        Err(mapshare::Error::OutOfBounds { .. })
+    ));
+    populate(&region, 64 * PAGE, 0).unwrap();
+    let before = smaps_kb(region.as_ptr() as usize, "Rss");
+    populate(&region, 8 * PAGE + 100, 4 * PAGE as usize).unwrap();
+    (dir, region, before)
+}
+
+#[test]
+fn prefault_write_range_maps_only_its_pages() {
+    let (_dir, region, before) = populate_middle(Region::prefault_write_range);
     let addr = region.as_ptr() as usize;
-    let before = smaps_kb(addr, "Rss");
-    // From the middle of page 8 to the middle of page 12: pages 8..=12.
-    region
-        .prefault_write_range(8 * PAGE + 100, 4 * PAGE as usize)
-        .unwrap();
     let dirty = smaps_kb(addr, "Shared_Dirty") + smaps_kb(addr, "Private_Dirty");
-    assert_eq!(dirty, 5 * PAGE / 1024, "exactly the pages of the range");
+    assert_eq!(dirty, 5 * PAGE / 1024, "exactly pages 8..=12");
     assert!(smaps_kb(addr, "Rss") <= before + 5 * PAGE / 1024);
     assert_eq!(
         region.read_vec(0, 64 * PAGE as usize).unwrap(),
         pattern(64 * PAGE as usize)
     );
-    assert!(matches!(
-        region.prefault_write_range(60 * PAGE, 5 * PAGE as usize),
-        Err(mapshare::Error::OutOfBounds { .. })
-    ));
-    region.prefault_write_range(64 * PAGE, 0).unwrap();
 }
 
 #[test]
 fn prefault_range_maps_only_its_pages_and_dirties_none() {
-    let (_dir, path) = disk_file(64 * PAGE as usize);
-    let region = Region::open(&path).unwrap();
-    region.flush().unwrap();
-    region.advise(Hint::DontNeed).unwrap();
+    let (_dir, region, before) = populate_middle(Region::prefault_range);
     let addr = region.as_ptr() as usize;
-    let before = smaps_kb(addr, "Rss");
-    // From the middle of page 8 to the middle of page 12: pages 8..=12.
-    region
-        .prefault_range(8 * PAGE + 100, 4 * PAGE as usize)
-        .unwrap();
-    // At least those; the kernel's fault-around (64 KiB) may map their
-    // cached neighbours too, but not the whole region.
+    // At least pages 8..=12; the kernel's fault-around (64 KiB) may map
+    // their cached neighbours too, but not the whole region.
     let grew = smaps_kb(addr, "Rss") - before;
     assert!(
         (5 * PAGE / 1024..=32 * PAGE / 1024).contains(&grew),
@@ -913,11 +914,6 @@ fn prefault_range_maps_only_its_pages_and_dirties_none() {
     );
     let dirty = smaps_kb(addr, "Shared_Dirty") + smaps_kb(addr, "Private_Dirty");
     assert_eq!(dirty, 0, "a file's pages are mapped for reading");
-    assert!(matches!(
-        region.prefault_range(60 * PAGE, 5 * PAGE as usize),
-        Err(mapshare::Error::OutOfBounds { .. })
-    ));
-    region.prefault_range(64 * PAGE, 0).unwrap();
 }
 
 /// A memfd has no size limit of its own: reserving more than the machine
