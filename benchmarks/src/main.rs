@@ -468,15 +468,18 @@ const LATENCY_ROUNDS: u32 = 5;
 /// Median, p99 and p99.9 (ns) of one measurement.
 type Lat = (f64, f64, f64);
 
-/// Runs each side once per round for `LATENCY_ROUNDS` rounds, in turn;
-/// each side's per-round results.
+/// Runs each side once per round for `LATENCY_ROUNDS` rounds, in turn
+/// (every other round in reverse order); each side's per-round results.
 fn alternate<const N: usize>(
-    mut sides: [&mut dyn FnMut() -> Result<Lat, Error>; N],
+    sides: [&mut dyn FnMut() -> Result<Lat, Error>; N],
 ) -> Result<[Vec<Lat>; N], Error> {
     let mut out: [Vec<Lat>; N] = std::array::from_fn(|_| vec![]);
-    for _ in 0..LATENCY_ROUNDS {
-        for (side, got) in sides.iter_mut().zip(out.iter_mut()) {
-            got.push(side()?);
+    for round in 0..LATENCY_ROUNDS {
+        // Every other round in reverse, so that no side always runs
+        // first (found in review).
+        for k in 0..N {
+            let i = if round % 2 == 0 { k } else { N - 1 - k };
+            out[i].push(sides[i]()?);
         }
     }
     Ok(out)
@@ -782,9 +785,15 @@ fn main() -> Result<(), Error> {
     ];
     for (case, size, how, rtrb) in cases {
         let (mut ours, mut theirs, mut ratios) = (vec![], vec![], vec![]);
-        for _ in 0..THROUGHPUT_ROUNDS {
-            let b = rtrb(per_round);
-            let s = mapshare_throughput(per_round, size, how)?;
+        for round in 0..THROUGHPUT_ROUNDS {
+            // Every other round the other side first, as for latency.
+            let (s, b) = if round % 2 == 0 {
+                let b = rtrb(per_round);
+                (mapshare_throughput(per_round, size, how)?, b)
+            } else {
+                let s = mapshare_throughput(per_round, size, how)?;
+                (s, rtrb(per_round))
+            };
             ours.push(s);
             theirs.push(b);
             ratios.push(s / b);

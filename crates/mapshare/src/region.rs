@@ -1150,71 +1150,87 @@ impl Region {
         self.prefault_write_range(0, self.len)
     }
 
-    /// [`Region::prefault_write`] for `[offset, offset + len)` only (a
-    /// log writer populates the part of its segment it is about to fill).
+    /// [`Region::prefault_write`] for `[offset, offset + len)` only.
     pub fn prefault_write_range(&self, offset: u64, len: usize) -> Result<()> {
         self.writable()?;
         let start = self.bounds(offset, len)?;
-        if len == 0 {
-            return Ok(());
+        if len > 0 && !self.advise_populate(start, len, true)? {
+            self.touch(start, len);
         }
-        let (addr, span) = self.page_span(start, len);
-        // SAFETY: the span lies in this region's mapping; populating
-        // changes no data.
-        match unsafe { sys::mem::advise(addr, span, Advice::PopulateWrite) } {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.populate(start, len),
-            Err(e) => Err(Error::io(&self.origin, "madvise(populate write)", e)),
-        }
+        Ok(())
     }
 
     /// Faults every page of the region in now, so that first accesses later
     /// cost no page fault (`MADV_POPULATE_READ`, or `POPULATE_WRITE` for
     /// anonymous regions; on kernels before 5.14, by touching each page).
     pub fn prefault(&self) -> Result<()> {
-        self.populate(0, self.len)
+        self.prefault_range(0, self.len)
     }
 
-    /// [`Region::prefault`] for `[offset, offset + len)` only (a queue
-    /// maps its ring when it attaches; a log reader the part of its
-    /// segment it is about to read).
+    /// [`Region::prefault`] for `[offset, offset + len)` only.
     pub fn prefault_range(&self, offset: u64, len: usize) -> Result<()> {
         let start = self.bounds(offset, len)?;
-        self.populate(start, len)
+        if len > 0 && !self.advise_populate(start, len, false)? {
+            self.touch(start, len);
+        }
+        Ok(())
     }
 
-    /// [`Region::prefault`] for `start..start + len` (inside the region).
-    fn populate(&self, start: usize, len: usize) -> Result<()> {
-        if len == 0 {
-            return Ok(());
+    /// The library's own populating ahead of use (a queue's ring when a
+    /// side attaches, a log segment ahead of a writer or reader): as
+    /// [`Region::prefault_range`] (with `write`,
+    /// [`Region::prefault_write_range`]), but only through `madvise`.
+    /// Where the kernel lacks `MADV_POPULATE_*` (before 5.14) it does
+    /// nothing rather than touch each page: touching a page an outside
+    /// truncate cut away would record the fault, and the object would
+    /// report `Truncated` at once instead of at the first access to that
+    /// page (found in review). `MADV_POPULATE_*` itself fails with
+    /// `EFAULT` there, and records nothing.
+    pub(crate) fn populate_hint(&self, offset: u64, len: usize, write: bool) -> Result<()> {
+        if write {
+            self.writable()?;
         }
+        let start = self.bounds(offset, len)?;
+        if len > 0 {
+            self.advise_populate(start, len, write)?;
+        }
+        Ok(())
+    }
+
+    /// `madvise(MADV_POPULATE_*)` over `start..start + len` (inside the
+    /// region, `len > 0`): for writing if `write` or if the region is an
+    /// anonymous one mapped read-write (a write populate of a shared
+    /// *file* mapping would mark every page dirty and cause write-back of
+    /// unchanged data), else for reading. `Ok(false)` where the kernel
+    /// lacks the advice.
+    fn advise_populate(&self, start: usize, len: usize, write: bool) -> Result<bool> {
         let (addr, span) = self.page_span(start, len);
-        // Populating a shared *file* mapping for writing would mark every
-        // page dirty and cause write-back of unchanged data.
-        let advice = if self.backing == Backing::Memfd && self.access == Access::ReadWrite {
-            Advice::PopulateWrite
-        } else {
-            Advice::PopulateRead
-        };
+        let advice =
+            if write || (self.backing == Backing::Memfd && self.access == Access::ReadWrite) {
+                Advice::PopulateWrite
+            } else {
+                Advice::PopulateRead
+            };
         // SAFETY: the span lies in this region's mapping; populating changes
         // no data.
         match unsafe { sys::mem::advise(addr, span, advice) } {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let page = sys::page_size();
-                let base = self.ptr as usize;
-                // The first byte, then the first byte of each page after.
-                let mut at = start;
-                while at < start + len {
-                    // SAFETY: `at < start + len`, inside the mapping; a
-                    // volatile read of a `u8` creates no reference and
-                    // cannot be elided.
-                    unsafe { std::ptr::read_volatile(self.ptr.add(at)) };
-                    at = ((base + at) / page + 1) * page - base;
-                }
-                Ok(())
-            }
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
             Err(e) => Err(Error::io(&self.origin, "madvise(populate)", e)),
+        }
+    }
+
+    /// Reads the first byte of `start..start + len` (inside the region)
+    /// and of each page after it: the pre-5.14 way to fault pages in.
+    fn touch(&self, start: usize, len: usize) {
+        let page = sys::page_size();
+        let base = self.ptr as usize;
+        let mut at = start;
+        while at < start + len {
+            // SAFETY: `at < start + len`, inside the mapping; a volatile
+            // read of a `u8` creates no reference and cannot be elided.
+            unsafe { std::ptr::read_volatile(self.ptr.add(at)) };
+            at = ((base + at) / page + 1) * page - base;
         }
     }
 

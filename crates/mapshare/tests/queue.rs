@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::memory::minor_faults;
+use common::memory::{minor_faults, on_tmpfs, rss_kb};
 use common::peer::{check_record, rounds, test_record, Peer, ENV};
 use mapshare::queue::{self, Anonymous, Consumer, Producer, SendError};
 use mapshare::Error;
@@ -196,6 +196,27 @@ fn the_first_lap_through_a_new_queue_takes_no_page_faults() {
     }
     let faults = minor_faults() - before;
     assert!(faults < 32, "{faults} page faults in the first lap");
+}
+
+/// Only a ring in memory is mapped in when a side attaches: on disk a
+/// producer's first writes fault anyway, and populating would first read
+/// the ring from the disk.
+#[test]
+fn a_ring_is_mapped_in_at_attach_only_in_memory() {
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for dir in [shm.path(), disk.path()] {
+        let path = dir.join("q");
+        let tx = Producer::open_or_create(&path, 4 << 20).unwrap();
+        let in_memory = on_tmpfs(dir);
+        let kb = rss_kb(&path);
+        if in_memory {
+            assert!(kb >= 4 << 10, "{}: {kb} KiB mapped", dir.display());
+        } else {
+            assert!(kb < 1 << 10, "{}: {kb} KiB mapped", dir.display());
+        }
+        drop(tx);
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Acquire;
 use std::time::{Duration, Instant};
 
 use super::protocol::{self as p, Mem};
-use super::segment::{Populated, Role, Segment};
+use super::segment::{Role, Segment};
 use super::{cursor, scan, Found, Log, Pos, Start, CHECK_EVERY, FIRST};
 use crate::error::{Error, Origin, Result};
 use crate::sync::{spin_until, Futex, Spin, Symmetric};
@@ -47,9 +47,6 @@ pub struct Reader {
     /// nothing: a read there again looks at the segment's tail (see
     /// `scan`'s `quick`).
     empty_at: Option<u64>,
-    /// How far our mapping of `seg` is populated (see
-    /// [`Segment::populate_ahead`]).
-    populated: Populated,
     spin: Spin,
 }
 
@@ -180,7 +177,6 @@ impl Reader {
             tethered: false,
             next_check: None,
             empty_at: None,
-            populated: Populated::default(),
             spin: Spin::default(),
         }
     }
@@ -329,8 +325,6 @@ impl Reader {
                     self.pos.p += p::span(u64::from(len));
                     self.pos.idx += 1;
                     self.next_seq = seq + 1;
-                    self.seg
-                        .populate_ahead(self.pos.p, &mut self.populated, false);
                     if seq < self.floor {
                         continue;
                     }
@@ -339,6 +333,9 @@ impl Reader {
                             cursor::tether_moved(&self.log.meta, slot, seq + 1);
                         }
                     }
+                    // After the tether moved: a writer it holds back
+                    // does not wait for this.
+                    self.seg.populate_ahead(self.pos.p, false);
                     return Ok(Some((at, len, seq)));
                 }
                 Found::End { count } => {
@@ -372,8 +369,7 @@ impl Reader {
                     self.tether_caught_up();
                     // Map ahead while there is nothing to read, so that a
                     // read seldom pays for it.
-                    self.seg
-                        .populate_ahead(self.pos.p, &mut self.populated, false);
+                    self.seg.populate_ahead(self.pos.p, false);
                     return Ok(None);
                 }
                 Found::Pending => {

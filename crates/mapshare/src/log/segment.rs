@@ -13,17 +13,9 @@ use crate::file::{SharedFile, SlotChoice, Spec};
 use crate::format::{Fingerprint, Kind, MAX_LEASE_SLOTS};
 use crate::lease::{Liveness, Token};
 
-/// Bytes of its segment a writer or reader maps in at a time, ahead of
-/// its position ([`Segment::populate_ahead`]).
+/// How far ahead of its position a writer or reader keeps its mapping of
+/// a segment populated ([`Segment::populate_ahead`]).
 pub(crate) const POPULATE_AHEAD: u64 = 1 << 20;
-
-/// How far one handle has mapped a segment in: up to data offset `upto`
-/// of segment `number`.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Populated {
-    number: u64,
-    upto: u64,
-}
 
 /// The segment format's fingerprint.
 pub(crate) fn fingerprint() -> Fingerprint {
@@ -113,6 +105,9 @@ pub(crate) struct Segment {
     /// Whose lease slot this handle holds (the next segment is opened in
     /// the same role).
     pub role: Role,
+    /// Data offset up to which this mapping is populated (this process's
+    /// own note; see [`Segment::populate_ahead`]).
+    populated: AtomicU64,
 }
 
 // SAFETY: `obj` points into `file`'s mapping, which moves with the
@@ -216,6 +211,7 @@ impl Segment {
         }
         let obj = r.as_mut_ptr()?.wrapping_add(o as usize);
         Ok(Segment {
+            populated: AtomicU64::new(0),
             len: geo.object_len(),
             file,
             obj,
@@ -254,47 +250,39 @@ impl Segment {
         self.obj.wrapping_add(self.geo.at(p) as usize)
     }
 
-    /// Maps the data area in a [`POPULATE_AHEAD`] chunk at a time ahead of
-    /// `end` (a handle's position in this segment), writable for a
-    /// writer, for reading for a reader; `mark` is the handle's note of
-    /// how far it got (of the segment it names: a handle on a new segment
-    /// starts over). A page fault traps into the kernel, which on this
-    /// project's VMs costs more than the ~40 records of 64 bytes that
-    /// share a page (the writer's first segment: up to 60% of an append
-    /// in `perf`; a reader: a 2–4 µs p99.9); one system call per chunk
-    /// replaces ~256 of them. The handle that crosses into the second
-    /// half of a chunk pays for the next one. Best effort: a segment that
-    /// cannot be populated still works, and shows any fault at the access.
+    /// Keeps this mapping of the data area populated up to
+    /// [`POPULATE_AHEAD`] past `end` (a handle's position), writable for a
+    /// writer, for reading for a reader: the handle that passes the
+    /// halfway mark of what is populated maps the next ~512 KiB with one
+    /// system call, about once per 5,000 records of 64 bytes. A page fault
+    /// traps into the kernel, which on this project's VMs costs more than
+    /// the ~40 records of 64 bytes that share a page (a writer's first
+    /// segment: up to 60% of an append in `perf`; a reader's p99.9: 2.4–3.7
+    /// µs with faults, 0.3–0.7 µs without, `peers --log`). The note of how
+    /// far it got belongs to the mapping, so a handle that opens the
+    /// segment again (a seek, the next segment) starts over. Best effort
+    /// ([`Region::populate_hint`](crate::Region)): a page that cannot be
+    /// populated shows at its first access, as it would have anyway.
     #[inline]
-    pub fn populate_ahead(&self, end: u64, mark: &mut Populated, write: bool) {
-        if mark.number == self.number && end + POPULATE_AHEAD / 2 <= mark.upto {
-            return;
+    pub fn populate_ahead(&self, end: u64, write: bool) {
+        if end + POPULATE_AHEAD / 2 > self.populated.load(Relaxed) {
+            self.populate_from(end, write);
         }
-        self.populate_from(end, mark, write);
     }
 
     #[cold]
-    fn populate_from(&self, end: u64, mark: &mut Populated, write: bool) {
-        if mark.number != self.number {
-            *mark = Populated {
-                number: self.number,
-                upto: 0,
-            };
-        }
+    fn populate_from(&self, end: u64, write: bool) {
         let page = crate::sys::page_size() as u64;
-        let from = mark.upto.max(end / page * page);
+        let from = self.populated.load(Relaxed).max(end / page * page);
         let to = (end + POPULATE_AHEAD).min(self.geo.capacity);
         if from < to {
             let at = self.file().object_offset() + self.geo.at(from);
-            let region = self.file().region();
-            let len = (to - from) as usize;
-            let _ = if write {
-                region.prefault_write_range(at, len)
-            } else {
-                region.prefault_range(at, len)
-            };
+            let _ = self
+                .file()
+                .region()
+                .populate_hint(at, (to - from) as usize, write);
         }
-        mark.upto = to;
+        self.populated.store(to, Relaxed);
     }
 
     /// Copies `len` payload bytes of the record at data offset `p` into

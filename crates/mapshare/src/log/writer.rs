@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::cursor;
 use super::protocol::{self as p, Mem, Reserve};
-use super::segment::{Populated, Role, Segment};
+use super::segment::{Role, Segment};
 use super::Log;
 use crate::error::{Error, Origin, Result};
 use crate::sys::clock::now_ns;
@@ -38,9 +38,6 @@ pub struct Writer {
     slot: u32,
     /// Longest wait for a tethered reader.
     tether_wait: Duration,
-    /// How far our mapping of `seg` is populated (see
-    /// [`Writer::populate_ahead`]).
-    populated: Populated,
 }
 
 impl std::fmt::Debug for Writer {
@@ -66,7 +63,6 @@ impl Writer {
             seg,
             slot,
             tether_wait: Duration::from_secs(5),
-            populated: Populated::default(),
         })
     }
 
@@ -169,8 +165,8 @@ impl Writer {
     /// latency behind a second writer tripled when it ran between
     /// reserve and commit).
     #[inline]
-    fn populate_ahead(&mut self, end: u64) {
-        self.seg.populate_ahead(end, &mut self.populated, true);
+    fn populate_ahead(&self, end: u64) {
+        self.seg.populate_ahead(end, true);
     }
 
     /// The segment to append to once ours is full: the newest one if

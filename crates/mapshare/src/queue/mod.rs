@@ -530,7 +530,10 @@ impl Shared {
         if role == Role::Consumer {
             q.ring().space_event.notify(1, &Futex);
         }
-        q.prefault_ring();
+        q.prefault_ring(match role {
+            Role::Producer => write,
+            Role::Consumer => read,
+        });
         Ok(Attached {
             q,
             read,
@@ -540,19 +543,30 @@ impl Shared {
         })
     }
 
-    /// Maps the ring's pages into this process now (up to
-    /// [`PREFAULT_LIMIT`] bytes of it): otherwise the first lap through a
-    /// new queue takes a page fault every 4 KiB in each process, 1–2 µs
-    /// each on this project's VMs, the p99 of a fresh queue's latency
-    /// (docs/benchmarks.md). On a file on disk the pages are mapped for
-    /// reading (mapping them for writing would write back a ring of
-    /// zeros); a producer's first write to each then still faults, once.
-    /// An optimisation only: a failure (an outside truncate) shows at the
-    /// first access instead, as it would have anyway.
-    fn prefault_ring(&self) {
-        let start = self.file.object_offset() + CONTROL_LEN;
-        let len = self.capacity.min(PREFAULT_LIMIT) as usize;
-        let _ = self.file.region().prefault_range(start, len);
+    /// Maps the ring's pages into this process now, [`PREFAULT_LIMIT`]
+    /// bytes of it from our `position` on (wrapping): otherwise the first
+    /// lap through a new queue takes a page fault every 4 KiB in each
+    /// process, 1–2 µs each on this project's VMs, the p99 of a fresh
+    /// queue's latency (docs/benchmarks.md). Only for a ring in memory (a
+    /// memfd, `/dev/shm`): on a file on disk a producer's first write to
+    /// each page faults anyway (the kernel tracks dirty pages), a reader's
+    /// faults map 16 pages at a time, and populating would read up to
+    /// `PREFAULT_LIMIT` from disk before the attach returns (found in
+    /// review). An optimisation only (`Region::populate_hint`): a page an
+    /// outside truncate cut away shows at its first access, as before.
+    fn prefault_ring(&self, position: u64) {
+        let region = self.file.region();
+        if !matches!(sys::open::in_memory(region.file()), Ok(true)) {
+            return;
+        }
+        let (ring, cap) = (self.file.object_offset() + CONTROL_LEN, self.capacity);
+        let len = cap.min(PREFAULT_LIMIT);
+        let at = ring::offset(position, cap);
+        let first = len.min(cap - at);
+        let _ = region.populate_hint(ring + at, first as usize, false);
+        if first < len {
+            let _ = region.populate_hint(ring, (len - first) as usize, false);
+        }
     }
 
     /// The fences of our notifies: asymmetric only if our peer's are too.

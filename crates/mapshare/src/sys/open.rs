@@ -74,6 +74,15 @@ pub fn special_fs(fd: &impl AsFd) -> io::Result<Option<&'static str>> {
         .map(|(_, name)| *name))
 }
 
+/// Whether `fd` is a file whose pages live only in memory (`fstatfs(2)`
+/// says tmpfs, which memfds and `/dev/shm` are, or hugetlbfs).
+pub fn in_memory(fd: &impl AsFd) -> io::Result<bool> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    let kind = rustix::fs::fstatfs(fd)?.f_type as i64;
+    Ok(kind == TMPFS_MAGIC || kind == HUGETLBFS_MAGIC)
+}
+
 /// A new, empty, nameless file in `dir`, opened read-write: `O_TMPFILE`
 /// where the file system has it, otherwise a new file under a temporary
 /// name (returned, to be removed after [`link_into_place`]).

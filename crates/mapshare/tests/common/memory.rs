@@ -14,27 +14,46 @@ pub fn minor_faults() -> i64 {
     usage.ru_minflt
 }
 
-/// Resident kilobytes of this process's mappings of files whose path
-/// ends with `suffix` (summed from `/proc/self/smaps`).
-pub fn rss_kb(suffix: &str) -> u64 {
+/// Resident kilobytes of this process's mappings of the file at `path`
+/// (summed from `/proc/self/smaps`, matched by device and inode: a file
+/// made under a temporary name shows that name in the mappings of the
+/// process that made it).
+pub fn rss_kb(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).expect("the mapped file");
+    let dev = format!(
+        "{:02x}:{:02x}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev())
+    );
+    let ino = meta.ino().to_string();
     let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
     let mut ours = false;
     let mut kb = 0;
     for line in smaps.lines() {
-        let mut fields = line.split_whitespace();
-        let first = fields.next().unwrap_or("");
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let first = fields.first().copied().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
             // A mapping's first line: range, perms, offset, dev, inode, path.
-            ours = line
-                .split_whitespace()
-                .nth(5)
-                .is_some_and(|p| p.ends_with(suffix));
+            ours = fields.get(3) == Some(&dev.as_str()) && fields.get(4) == Some(&ino.as_str());
         } else if ours && first == "Rss:" {
             kb += fields
-                .next()
+                .get(1)
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0);
         }
     }
     kb
+}
+
+/// Whether `path` is on tmpfs (`statfs(2)`).
+pub fn on_tmpfs(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("a path without NUL");
+    // SAFETY: `statfs` is plain integers, for which zeros are valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path, `st` a valid `statfs`.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    assert_eq!(rc, 0, "statfs: {}", std::io::Error::last_os_error());
+    st.f_type == 0x0102_1994
 }

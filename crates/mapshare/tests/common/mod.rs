@@ -1,2 +1,3 @@
 pub mod memory;
+pub mod old_kernel;
 pub mod peer;
