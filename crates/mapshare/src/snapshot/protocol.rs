@@ -27,7 +27,9 @@
 //! The writer's fence is passed in as a [`Fence`] so that loom's replaces
 //! std's in the models.
 
-use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+#[cfg(not(loom))]
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Acquire, Release};
 
 use crate::sync::Word64;
 
