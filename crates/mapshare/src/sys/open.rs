@@ -66,8 +66,9 @@ const SPECIAL: &[(i64, &str)] = &[
 /// cannot be told apart; its entries are device nodes, refused anyway as
 /// not regular files.
 pub fn special_fs(fd: &impl AsFd) -> io::Result<Option<&'static str>> {
-    let st = rustix::fs::fstatfs(fd)?;
-    let kind = st.f_type as i64;
+    // The magic numbers are 32-bit; `f_type` is a signed long, which
+    // sign-extends the high ones on 32-bit targets.
+    let kind = i64::from(rustix::fs::fstatfs(fd)?.f_type as u32);
     Ok(SPECIAL
         .iter()
         .find(|(magic, _)| *magic == kind)
@@ -79,7 +80,7 @@ pub fn special_fs(fd: &impl AsFd) -> io::Result<Option<&'static str>> {
 pub fn in_memory(fd: &impl AsFd) -> io::Result<bool> {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
-    let kind = rustix::fs::fstatfs(fd)?.f_type as i64;
+    let kind = i64::from(rustix::fs::fstatfs(fd)?.f_type as u32);
     Ok(kind == TMPFS_MAGIC || kind == HUGETLBFS_MAGIC)
 }
 
