@@ -383,7 +383,7 @@ impl Writer {
 /// which belong to this writer alone until [`Grant::commit`]. Dropped
 /// without a commit, the record is aborted and readers skip it.
 pub struct Grant<'w> {
-    writer: &'w mut Writer,
+    writer: &'w Writer,
     off: u64,
     idx: u64,
     len: u32,
