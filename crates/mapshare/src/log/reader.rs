@@ -47,6 +47,12 @@ pub struct Reader {
     /// nothing: a read there again looks at the segment's tail (see
     /// `scan`'s `quick`).
     empty_at: Option<u64>,
+    /// Whether the last read that found nothing may have looked only at
+    /// the commit word (`scan`'s `quick`): a wait then looks again in full
+    /// before it parks, or a hole a dead writer left there, with a record
+    /// committed after it, would keep it parked for a whole slice (found
+    /// in review: 20 ms).
+    looked_quickly: bool,
     spin: Spin,
 }
 
@@ -177,6 +183,7 @@ impl Reader {
             tethered: false,
             next_check: None,
             empty_at: None,
+            looked_quickly: false,
             spin: Spin::default(),
         }
     }
@@ -366,6 +373,7 @@ impl Reader {
                     self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
                     self.empty_at = Some(self.here());
+                    self.looked_quickly = quick;
                     self.tether_caught_up();
                     // Map ahead while there is nothing to read, so that a
                     // read seldom pays for it.
@@ -376,6 +384,7 @@ impl Reader {
                     self.seg.check_faults()?;
                     self.next_seq = self.seg.base + self.pos.idx;
                     self.empty_at = Some(self.here());
+                    self.looked_quickly = false;
                     self.tether_caught_up();
                     if let Some((now, true)) = asked {
                         self.next_check = Some((here, now + CHECK_EVERY));
@@ -455,9 +464,10 @@ impl Reader {
 
     /// Waits until a record may be there, up to `deadline`: spins, then
     /// parks on the log's futex word in slices of [`CHECK_EVERY`] (after
-    /// each, the next read checks stuck writers' leases).
+    /// each, the next read checks stuck writers' leases). After a quick
+    /// look it only spins: the caller's next read looks in full first.
     fn wait(&mut self, deadline: Option<Instant>) -> Result<()> {
-        if spin_until(self.spin, || self.ready()) {
+        if spin_until(self.spin, || self.ready()) || self.looked_quickly {
             return Ok(());
         }
         let now = Instant::now();
