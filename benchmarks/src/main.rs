@@ -34,6 +34,7 @@ use iceoryx2::prelude::*;
 use mapshare::log::{Log, Start};
 use mapshare::queue::{Anonymous, Consumer, Producer};
 use mapshare::sync::Spin;
+use mapshare::unstable::sys::clock::{ticks, TickRate};
 use mapshare::Region;
 use serde_json::{json, Value};
 
@@ -54,29 +55,32 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
-/// Median, p99 and p99.9 in ns of one-way latency from round trips in ps.
-fn one_way(h: &Histogram<u64>) -> (f64, f64, f64) {
-    (
-        h.value_at_quantile(0.5) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.value_at_quantile(0.999) as f64 / 1000.0,
-    )
+/// Median, p99 and p99.9 in ns of samples in ticks of `sys::clock::ticks`
+/// (the time-stamp counter where the kernel keeps time with it: ~10 ns a
+/// read where `Instant::now` costs ~25, and a sample's clock reads are
+/// added to subject and baseline alike, pulling their ratio towards 1),
+/// at the counter's rate over the run, each multiplied by `scale` (½ for
+/// a round trip's one way).
+fn quantiles(h: &Histogram<u64>, rate: &TickRate, scale: f64) -> (f64, f64, f64) {
+    let ns = rate.ns_per_tick() * scale;
+    let at = |q: f64| h.value_at_quantile(q) as f64 * ns;
+    (at(0.5), at(0.99), at(0.999))
 }
 
 fn ping_pong(
     rounds: u32,
     mut round: impl FnMut(u64) -> Result<(), Error>,
 ) -> Result<(f64, f64, f64), Error> {
-    let mut h = histogram();
     for i in 0..rounds / 10 {
         round(u64::from(i))?;
     }
+    let (mut h, rate) = (histogram(), TickRate::start());
     for i in rounds / 10..rounds + rounds / 10 {
-        let t = Instant::now();
+        let t = ticks();
         round(u64::from(i))?;
-        let _ = h.record((t.elapsed().as_nanos() as u64 * 1000 / 2).max(1));
+        let _ = h.record(ticks().wrapping_sub(t).max(1));
     }
-    Ok(one_way(&h))
+    Ok(quantiles(&h, &rate, 0.5))
 }
 
 fn child_cmd(args: &[&str]) -> Result<Command, Error> {
@@ -303,7 +307,7 @@ fn fan_out(
         Ok(())
     };
     wait(u64::from(subs))?;
-    let mut h = histogram();
+    let (mut h, rate) = (histogram(), TickRate::start());
     let warm = rounds / 10;
     for i in 0..u64::from(warm + rounds) {
         if !gap.is_zero() {
@@ -311,22 +315,18 @@ fn fan_out(
             // measured, not a race with a reader still on its way down.
             std::thread::sleep(gap);
         }
-        let t = Instant::now();
+        let t = ticks();
         publish(i, &region)?;
         wait(u64::from(subs) * (i + 2))?;
         if i >= u64::from(warm) {
-            let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
+            let _ = h.record(ticks().wrapping_sub(t).max(1));
         }
     }
     publish(u64::MAX, &region)?;
     for mut c in children {
         c.wait()?;
     }
-    Ok((
-        h.value_at_quantile(0.5) as f64,
-        h.value_at_quantile(0.99) as f64,
-        h.value_at_quantile(0.999) as f64,
-    ))
+    Ok(quantiles(&h, &rate, 1.0))
 }
 
 /// The pause before each publish: none for busy subscribers, 200 µs for

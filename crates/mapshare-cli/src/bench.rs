@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mapshare::sync::{Event, FileLock, LockKind, Mutex, Spin};
+use mapshare::unstable::sys::clock::{ticks, TickRate};
 use mapshare::unstable::sys::futex;
 use mapshare::{Fingerprint, Kind, SharedFile, Spec};
 use serde_json::{json, Value};
@@ -57,6 +58,42 @@ pub(crate) struct Dist {
     pub(crate) median: f64,
     pub(crate) p99: f64,
     pub(crate) p999: f64,
+}
+
+/// Per-sample timings in ticks of `sys::clock::ticks` (the time-stamp
+/// counter where the kernel keeps time with it: a read costs ~10 ns where
+/// `Instant::now` costs ~25, and whatever a sample's clock reads cost is
+/// added to subject and baseline alike, pulling their ratio towards 1),
+/// turned into nanoseconds by the counter's rate over the whole run.
+pub(crate) struct Samples {
+    h: Histogram<u64>,
+    rate: TickRate,
+}
+
+impl Samples {
+    pub(crate) fn new() -> Samples {
+        Samples {
+            h: histogram(),
+            rate: TickRate::start(),
+        }
+    }
+
+    /// Records the ticks since `start` (a `ticks()` read).
+    pub(crate) fn record_since(&mut self, start: u64) {
+        let _ = self.h.record(ticks().wrapping_sub(start).max(1));
+    }
+
+    /// The distribution in nanoseconds, each sample multiplied by `scale`
+    /// (½ for a round trip's one way).
+    pub(crate) fn dist(&self, scale: f64) -> Dist {
+        let ns = self.rate.ns_per_tick() * scale;
+        let at = |q: f64| self.h.value_at_quantile(q) as f64 * ns;
+        Dist {
+            median: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+        }
+    }
 }
 
 impl Dist {
@@ -214,16 +251,16 @@ pub(crate) fn batched(batches: usize, per_batch: u32, mut op: impl FnMut()) -> D
 /// Runs `round` (one ping-pong) `rounds` times after a warm-up and returns
 /// the one-way latency distribution (round trip ÷ 2).
 pub(crate) fn ping_pong(warmup: u32, rounds: u32, mut round: impl FnMut(u32)) -> Dist {
-    let mut h = histogram();
     for i in 0..warmup {
         round(i);
     }
+    let mut samples = Samples::new();
     for i in warmup..warmup + rounds {
-        let t = Instant::now();
+        let t = ticks();
         round(i);
-        let _ = h.record((t.elapsed().as_nanos() as u64 * 1000 / 2).max(1));
+        samples.record_since(t);
     }
-    Dist::from_ps(&h)
+    samples.dist(0.5)
 }
 
 pub(crate) struct BenchFile {

@@ -20,28 +20,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use mapshare::log::{Log, Options, Start};
 use serde_json::Value;
 
-use crate::bench::{alternating, latency, throughput_alternated, word, BenchFile, Dist, VAL_A};
+use crate::bench::{
+    alternating, latency, throughput_alternated, word, BenchFile, Dist, Samples, VAL_A,
+};
 use crate::Failure;
+use mapshare::unstable::sys::clock::ticks;
 
 const STOP: u8 = 0xff;
 /// Rounds of each throughput figure (see `bench::alternating`).
 const ROUNDS: usize = 7;
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
-}
-
-fn dist(h: &Histogram<u64>) -> Dist {
-    Dist {
-        median: h.value_at_quantile(0.5) as f64,
-        p99: h.value_at_quantile(0.99) as f64,
-        p999: h.value_at_quantile(0.999) as f64,
-    }
-}
 
 fn options(segment_size: u64) -> Options {
     Options {
@@ -82,16 +72,23 @@ fn readers_latency(readers: u32, rounds: u32) -> Result<Dist, Failure> {
     // from the readers it is waiting for, and the figure would measure the
     // harness.
     let wait_for = |want: u32| -> Result<(), Failure> {
-        let start = Instant::now();
+        // The clock is read only after 64 polls, then every 64: a read
+        // between polls would delay seeing the count by its own cost.
+        let mut start = None;
+        let mut polls = 0u32;
         while ack.load(Ordering::Acquire) < want {
-            if start.elapsed() > Duration::from_secs(30) {
+            polls = polls.wrapping_add(1);
+            if !polls.is_multiple_of(64) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let waited = start.get_or_insert_with(Instant::now).elapsed();
+            if waited > Duration::from_secs(30) {
                 return Err(Failure("log readers stopped answering".into()));
             }
             // Spin while a reader may still be answering from its own
             // core, then yield the core to readers that share ours.
-            if start.elapsed() < Duration::from_micros(20) {
-                std::hint::spin_loop();
-            } else {
+            if waited >= Duration::from_micros(20) {
                 std::thread::yield_now();
             }
         }
@@ -100,21 +97,23 @@ fn readers_latency(readers: u32, rounds: u32) -> Result<Dist, Failure> {
     wait_for(readers)?;
     let mut w = log.writer()?;
     let buf = [7u8; 64];
-    let mut h = histogram();
     let warmup = rounds / 10;
-    for i in 0..warmup + rounds {
-        let t = Instant::now();
+    for i in 0..warmup {
         w.append(&buf)?;
         wait_for(readers * (i + 2))?;
-        if i >= warmup {
-            let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
-        }
+    }
+    let mut samples = Samples::new();
+    for i in warmup..warmup + rounds {
+        let t = ticks();
+        w.append(&buf)?;
+        wait_for(readers * (i + 2))?;
+        samples.record_since(t);
     }
     w.append(&[STOP])?;
     for mut c in children {
         c.wait()?;
     }
-    Ok(dist(&h))
+    Ok(samples.dist(1.0))
 }
 
 /// (msgs/s, bytes/s) of `writers` threads appending `n` 64 B records in all.
@@ -150,13 +149,13 @@ fn roll_latency(n: u64) -> Result<Dist, Failure> {
     let log = Log::create(bench.path.with_extension("log"), &options(1 << 20))?;
     let mut w = log.writer()?;
     let buf = [3u8; 64];
-    let mut h = histogram();
+    let mut samples = Samples::new();
     for _ in 0..n {
-        let t = Instant::now();
+        let t = ticks();
         w.append(&buf)?;
-        let _ = h.record((t.elapsed().as_nanos() as u64).max(1));
+        samples.record_since(t);
     }
-    Ok(dist(&h))
+    Ok(samples.dist(1.0))
 }
 
 pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {

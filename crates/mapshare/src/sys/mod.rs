@@ -10,7 +10,7 @@
 //! (`mincore`, byte-range OFD locks, `sigaction` for the `SIGBUS` handler
 //! in `sigbus`).
 
-pub(crate) mod clock;
+pub mod clock;
 pub mod futex;
 pub mod lock;
 pub(crate) mod mem;
