@@ -38,50 +38,75 @@ struct Layout {
     payload: usize,
     stride: usize,
     clear_at: Option<usize>,
+    /// After each commit, the sender zeroes every word up to this many
+    /// bytes past the record's end (0: none): clearing the space ahead
+    /// of time, off the path.
+    zero_ahead: usize,
 }
 
-const LAYOUTS: [Layout; 7] = [
+const LAYOUTS: [Layout; 9] = [
     Layout {
         name: "one word in place (the floor)",
         payload: 0,
         stride: 0,
         clear_at: None,
+        zero_ahead: 0,
     },
     Layout {
         name: "8 B header only, packed, next header cleared",
         payload: 0,
         stride: 8,
         clear_at: Some(8),
+        zero_ahead: 0,
     },
     Layout {
         name: "56 B payload, one whole line, not cleared",
         payload: 56,
         stride: 64,
         clear_at: None,
+        zero_ahead: 0,
     },
     Layout {
         name: "64 B payload, packed (72 B), next header cleared (the queue's layout)",
         payload: 64,
         stride: 72,
         clear_at: Some(72),
+        zero_ahead: 0,
     },
     Layout {
         name: "64 B payload, packed (72 B), not cleared",
         payload: 64,
         stride: 72,
         clear_at: None,
+        zero_ahead: 0,
+    },
+    Layout {
+        name: "64 B payload, packed (72 B), cleared, and zeroed 128 B ahead after each commit",
+        payload: 64,
+        stride: 72,
+        clear_at: Some(72),
+        zero_ahead: 128,
+    },
+    Layout {
+        name: "64 B payload, packed (72 B), cleared, and zeroed 1 KiB ahead after each commit",
+        payload: 64,
+        stride: 72,
+        clear_at: Some(72),
+        zero_ahead: 1024,
     },
     Layout {
         name: "64 B payload, line-aligned (128 B), next header cleared",
         payload: 64,
         stride: 128,
         clear_at: Some(128),
+        zero_ahead: 0,
     },
     Layout {
         name: "64 B payload, line-aligned (128 B), not cleared",
         payload: 64,
         stride: 128,
         clear_at: None,
+        zero_ahead: 0,
     },
 ];
 
@@ -89,6 +114,9 @@ const LAYOUTS: [Layout; 7] = [
 struct Ring<'r> {
     words: &'r [AtomicU64],
     layout: Layout,
+    /// The sender's: the stream position up to which it zeroed (see
+    /// `Layout::zero_ahead`).
+    zeroed_to: std::cell::Cell<usize>,
 }
 
 impl Ring<'_> {
@@ -112,6 +140,18 @@ impl Ring<'_> {
                 .store(i ^ k as u64, Ordering::Relaxed);
         }
         self.word(off).store(i + 1, Ordering::Release);
+        if self.layout.zero_ahead > 0 {
+            // In stream positions (record i ends at (i + 1) * stride); the
+            // ring's records wrap at a whole number of strides.
+            let lap = RING / self.layout.stride * self.layout.stride;
+            let end = (i as usize + 1) * self.layout.stride;
+            let mut z = self.zeroed_to.get().max(end + 8);
+            while z < end + self.layout.zero_ahead {
+                self.word(z % lap).store(0, Ordering::Relaxed);
+                z += 8;
+            }
+            self.zeroed_to.set(z);
+        }
     }
 
     fn recv(&self, i: u64) -> u64 {
@@ -136,7 +176,12 @@ fn rings(region: &Region, layout: Layout) -> Result<(Ring<'_>, Ring<'_>), Error>
     // two processes access these bytes only through these atomics.
     let words = unsafe { std::slice::from_raw_parts(base.cast::<AtomicU64>(), 2 * RING / 8) };
     let (a, b) = words.split_at(RING / 8);
-    Ok((Ring { words: a, layout }, Ring { words: b, layout }))
+    let ring = |words| Ring {
+        words,
+        layout,
+        zeroed_to: std::cell::Cell::new(0),
+    };
+    Ok((ring(a), ring(b)))
 }
 
 /// Median, p99 (ns) of one-way latency for `layout`.

@@ -443,6 +443,15 @@ mod ring_model {
         fn store_header(&self, at: u64, word: u64, order: std::sync::atomic::Ordering) {
             self.headers[at as usize / 8].store(word, order)
         }
+        /// Both views of the zeroed bytes: the cells (so that a zeroing
+        /// of bytes the consumer may still read is a data race loom
+        /// reports) and the header slots among them.
+        fn zero(&self, at: u64, len: u64) {
+            self.write(at, &vec![0; len as usize]);
+            for slot in (at..at + len).step_by(8) {
+                self.headers[slot as usize / 8].store(0, Relaxed);
+            }
+        }
     }
 
     struct State {
@@ -469,6 +478,7 @@ mod ring_model {
             },
             bytes: &s.bytes,
             capacity: CAP,
+            line: 8,
         }
     }
 
@@ -499,35 +509,40 @@ mod ring_model {
                 let r = ring(&p);
                 let mut write = 0u64;
                 let mut seen = 0u64;
-                let mut room = |write: u64, bytes: u64| {
+                // The producer's clearing ahead after each publish.
+                let mut cleared = 0u64;
+                let room = |write: u64, bytes: u64, seen: &mut u64| {
                     let need = room(bytes);
                     let fits = |read: u64| CAP - (write - read) >= need;
-                    if fits(seen) {
+                    if fits(*seen) {
                         return;
                     }
-                    seen = r.load_space(write, seen).unwrap();
-                    if fits(seen) {
+                    *seen = r.load_space(write, *seen).unwrap();
+                    if fits(*seen) {
                         return;
                     }
-                    let durable = || fits(r.load_read(write, seen).unwrap());
+                    let known = *seen;
+                    let durable = || fits(r.load_read(write, known).unwrap());
                     assert!(r.space_event.wait_until(durable, None, &p.futex, &fences));
-                    seen = r.load_read(write, seen).unwrap();
+                    *seen = r.load_read(write, known).unwrap();
                 };
                 for (i, &len) in lens.iter().enumerate() {
                     let size = record_size(len);
                     let pad = r.pad_before(write, size);
                     if pad > 0 {
-                        room(write, pad);
+                        room(write, pad, &mut seen);
                         r.commit_pad(write, pad);
                         write += pad;
                         r.publish(write, &p.futex, &fences);
+                        cleared = r.clear_ahead(cleared, write, seen + CAP, pad);
                     }
-                    room(write, size);
+                    room(write, size, &mut seen);
                     let payload = vec![i as u8 + 1; len as usize];
                     r.bytes.write(write % CAP + HEADER, &payload);
                     r.commit_record(write, len as u32);
                     write += size;
                     r.publish(write, &p.futex, &fences);
+                    cleared = r.clear_ahead(cleared, write, seen + CAP, size);
                 }
             });
             let r = ring(&s);

@@ -335,6 +335,11 @@ impl Bytes for Mapped {
         // read-write).
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr(at), data.len()) }
     }
+    #[inline]
+    fn zero(&self, at: u64, len: u64) {
+        // SAFETY: as in `write`.
+        unsafe { std::ptr::write_bytes(self.ptr(at), 0, len as usize) }
+    }
 }
 
 /// Pointers into one queue file's mapping, valid while `file` lives (the
@@ -629,6 +634,7 @@ impl Shared {
             },
             bytes: &self.bytes,
             capacity: self.capacity,
+            line: ring::LINE,
         }
     }
 

@@ -83,6 +83,9 @@ pub struct Producer {
     write: u64,
     /// The consumer's position as last loaded.
     read_cache: u64,
+    /// Up to where the free space ahead of `write` was last taken (see
+    /// `Ring::clear_ahead`).
+    cleared: u64,
     spin: Spin,
     /// Our session number (the producer `sessions` word after our claim).
     session: u64,
@@ -110,6 +113,7 @@ impl Producer {
             q: a.q,
             write: a.write,
             read_cache: a.read,
+            cleared: a.write,
             spin: Spin::default(),
             session: a.session,
             watch: a.watch,
@@ -150,6 +154,18 @@ impl Producer {
     /// The queue file.
     pub fn file(&self) -> &SharedFile {
         &self.q.file
+    }
+
+    /// After publishing: takes the free lines just ahead (see
+    /// `Ring::clear_ahead`), up to what the consumer is known to have
+    /// released.
+    #[inline]
+    fn clear_ahead(&mut self, last: u64) {
+        let free_end = self.read_cache + self.q.capacity;
+        self.cleared = self
+            .q
+            .ring()
+            .clear_ahead(self.cleared, self.write, free_end, last);
     }
 
     #[inline]
@@ -373,6 +389,7 @@ impl Producer {
             let ring = self.q.ring();
             ring.commit_run(start, len, self.write);
             ring.publish(self.write, &Futex, &self.q.pair());
+            self.clear_ahead(self.write - start);
         }
     }
 
@@ -457,8 +474,10 @@ impl<'p> Grant<'p> {
     /// does nothing.)
     #[inline]
     pub fn commit(self) {
+        let size = record_size(self.len as u64);
         if let Some(p) = self.finish() {
             p.q.ring().publish(p.write, &Futex, &p.q.pair());
+            p.clear_ahead(size);
         }
     }
 
