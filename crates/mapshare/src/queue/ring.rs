@@ -460,12 +460,17 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
         // take it from the consumer still reading the record just
         // published. One word per line is enough to take the line.
         let from = cleared.max(next_line(end, self.line));
+        if from >= to {
+            // Nothing free there yet (found in review: returning `from`
+            // would skip those lines once they are).
+            return cleared;
+        }
         let mut at = from;
         while at < to {
             self.bytes.zero(offset(at, self.capacity), HEADER);
             at = next_line(at, self.line);
         }
-        at.max(cleared)
+        at
     }
 
     /// Producer: stores `write` (for restarts and observers) and wakes the
