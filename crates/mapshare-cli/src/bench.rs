@@ -198,6 +198,52 @@ pub(crate) fn alternating(
     })
 }
 
+/// A latency figure from alternating rounds of subject and baseline
+/// (every other round the baseline first): each side's median, p99 and
+/// p99.9 are the medians of its rounds'; the ratio is the median of the
+/// per-round ratios of medians, with their range. A baseline measured
+/// once moves with the VM's drift between its run and the subject's
+/// (the cache-line floor ran at 30 to 50 ns from run to run).
+pub(crate) fn latency_alternated(
+    rounds: usize,
+    names: [&str; 4],
+    mut ours: impl FnMut() -> Result<Dist, Failure>,
+    mut base: impl FnMut() -> Result<Dist, Failure>,
+) -> Result<(Value, Dist), Failure> {
+    let [suite, case, subject, baseline] = names;
+    let (mut o, mut b, mut ratios) = (vec![], vec![], vec![]);
+    for round in 0..rounds.max(1) {
+        let (x, y) = if round % 2 == 0 {
+            let x = base()?;
+            (x, ours()?)
+        } else {
+            let y = ours()?;
+            (base()?, y)
+        };
+        ratios.push(y.median / x.median);
+        o.push(y);
+        b.push(x);
+    }
+    let med = |v: &[Dist], f: fn(&Dist) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    let dist = |v: &[Dist]| Dist {
+        median: med(v, |d| d.median),
+        p99: med(v, |d| d.p99),
+        p999: med(v, |d| d.p999),
+    };
+    let (ours, base) = (dist(&o), dist(&b));
+    ratios.sort_by(f64::total_cmp);
+    let mut v = latency(suite, case, subject, &ours, baseline, &base);
+    v["ratio"] = json!(round(ratios[ratios.len() / 2]));
+    v["rounds"] = json!(ratios.len());
+    v["ratio_min"] = json!(round(ratios[0]));
+    v["ratio_max"] = json!(round(ratios[ratios.len() - 1]));
+    Ok((v, ours))
+}
+
 /// [`throughput_bytes`] for an [`Alternated`] figure: the ratio is the
 /// median per-round ratio, with the rounds' range beside it.
 pub(crate) fn throughput_alternated(

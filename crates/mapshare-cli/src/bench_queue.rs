@@ -6,7 +6,9 @@
 //! reading the 8-byte sequence number of what it receives in place (the
 //! zero-copy way); a pipe and a Unix socket do the same with
 //! `write`/`read` (which copy into and out of the kernel); the cache-line
-//! floor bounces one word by spinning.
+//! floor bounces one word by spinning. The busy queue and the floor
+//! alternate in 5 rounds; that figure's ratio is the median of the
+//! per-round ratios, with their range.
 //!
 //! Throughput: the child produces N records of S bytes (`send`, which
 //! copies each from a local buffer), the parent consumes them in place; against a pipe
@@ -25,8 +27,8 @@ use mapshare::sync::Spin;
 use serde_json::Value;
 
 use crate::bench::{
-    finish, futex_for, latency, pin, ping_pong, spin_for, throughput_bytes, word, BenchFile, Dist,
-    CHILD_CPU,
+    finish, futex_for, latency, latency_alternated, pin, ping_pong, spin_for, throughput_bytes,
+    word, BenchFile, Dist, CHILD_CPU,
 };
 use crate::Failure;
 
@@ -34,6 +36,8 @@ const TO_CHILD: &str = "MAPSHARE_BENCH_Q1";
 const TO_PARENT: &str = "MAPSHARE_BENCH_Q2";
 const SOCKET: &str = "MAPSHARE_BENCH_SOCK";
 const RING: u64 = 1 << 20;
+/// Rounds of the latency figures against the cache-line floor.
+const LATENCY_ROUNDS: usize = 5;
 /// "Busy mode": spin up to a second before parking.
 const BUSY: Spin = Spin {
     limit: Duration::from_secs(1),
@@ -271,24 +275,24 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
         (50_000, 5_000)
     };
     let mut figures = Vec::new();
-    let fl = words_ping_pong("spin", spin_rounds)?;
     let raw_futex = words_ping_pong("futex", park_rounds)?;
     for size in [64usize, 65536] {
         let big = size > 64;
         let rounds = if big { spin_rounds / 10 } else { spin_rounds };
-        let busy = queue_latency("busy", size, rounds)?;
+        let case = format!("latency_{}", if big { "64KiB" } else { "64B" });
+        // Against the floor, in alternating rounds (see
+        // `latency_alternated`).
+        let per_round = (rounds / LATENCY_ROUNDS as u32).max(100);
+        let (figure, busy) = latency_alternated(
+            LATENCY_ROUNDS,
+            ["queue", &case, "mapshare-busy", "cache-line floor"],
+            || queue_latency("busy", size, per_round),
+            || words_ping_pong("spin", per_round),
+        )?;
+        figures.push(figure);
         let blocking = queue_latency("blocking", size, park_rounds)?;
         let pipe = stream_latency("pipe", size, park_rounds)?;
         let sock = stream_latency("socket", size, park_rounds)?;
-        let case = format!("latency_{}", if big { "64KiB" } else { "64B" });
-        figures.push(latency(
-            "queue",
-            &case,
-            "mapshare-busy",
-            &busy,
-            "cache-line floor",
-            &fl,
-        ));
         figures.push(latency(
             "queue",
             &case,
