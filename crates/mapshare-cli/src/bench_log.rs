@@ -21,13 +21,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mapshare::log::{Log, Options, Start};
+use mapshare::unstable::sys::clock::ticks;
 use serde_json::Value;
 
 use crate::bench::{
     alternating, latency, throughput_alternated, word, BenchFile, Dist, Samples, VAL_A,
 };
 use crate::Failure;
-use mapshare::unstable::sys::clock::ticks;
 
 const STOP: u8 = 0xff;
 /// Rounds of each throughput figure (see `bench::alternating`).

@@ -443,14 +443,12 @@ mod ring_model {
         fn store_header(&self, at: u64, word: u64, order: std::sync::atomic::Ordering) {
             self.headers[at as usize / 8].store(word, order)
         }
-        /// Both views of the zeroed bytes: the cells (so that a zeroing
+        /// Both views of the zeroed word: its cells (so that a zeroing
         /// of bytes the consumer may still read is a data race loom
-        /// reports) and the header slots among them.
-        fn zero(&self, at: u64, len: u64) {
-            self.write(at, &vec![0; len as usize]);
-            for slot in (at..at + len).step_by(8) {
-                self.headers[slot as usize / 8].store(0, Relaxed);
-            }
+        /// reports) and its header slot.
+        fn zero_word(&self, at: u64) {
+            self.write(at, &[0; 8]);
+            self.headers[at as usize / 8].store(0, Relaxed);
         }
     }
 

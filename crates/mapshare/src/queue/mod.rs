@@ -336,9 +336,8 @@ impl Bytes for Mapped {
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr(at), data.len()) }
     }
     #[inline]
-    fn zero(&self, at: u64, len: u64) {
-        // SAFETY: as in `write`.
-        unsafe { std::ptr::write_bytes(self.ptr(at), 0, len as usize) }
+    fn zero_word(&self, at: u64) {
+        self.word(at).store(0, Relaxed);
     }
 }
 

@@ -251,10 +251,9 @@ pub trait Bytes {
     fn load_header(&self, at: u64) -> u64;
     /// Stores the header word at `at` (8-aligned) with `order`.
     fn store_header(&self, at: u64, word: u64, order: Ordering);
-    /// Zeroes `len` bytes from ring offset `at` (both multiples of 8):
-    /// free space the producer clears ahead of itself
-    /// ([`Ring::clear_ahead`]).
-    fn zero(&self, at: u64, len: u64);
+    /// Zeroes the 8-byte word at ring offset `at` (8-aligned): free space
+    /// the producer clears ahead of itself ([`Ring::clear_ahead`]).
+    fn zero_word(&self, at: u64);
 }
 
 /// What the consumer found at its position.
@@ -467,7 +466,7 @@ impl<P: Word64, W: Word, D: Bytes> Ring<'_, P, W, D> {
         }
         let mut at = from;
         while at < to {
-            self.bytes.zero(offset(at, self.capacity), HEADER);
+            self.bytes.zero_word(offset(at, self.capacity));
             at = next_line(at, self.line);
         }
         at
@@ -598,10 +597,8 @@ mod tests {
         fn store_header(&self, at: u64, word: u64, order: Ordering) {
             self.word(at).store(word, order)
         }
-        fn zero(&self, at: u64, len: u64) {
-            for k in (0..len).step_by(8) {
-                self.word(at + k).store(0, Relaxed);
-            }
+        fn zero_word(&self, at: u64) {
+            self.word(at).store(0, Relaxed);
         }
     }
 

@@ -66,9 +66,7 @@ const SPECIAL: &[(i64, &str)] = &[
 /// cannot be told apart; its entries are device nodes, refused anyway as
 /// not regular files.
 pub fn special_fs(fd: &impl AsFd) -> io::Result<Option<&'static str>> {
-    // The magic numbers are 32-bit; `f_type` is a signed long, which
-    // sign-extends the high ones on 32-bit targets.
-    let kind = i64::from(rustix::fs::fstatfs(fd)?.f_type as u32);
+    let kind = fs_magic(fd)?;
     Ok(SPECIAL
         .iter()
         .find(|(magic, _)| *magic == kind)
@@ -80,8 +78,15 @@ pub fn special_fs(fd: &impl AsFd) -> io::Result<Option<&'static str>> {
 pub fn in_memory(fd: &impl AsFd) -> io::Result<bool> {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
     const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
-    let kind = i64::from(rustix::fs::fstatfs(fd)?.f_type as u32);
+    let kind = fs_magic(fd)?;
     Ok(kind == TMPFS_MAGIC || kind == HUGETLBFS_MAGIC)
+}
+
+/// The magic number of the file system `fd` is on (`fstatfs(2)`).
+fn fs_magic(fd: &impl AsFd) -> io::Result<i64> {
+    // The magic numbers are 32-bit; `f_type` is a signed long, which
+    // sign-extends the high ones on 32-bit targets.
+    Ok(i64::from(rustix::fs::fstatfs(fd)?.f_type as u32))
 }
 
 /// A new, empty, nameless file in `dir`, opened read-write: `O_TMPFILE`
