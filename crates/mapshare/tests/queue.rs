@@ -748,6 +748,66 @@ fn records_held_in_a_batch_keep_their_bytes_while_the_producer_writes_ahead() {
     assert!(got > 1000, "only {got} records went through");
 }
 
+/// An outside truncate cuts the file just ahead of the records. The
+/// producer's stores ahead of its position (`clear_ahead`, up to 1 KiB
+/// past it) may fault on the cut pages before any record reaches them;
+/// such a fault is reported by the next call, never by the `send` of a
+/// record it published (found in review: `send` reported a delivered
+/// record as failed, so a caller that retried sent it twice). So: every
+/// `send` that succeeds lies before the cut and is delivered, the first
+/// that fails says `Truncated` and is not delivered, and the cut is not
+/// reported before the stores ahead can reach it.
+#[test]
+fn a_cut_just_ahead_of_the_records_fails_no_send_that_was_delivered() {
+    const PAGE: u64 = 4096;
+    let (_dir, path) = new_queue(64 << 10);
+    let ring_at = mapshare::Inspection::open(&path)
+        .unwrap()
+        .header
+        .object_offset
+        + queue::CONTROL_LEN;
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    // The cut: the second page boundary after the ring's start, so that
+    // some records lie before it, in the ring's first lap.
+    let cut = (ring_at / PAGE + 2) * PAGE;
+    let before = cut - ring_at;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    // 56-byte payloads: 64-byte records, each followed by an 8-byte slot.
+    let (mut end, mut sent) = (0u64, 0u8);
+    let failed = loop {
+        match tx.send(&[sent; 56]) {
+            Ok(()) => {
+                end += 64;
+                sent += 1;
+                assert!(
+                    end + 8 <= before,
+                    "record {sent} ends at {end}, past the cut"
+                );
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    assert!(failed.contains("truncated"), "{failed}");
+    assert!(
+        end + 64 + 1024 + 64 >= before,
+        "the cut reported after {end} of {before} bytes"
+    );
+    for i in 0..sent {
+        let r = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(&r[..], &[i; 56][..], "record {i}");
+    }
+    assert!(
+        !matches!(rx.try_recv(), Ok(Some(_))),
+        "a record whose send failed was delivered"
+    );
+}
+
 /// C9: `send_batch` publishes what it wrote on every return path, and its
 /// count is what the consumer gets.
 #[test]

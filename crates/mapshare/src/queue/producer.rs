@@ -328,11 +328,18 @@ impl Producer {
             Ok(Some(at)) => {
                 let g = self.grant(at, data.len());
                 g.fill(data);
-                g.commit();
-                match self.q.check_faults() {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(SendError::Failed(e, data)),
+                let published = g.publish().is_some();
+                // A fault so far is the record's own: it was not sent.
+                if let Err(e) = self.q.check_faults() {
+                    return Err(SendError::Failed(e, data));
                 }
+                // Then the stores ahead: a fault in them (a page cut past
+                // the record) is the next call's to report, not this
+                // delivered record's (found in review).
+                if published {
+                    self.clear_ahead(record_size(data.len() as u64));
+                }
+                Ok(())
             }
             Ok(None) if matches!(wait, Wait::No) => Err(SendError::Full(data)),
             Ok(None) => Err(SendError::Timeout(data)),
@@ -378,7 +385,14 @@ impl Producer {
         let result = self.send_batch_inner(records, &mut run);
         // Whatever happened, what was written is published: the count
         // reported is the count the consumer gets.
+        let start = run.map(|(start, _)| start);
         self.commit_run(&mut run);
+        // Only now the stores ahead (as in `send`: a fault in them is
+        // the next call's); not after the runs published mid-batch, where
+        // a fault would be taken for the next record's.
+        if let Some(start) = start {
+            self.clear_ahead(self.write - start);
+        }
         result
     }
 
@@ -389,7 +403,6 @@ impl Producer {
             let ring = self.q.ring();
             ring.commit_run(start, len, self.write);
             ring.publish(self.write, &Futex, &self.q.pair());
-            self.clear_ahead(self.write - start);
         }
     }
 
@@ -469,14 +482,23 @@ impl<'p> Grant<'p> {
         Some(producer)
     }
 
+    /// [`Grant::finish`], then stores our position and wakes the
+    /// consumer if it sleeps.
+    #[inline]
+    fn publish(self) -> Option<&'p mut Producer> {
+        let p = self.finish()?;
+        p.q.ring().publish(p.write, &Futex, &p.q.pair());
+        Some(p)
+    }
+
     /// Commits the record: the consumer can see it from now on, and is
     /// woken if it sleeps. (In a forked child that inherited the grant,
     /// does nothing.)
     #[inline]
     pub fn commit(self) {
         let size = record_size(self.len as u64);
-        if let Some(p) = self.finish() {
-            p.q.ring().publish(p.write, &Futex, &p.q.pair());
+        if let Some(p) = self.publish() {
+            // A fault in the stores ahead shows at the next call.
             p.clear_ahead(size);
         }
     }
