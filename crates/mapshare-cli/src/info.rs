@@ -80,6 +80,7 @@ fn describe(insp: &Inspection, v: &mut Value) -> Result<(), Failure> {
             "hash": format!("{:#018x}", h.fingerprint.hash),
         },
         "file_len": h.file_len,
+        "guard_page": h.guard_page(),
         "lease_offset": h.lease_offset,
         "lease_slots": h.lease_slots,
         "object_offset": h.object_offset,
@@ -191,8 +192,16 @@ fn print_text(v: &Value) {
                 h["type"]["hash"].as_str().unwrap_or("")
             );
             println!(
-                "layout:    header at 0, {} lease slots at {}, object of {} bytes at {}; page size at creation {}",
-                h["lease_slots"], h["lease_offset"], h["object_len"], h["object_offset"], h["page_size_at_creation"]
+                "layout:    header at 0, {} lease slots at {}, object of {} bytes at {}{}; page size at creation {}",
+                h["lease_slots"],
+                h["lease_offset"],
+                h["object_len"],
+                h["object_offset"],
+                match h["guard_page"].as_u64() {
+                    Some(at) => format!(", guard page at {at}"),
+                    None => String::new(),
+                },
+                h["page_size_at_creation"]
             );
             println!("created by pid {}", h["initialized_by_pid"]);
             let attached = v["attached"].as_array().cloned().unwrap_or_default();

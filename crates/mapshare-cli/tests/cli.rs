@@ -568,6 +568,16 @@ fn recv_count_timeout_frames_and_info() {
     assert_eq!(v["kind"], "queue");
     assert_eq!(v["queue"]["records_pending"], 3);
     assert_eq!(v["queue"]["capacity"], 65536);
+    // The guard page that tells a cut inside a page of records: the
+    // file's last page, past the object's last page.
+    let (len, guard) = (&v["header"]["file_len"], &v["header"]["guard_page"]);
+    let page = v["header"]["page_size_at_creation"].as_u64().unwrap();
+    assert_eq!(guard.as_u64().unwrap() + page, len.as_u64().unwrap());
+    assert!(
+        guard.as_u64().unwrap()
+            >= v["header"]["object_offset"].as_u64().unwrap()
+                + v["header"]["object_len"].as_u64().unwrap()
+    );
     assert!(v["queue"]["producer"].is_null(), "the sender has left");
     assert_eq!(v["queue"]["fences"]["producer"], "full fences");
     assert!(
@@ -575,6 +585,7 @@ fn recv_count_timeout_frames_and_info() {
         "no consumer yet"
     );
     let o = mapshare(&["info", s(&q)]);
+    assert!(stdout(&o).contains(", guard page at "), "{}", stdout(&o));
     assert!(
         stdout(&o).contains("producer:  none, full fences"),
         "{}",

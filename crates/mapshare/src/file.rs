@@ -36,7 +36,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Origin, Result};
@@ -71,6 +71,11 @@ pub struct Spec {
     pub mode: u32,
     /// Longest wait for another process's initialization.
     pub timeout: Duration,
+    /// Whether the file ends with a guard page past the object (see
+    /// [`Header::guard_page`]): an object that may not find out
+    /// otherwise that an outside truncate cut inside one of its pages
+    /// asks for one.
+    pub guard_page: bool,
 }
 
 impl Spec {
@@ -83,6 +88,7 @@ impl Spec {
             lease_slots: format::DEFAULT_LEASE_SLOTS,
             mode: 0o600,
             timeout: Duration::from_secs(5),
+            guard_page: false,
         }
     }
 }
@@ -149,6 +155,9 @@ impl Spec {
 pub struct SharedFile {
     region: Region,
     header: Header,
+    /// Offset of a byte of the file's guard page in the mapping, if it
+    /// has one (see [`SharedFile::check_faults`]).
+    guard: Option<usize>,
     lease: Lease,
     created: bool,
 }
@@ -506,13 +515,16 @@ impl SharedFile {
     where
         F: FnOnce(&mut Region, &Header) -> Result<()>,
     {
-        let header = Header::plan(
+        let mut header = Header::plan(
             origin,
             spec.kind,
             spec.fingerprint.clone(),
             spec.object_len,
             spec.lease_slots,
         )?;
+        if spec.guard_page {
+            header.add_guard_page(origin)?;
+        }
         let mut claim = [0u8; 12];
         claim[..8].copy_from_slice(&MAGIC.to_ne_bytes());
         claim[8..].copy_from_slice(&INITIALIZING.to_ne_bytes());
@@ -585,9 +597,14 @@ impl SharedFile {
         // The lease table is read through atomics: a page cut away under
         // them shows up only here.
         region.check_faults()?;
+        let guard = header
+            .guard_page()
+            .filter(|&g| g < region.len() as u64)
+            .map(|g| g as usize);
         Ok(SharedFile {
             region,
             header,
+            guard,
             lease,
             created,
         })
@@ -678,6 +695,40 @@ impl SharedFile {
     /// ```
     pub unsafe fn region_mut(&mut self) -> &mut Region {
         &mut self.region
+    }
+
+    /// `Truncated` if an outside truncate cut the file: call it after
+    /// loading shared bytes and before trusting them, and before storing.
+    ///
+    /// A page that an outside truncate cut away vanishes from the mapping
+    /// and reads as zeros: the SIGBUS handler maps a zero page over it and
+    /// counts the fault ([`Region::check_faults`], one relaxed load). A cut
+    /// *inside* a page faults nowhere: the kernel zeroes the rest of that
+    /// page in place, and stores there are lost with the page. A file
+    /// created with a guard page ([`Spec::guard_page`],
+    /// [`Header::guard_page`]) tells that too: a cut anywhere before the
+    /// guard page takes the guard page out of every mapping before the
+    /// zeroing starts, so a load from it after ours faults if any of ours
+    /// could have read such zeros. That is a second load, of a line
+    /// nobody writes.
+    #[inline]
+    pub fn check_faults(&self) -> Result<()> {
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if let Some(at) = self.guard {
+            // A mapping cut back by `refresh` (through `region_mut`) no
+            // longer reaches the guard page: nothing to load then.
+            if at < self.region.len() {
+                // Orders the loads before this one before it, in the
+                // hardware too (free on x86).
+                std::sync::atomic::fence(Ordering::Acquire);
+                // SAFETY: `at` is inside the live mapping (checked just
+                // now); a byte has no alignment to keep, and it is read
+                // atomically whatever a peer writes there.
+                let byte = unsafe { AtomicU8::from_ptr(self.region.as_ptr().add(at).cast_mut()) };
+                std::hint::black_box(byte.load(Ordering::Relaxed));
+            }
+        }
+        self.region.check_faults()
     }
 
     /// The object's first byte, as an offset into the file's mapping

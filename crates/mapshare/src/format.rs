@@ -301,6 +301,37 @@ impl Header {
         })
     }
 
+    /// Lengthens the planned file by one page past the object's last
+    /// page: the guard page that [`Header::guard_page`] finds.
+    pub fn add_guard_page(&mut self, origin: &Origin) -> Result<()> {
+        self.file_len = self
+            .file_len
+            .checked_add(u64::from(self.page_size))
+            .ok_or_else(|| Error::Overflow {
+                origin: origin.clone(),
+                offset: self.object_offset,
+                len: self.object_len,
+            })?;
+        Ok(())
+    }
+
+    /// The file offset of the guard page, if the file has one: a whole
+    /// page of this machine, at the end of the file, wholly past the
+    /// object's last page, which nobody writes. A file cut by an outside
+    /// truncate loses the guard page before anything else: the kernel
+    /// takes the pages past the new end out of every mapping before it
+    /// zeroes the rest of the page the new end falls in. So a load from
+    /// the guard page that does not fault (see `sys::sigbus`), after
+    /// loads from the object, proves that those loads read no such
+    /// zeros. Files made without one (`file_len` is then the object's end
+    /// rounded up to a page) have none.
+    pub fn guard_page(&self) -> Option<u64> {
+        let page = crate::sys::page_size() as u64;
+        let object_end = self.object_offset.checked_add(self.object_len)?;
+        let guard = self.file_len.checked_sub(page)?;
+        (guard >= round_up(object_end, page)?).then_some(guard)
+    }
+
     /// The 128 header bytes, with `init_state` as given (the checksum does
     /// not cover it).
     pub fn encode(&self, init_state: u32) -> [u8; HEADER_LEN] {

@@ -189,7 +189,11 @@ impl<T: Persistent> std::fmt::Debug for Shared<T> {
 
 impl<T: Persistent> Shared<T> {
     fn spec() -> Spec {
-        Spec::new(Kind::Value, T::fingerprint(), Mutex::<T>::footprint())
+        let mut spec = Spec::new(Kind::Value, T::fingerprint(), Mutex::<T>::footprint());
+        // A value in a page cut inside must not load as zeros (see
+        // `SharedFile::check_faults`).
+        spec.guard_page = true;
+        spec
     }
 
     fn checked(file: SharedFile) -> Result<Self> {
@@ -249,9 +253,8 @@ impl<T: Persistent> Shared<T> {
         let value = guard.copy_out();
         drop(guard);
         // A page cut by an outside truncate read as zeros: say so instead
-        // of returning them (see `Region::check_faults`).
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
-        self.file.region().check_faults()?;
+        // of returning them (see `SharedFile::check_faults`).
+        self.file.check_faults()?;
         Ok(value)
     }
 

@@ -756,11 +756,26 @@ fn records_held_in_a_batch_keep_their_bytes_while_the_producer_writes_ahead() {
 /// record as failed, so a caller that retried sent it twice). So: every
 /// `send` that succeeds lies before the cut and is delivered, the first
 /// that fails says `Truncated` and is not delivered, and the cut is not
-/// reported before the stores ahead can reach it.
+/// reported before the stores ahead can reach it. That is a file made
+/// before guard pages; in one made now (`Header::guard_page`), the first
+/// `send` after the cut reports it and writes nothing.
 #[test]
 fn a_cut_just_ahead_of_the_records_fails_no_send_that_was_delivered() {
+    cut_just_ahead(false);
+}
+
+#[test]
+fn a_cut_just_ahead_of_the_records_fails_the_next_send_with_a_guard_page() {
+    cut_just_ahead(true);
+}
+
+fn cut_just_ahead(guard_page: bool) {
     const PAGE: u64 = 4096;
-    let (_dir, path) = new_queue(64 << 10);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q");
+    let mut spec = queue::spec(64 << 10).unwrap();
+    spec.guard_page = guard_page;
+    drop(mapshare::SharedFile::open_or_create(&path, &spec, |_, _| Ok(())).unwrap());
     let ring_at = mapshare::Inspection::open(&path)
         .unwrap()
         .header
@@ -794,10 +809,14 @@ fn a_cut_just_ahead_of_the_records_fails_no_send_that_was_delivered() {
         }
     };
     assert!(failed.contains("truncated"), "{failed}");
-    assert!(
-        end + 64 + 1024 + 64 >= before,
-        "the cut reported after {end} of {before} bytes"
-    );
+    if guard_page {
+        assert_eq!(end, 0, "records sent after the cut");
+    } else {
+        assert!(
+            end + 64 + 1024 + 64 >= before,
+            "the cut reported after {end} of {before} bytes"
+        );
+    }
     for i in 0..sent {
         let r = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(&r[..], &[i; 56][..], "record {i}");
@@ -1036,6 +1055,83 @@ fn producers_that_leave_cleanly_are_never_reported_dead() {
     assert!(child.wait().unwrap().success());
     assert!(disconnected > 0, "the polls saw producers leave");
     assert!(died.is_empty(), "reported dead (pids): {died:?}");
+}
+
+/// An outside truncate to a size inside a page of the ring: the kernel
+/// zeroes the rest of that page in place, with no fault, and takes the
+/// pages after it away. A record there must never come back with zeros in
+/// it, and a record whose header was zeroed must not leave the consumer
+/// waiting for it: after the cut every receive and send is `Truncated`
+/// (the file's guard page, `Header::guard_page`). Before the guard page,
+/// `recv` returned a record with its last 50 bytes zeroed (found in
+/// review), and so did the copy-out `recv_into`.
+#[test]
+fn a_cut_inside_a_page_of_unread_records_is_truncated_not_a_zeroed_record() {
+    cut_inside_a_page(false);
+}
+
+#[test]
+fn a_cut_inside_a_page_of_unread_records_is_truncated_for_a_copy_out() {
+    cut_inside_a_page(true);
+}
+
+fn cut_inside_a_page(copy_out: bool) {
+    const PAGE: u64 = 4096;
+    let (_dir, path) = new_queue(64 << 10);
+    let ring_at = mapshare::Inspection::open(&path)
+        .unwrap()
+        .header
+        .object_offset
+        + queue::CONTROL_LEN;
+    let mut tx = Producer::open(&path).unwrap();
+    let mut rx = Consumer::open(&path).unwrap();
+    // 100-byte payloads: 112-byte records (8-byte header, padding).
+    let record = |k: u8| [k.wrapping_add(1); 100];
+    for k in 0..60u8 {
+        tx.send(&record(k)).unwrap();
+    }
+    let got = rx.recv().unwrap();
+    assert_eq!(&got[..], &record(0)[..]);
+    drop(got);
+    // Cut inside the payload of the second page's first record that lies
+    // wholly in it: its header survives, its tail is zeroed in place, and
+    // the records after it are gone.
+    let k = (1..60u64)
+        .find(|k| {
+            let at = ring_at + 112 * k;
+            at / PAGE > ring_at / PAGE && at % PAGE + 112 <= PAGE
+        })
+        .unwrap();
+    let cut = ring_at + 112 * k + 8 + 50;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let (mut next, mut buf) = (1u8, Vec::new());
+    let end = loop {
+        let wait = Duration::from_millis(300);
+        let got = if copy_out {
+            rx.recv_into_timeout(&mut buf, wait).map(|_| buf.clone())
+        } else {
+            rx.recv_timeout(wait).map(|r| r.to_vec())
+        };
+        match got {
+            Ok(r) => {
+                assert_eq!(&r[..], &record(next)[..], "record {next} after the cut");
+                next += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(end, Error::Truncated { .. }), "{end:?}");
+    assert!(u64::from(next) <= k, "record {next} of {k} came back");
+    assert!(matches!(rx.recv(), Err(Error::Truncated { .. })));
+    match tx.send(&record(99)) {
+        Err(SendError::Failed(Error::Truncated { .. }, _)) => {}
+        other => panic!("send after the cut: {other:?}"),
+    }
 }
 
 /// An outside truncate that cuts the page a batch writes into is reported

@@ -722,6 +722,25 @@ fn a_shared_value_load_after_an_outside_truncate_reports_truncated() {
     ));
 }
 
+/// A cut inside the value's own page: the kernel zeroes the value's last
+/// bytes in place and nothing faults. The load must say `Truncated`, not
+/// return the zeroed value (it did before the guard page,
+/// `SharedFile::check_faults`).
+#[test]
+fn a_shared_value_cut_inside_its_page_is_truncated_not_zeroed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("value");
+    let value = mapshare::Shared::<u64>::open_or_create(&path, &u64::MAX).unwrap();
+    let f = value.file();
+    let end = f.object_offset() + f.object_len();
+    assert_ne!(end % PAGE, 0, "the value ends inside a page");
+    truncate_behind_our_back(&path, end - 4);
+    match value.load() {
+        Err(Error::Truncated { .. }) => {}
+        other => panic!("load after a cut inside the value: {other:?}"),
+    }
+}
+
 #[test]
 fn create_new_never_takes_an_existing_file() {
     use mapshare::SharedFile;

@@ -167,7 +167,7 @@ fn take(meta: &Meta, name: &str, start: u64) -> Result<(u64, u64)> {
         }
         meta.word(slot(i) + POS)?.store(start, Relaxed);
         state.store((name.len() as u64) << 8 | IN_USE, Release);
-        meta.file.region().check_faults()?;
+        meta.file.check_faults()?;
         return Ok((i, start));
     }
     Err(Error::Busy {
@@ -182,7 +182,7 @@ pub(crate) fn store(meta: &Meta, i: u64, pos: u64) -> Result<()> {
     meta.word(slot(i) + POS)?.store(pos, Release);
     // A `meta` cut behind our back takes the store into a zero page the
     // SIGBUS handler put there: report it, never "stored".
-    meta.file.region().check_faults()
+    meta.file.check_faults()
 }
 
 /// Tethers slot `i` to this process's lease in `meta`, at `pos`, letting
@@ -206,7 +206,7 @@ pub(crate) fn tether(meta: &Meta, i: u64, pos: u64, limit: u64) -> Result<()> {
             if cur == 0 {
                 meta.word(TETHERS)?.fetch_add(1, AcqRel);
             }
-            return meta.file.region().check_faults();
+            return meta.file.check_faults();
         }
     }
     Err(Error::Busy {

@@ -478,6 +478,9 @@ impl Log {
         segment::check_capacity(&origin, options.segment_size, segment::Given::ByCaller)?;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(&origin, "create directory", e))?;
         let mut spec = Spec::new(Kind::Raw, meta_fingerprint(), META_LEN);
+        // A cursor stored into a page cut inside must not be reported
+        // stored (see `SharedFile::check_faults`).
+        spec.guard_page = true;
         // One lease per process that has the log open (readers and
         // writers alike): room for as many as a segment has readers.
         spec.lease_slots = MAX_LEASE_SLOTS;

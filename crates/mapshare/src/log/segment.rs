@@ -148,6 +148,8 @@ impl Segment {
         let geo = Geometry::new(capacity);
         let mut spec = Spec::new(Kind::LogSegment, fingerprint(), geo.object_len());
         spec.lease_slots = MAX_LEASE_SLOTS;
+        // An append into a page cut inside must not be reported stored.
+        spec.guard_page = true;
         let file =
             SharedFile::open_or_create_within(&path, &spec, role.slots(), |region, header| {
                 let o = header.object_offset;
@@ -300,10 +302,11 @@ impl Segment {
         }
     }
 
-    /// `Truncated` if a page vanished under an outside truncate.
+    /// `Truncated` if an outside truncate cut the segment (see
+    /// [`SharedFile::check_faults`]).
+    #[inline]
     pub fn check_faults(&self) -> Result<()> {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        self.file.region().check_faults()
+        self.file.check_faults()
     }
 
     pub fn corrupted(&self, why: String) -> Error {

@@ -223,11 +223,11 @@ fn fingerprint() -> Fingerprint {
 /// slots or mode, then pass it to [`SharedFile::open_or_create`]).
 pub fn spec(capacity: u64) -> Result<Spec> {
     check_capacity(&Origin::anonymous("queue"), capacity)?;
-    Ok(Spec::new(
-        Kind::Queue,
-        fingerprint(),
-        CONTROL_LEN + capacity,
-    ))
+    let mut spec = Spec::new(Kind::Queue, fingerprint(), CONTROL_LEN + capacity);
+    // A cut inside a page of records must not go unseen (see
+    // `SharedFile::check_faults`).
+    spec.guard_page = true;
+    Ok(spec)
 }
 
 /// Why `capacity` is not a ring size, if it is not.
@@ -637,14 +637,12 @@ impl Shared {
         }
     }
 
-    /// `Truncated` if a page of the queue vanished under an outside
-    /// truncate (the SIGBUS handler replaced it with zeros, see
-    /// `Region::check_faults`): called after reading shared bytes and
-    /// before trusting what was read. One relaxed load.
+    /// `Truncated` if an outside truncate cut the file (see
+    /// [`SharedFile::check_faults`]): called after reading shared bytes
+    /// and before trusting what was read, and before writing.
     #[inline]
     fn check_faults(&self) -> Result<()> {
-        std::sync::atomic::compiler_fence(SeqCst);
-        self.file.region().check_faults()
+        self.file.check_faults()
     }
 
     /// A violated invariant; reported as `Truncated` instead when a page
