@@ -1023,12 +1023,7 @@ fn no_append_succeeds_after_a_truncate_cut_the_data_area() {
         let mut w = log.writer().unwrap();
         w.append(b"first").unwrap();
         let seg = segment_files(&path)[0].clone();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&seg)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        common::truncate_behind_our_back(&seg, cut);
         let mut sent = vec![];
         let mut truncated = 0;
         for i in 0..50u64 {
@@ -1059,12 +1054,7 @@ fn no_append_past_a_truncate_inside_the_data_area_succeeds() {
     let seg = segment_files(&path)[0].clone();
     let bytes = std::fs::read(&seg).unwrap();
     let data_start = bytes.windows(5).position(|x| x == b"first").unwrap() as u64 - 40;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(data_start + 4096)
-        .unwrap();
+    common::truncate_behind_our_back(&seg, data_start + 4096);
     let mut sent = vec![(0, b"first".to_vec())];
     let mut truncated = 0;
     for i in 0..200u64 {
@@ -1122,12 +1112,7 @@ fn a_cut_inside_a_page_of_the_data_area_is_truncated_for_writer_and_reader() {
             .unwrap() as u64
             > cut
     );
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    common::truncate_behind_our_back(&seg, cut);
     for i in 0..20u64 {
         match w.append(&payload(2, i)) {
             Err(Error::Truncated { .. }) => {}
@@ -1286,12 +1271,7 @@ fn a_segment_truncated_under_a_reader_and_writer_is_truncated() {
         {
             let held = r.next().unwrap().unwrap();
             held.check().unwrap();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&seg)
-                .unwrap()
-                .set_len(at)
-                .unwrap();
+            common::truncate_behind_our_back(&seg, at);
             assert!(matches!(held.check(), Err(Error::Truncated { .. })));
         }
         for _ in 0..2 {
@@ -1449,12 +1429,7 @@ fn a_cursor_commit_after_meta_was_truncated_is_not_reported_stored() {
         let mut r = log.reader(Start::Cursor("c".into())).unwrap();
         w.append(b"one").unwrap();
         assert_eq!(r.next().unwrap().unwrap().bytes(), b"one");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(path.join("meta"))
-            .unwrap()
-            .set_len(at)
-            .unwrap();
+        common::truncate_behind_our_back(path.join("meta"), at);
         // Whatever the append says, a reader either reads it or says
         // Truncated: never "nothing" while the record is there.
         match w.append(b"two") {

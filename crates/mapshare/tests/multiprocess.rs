@@ -161,12 +161,7 @@ fn truncation_behind_our_back_is_reported() {
     peer.ok("check");
 
     // Somebody who does not play by mapshare's rules cuts the file.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(5000)
-        .unwrap();
+    common::truncate_behind_our_back(&path, 5000);
 
     assert_eq!(peer.cmd("check"), Err("Truncated".into()));
     assert_eq!(peer.cmd("refresh"), Err("Truncated".into()));
@@ -189,12 +184,7 @@ fn a_peer_reading_a_page_cut_behind_its_back_gets_truncated_not_sigbus() {
     let (_dir, path) = temp_file(4 * 4096);
     let mut peer = Peer::spawn();
     peer.ok(&format!("open {} rw", path.display()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(4096)
-        .unwrap();
+    common::truncate_behind_our_back(&path, 4096);
     // No check first: the read itself hits the vanished page. Without the
     // SIGBUS handler the peer dies here.
     assert_eq!(peer.cmd("read 9000 4"), Err("Truncated".into()));

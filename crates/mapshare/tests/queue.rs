@@ -787,12 +787,7 @@ fn cut_just_ahead(guard_page: bool) {
     // some records lie before it, in the ring's first lap.
     let cut = (ring_at / PAGE + 2) * PAGE;
     let before = cut - ring_at;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    common::truncate_behind_our_back(&path, cut);
     // 56-byte payloads: 64-byte records, each followed by an 8-byte slot.
     let (mut end, mut sent) = (0u64, 0u8);
     let failed = loop {
@@ -1103,12 +1098,7 @@ fn cut_inside_a_page(copy_out: bool) {
         })
         .unwrap();
     let cut = ring_at + 112 * k + 8 + 50;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(cut)
-        .unwrap();
+    common::truncate_behind_our_back(&path, cut);
     let (mut next, mut buf) = (1u8, Vec::new());
     let end = loop {
         let wait = Duration::from_millis(300);
@@ -1146,12 +1136,7 @@ fn send_batch_reports_a_page_cut_under_its_last_record() {
     // Keep the header, the lease table and the positions; cut the ring
     // from its second page on, where the write position is about to be.
     tx.send(&[7u8; 3000]).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(ring_page)
-        .unwrap();
+    common::truncate_behind_our_back(&path, ring_page);
     match tx.send_batch(&[&[1u8; 2000]]) {
         Err((0, Error::Truncated { .. })) => {}
         other => panic!("send_batch after a cut page: {other:?}"),

@@ -1,9 +1,12 @@
 //! One process, one file: windows at any offset, access modes, hints,
 //! residency, and every kind of bad input.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use common::truncate_behind_our_back;
 use mapshare::{shm, Access, Error, Flush, Hint, Region, RegionOptions};
 use proptest::prelude::*;
 
@@ -427,14 +430,6 @@ fn atomics_are_shared_between_regions_of_one_file() {
 
 /// Shrinks `path` the way a program that ignores mapshare does: a plain
 /// `ftruncate` on its own descriptor, no guard lock.
-fn truncate_behind_our_back(path: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
 
 #[test]
 fn reads_and_writes_after_an_outside_truncate_report_truncated() {
