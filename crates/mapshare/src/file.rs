@@ -601,13 +601,19 @@ impl SharedFile {
             .guard_page()
             .filter(|&g| g < region.len() as u64)
             .map(|g| g as usize);
-        Ok(SharedFile {
+        let file = SharedFile {
             region,
             header,
             guard,
             lease,
             created,
-        })
+        };
+        // The guard page is mapped in here, by its first load, so that no
+        // later check takes the fault that maps it: racing a truncate,
+        // that fault could map it back before the truncate is done
+        // (suspected in review).
+        file.check_faults()?;
+        Ok(file)
     }
 
     /// Whether this process initialized the file.
@@ -716,17 +722,23 @@ impl SharedFile {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         if let Some(at) = self.guard {
             // A mapping cut back by `refresh` (through `region_mut`) no
-            // longer reaches the guard page: nothing to load then.
-            if at < self.region.len() {
-                // Orders the loads before this one before it, in the
-                // hardware too (free on x86).
-                std::sync::atomic::fence(Ordering::Acquire);
-                // SAFETY: `at` is inside the live mapping (checked just
-                // now); a byte has no alignment to keep, and it is read
-                // atomically whatever a peer writes there.
-                let byte = unsafe { AtomicU8::from_ptr(self.region.as_ptr().add(at).cast_mut()) };
-                std::hint::black_box(byte.load(Ordering::Relaxed));
+            // longer reaches the guard page: the file was cut (found in
+            // review: the checks said nothing after such a refresh).
+            if at >= self.region.len() {
+                return Err(Error::Truncated {
+                    origin: self.region.origin().clone(),
+                    expected: self.header.file_len,
+                    actual: self.region.len() as u64,
+                });
             }
+            // Orders the loads before this one before it, in the
+            // hardware too (free on x86).
+            std::sync::atomic::fence(Ordering::Acquire);
+            // SAFETY: `at` is inside the live mapping (checked just now);
+            // a byte has no alignment to keep, and it is read atomically
+            // whatever a peer writes there.
+            let byte = unsafe { AtomicU8::from_ptr(self.region.as_ptr().add(at).cast_mut()) };
+            std::hint::black_box(byte.load(Ordering::Relaxed));
         }
         self.region.check_faults()
     }

@@ -736,6 +736,32 @@ fn a_shared_value_cut_inside_its_page_is_truncated_not_zeroed() {
     }
 }
 
+/// A file with a guard page whose mapping `refresh` cut back past it (an
+/// `unsafe` path) stays `Truncated`: the checks said nothing once the
+/// guard page was out of reach (found in review).
+#[test]
+fn a_guarded_file_cut_and_refreshed_stays_truncated() {
+    use mapshare::{Fingerprint, Kind, SharedFile, Spec};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g");
+    let mut spec = Spec::new(Kind::Raw, Fingerprint::untyped(), 3 * PAGE);
+    spec.guard_page = true;
+    let mut f = SharedFile::open_or_create(&path, &spec, |_, _| Ok(())).unwrap();
+    assert!(f.header().guard_page().is_some());
+    f.check_faults().unwrap();
+    truncate_behind_our_back(&path, f.object_offset() + PAGE + 100);
+    assert!(matches!(f.check_faults(), Err(Error::Truncated { .. })));
+    // SAFETY: the region stays this file's mapping; only its view shrinks.
+    let refreshed = unsafe { f.region_mut() }.refresh();
+    assert!(
+        matches!(refreshed, Err(Error::Truncated { .. })),
+        "{refreshed:?}"
+    );
+    for _ in 0..3 {
+        assert!(matches!(f.check_faults(), Err(Error::Truncated { .. })));
+    }
+}
+
 #[test]
 fn create_new_never_takes_an_existing_file() {
     use mapshare::SharedFile;
