@@ -7,8 +7,11 @@
 //!   same run. Readers spin briefly, then park on the log's one futex
 //!   word; with more readers than cores they are oversubscribed.
 //! - `append_64B_1_writer`: appends per second of one writer (no reader)
-//!   against the SPSC queue's throughput for 64 B records.
-//! - `append_64B_2_writers`: two writer threads, against one writer.
+//!   with its pretoucher on the other core, against the SPSC queue's
+//!   throughput for 64 B records (producer and consumer on two cores),
+//!   and against one writer that maps its pages in itself.
+//! - `append_64B_2_writers`: two writer threads on two cores, against one
+//!   writer (neither with a pretoucher).
 //!
 //!   Both append figures alternate subject and baseline in 7 rounds and
 //!   report the median of the per-round ratios, with their range
@@ -116,20 +119,30 @@ fn readers_latency(readers: u32, rounds: u32) -> Result<Dist, Failure> {
     Ok(samples.dist(1.0))
 }
 
-/// (msgs/s, bytes/s) of `writers` threads appending `n` 64 B records in all.
-fn append_throughput(writers: u64, n: u64) -> Result<(f64, f64), Failure> {
+/// (msgs/s, bytes/s) of `writers` threads appending `n` 64 B records in
+/// all, writer `k` pinned to core `k` (modulo the cores); with `pretouch`,
+/// each writer's pretoucher runs on the next core.
+fn append_throughput(writers: u64, n: u64, pretouch: bool) -> Result<(f64, f64), Failure> {
     let bench = BenchFile::new()?;
     let log = Log::create(bench.path.with_extension("log"), &options(64 << 20))?;
     let buf = [1u8; 64];
+    let cpus = mapshare::unstable::sys::cpus_online();
     let mut ws = (0..writers)
         .map(|_| log.writer())
         .collect::<Result<Vec<_>, _>>()?;
+    if pretouch {
+        for (k, w) in ws.iter_mut().enumerate() {
+            w.start_pretouch(Some((k + 1) % cpus))?;
+        }
+    }
     let t = Instant::now();
     std::thread::scope(|s| {
         let hs: Vec<_> = ws
             .iter_mut()
-            .map(|w| {
+            .enumerate()
+            .map(|(k, w)| {
                 s.spawn(move || -> mapshare::Result<()> {
+                    crate::bench::pin(k % cpus);
                     for _ in 0..n / writers {
                         w.append(&buf)?;
                     }
@@ -187,22 +200,36 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
     }
     // Alternating rounds of half the records each (see `alternating`).
     let half = n / 2;
+    // One writer and its pretoucher take two cores, as the queue's
+    // producer and consumer do.
     let w1 = alternating(
         ROUNDS,
-        || append_throughput(1, half),
+        || append_throughput(1, half, true),
         || crate::bench_queue::queue_throughput(64, half),
     )?;
     figures.push(throughput_alternated(
         "log",
         "append_64B_1_writer",
-        "mapshare-log",
+        "mapshare-log, 1 writer + pretoucher",
         "SPSC queue",
         &w1,
     ));
+    let inline = alternating(
+        ROUNDS,
+        || append_throughput(1, half, true),
+        || append_throughput(1, half, false),
+    )?;
+    figures.push(throughput_alternated(
+        "log",
+        "append_64B_1_writer",
+        "mapshare-log, 1 writer + pretoucher",
+        "1 writer mapping its pages in itself",
+        &inline,
+    ));
     let w2 = alternating(
         ROUNDS,
-        || append_throughput(2, half),
-        || append_throughput(1, half),
+        || append_throughput(2, half, false),
+        || append_throughput(1, half, false),
     )?;
     figures.push(throughput_alternated(
         "log",

@@ -259,6 +259,21 @@ impl PyLogWriter {
         Ok(())
     }
 
+    /// Starts a pretoucher: a helper thread (pinned to `cpu` if given)
+    /// that maps the writer's segment in ahead of its appends, so they
+    /// never wait for the kernel's fresh pages. Worth it with a core to
+    /// spare (docs/log.md).
+    #[pyo3(signature = (cpu=None))]
+    fn start_pretouch(&mut self, cpu: Option<usize>) -> PyResult<()> {
+        self.get()?.start_pretouch(cpu).py()
+    }
+
+    /// Stops the pretoucher, if one runs.
+    fn stop_pretouch(&mut self) -> PyResult<()> {
+        self.get()?.stop_pretouch();
+        Ok(())
+    }
+
     /// Closes the writer. Closing twice is allowed.
     fn close(&mut self) {
         self.inner = None;

@@ -170,3 +170,36 @@ def test_log_errors(tmp_path):
     w.close()
     with pytest.raises(ValueError):
         w.append(b"closed")
+
+
+def _pretouch_threads():
+    import os
+
+    names = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:
+            pass
+    return names.count("log-pretouch")
+
+
+def test_a_pretouched_writer_appends_across_segments(tmp_path):
+    log = mapshare.Log.create(tmp_path / "log", segment_size=1 << 20)
+    w = log.writer()
+    w.start_pretouch()
+    assert _pretouch_threads() == 1
+    records = [b"%06d" % i * 10 for i in range(30_000)]
+    for r in records:
+        w.append(r)
+    assert len([p for p in (tmp_path / "log").iterdir() if p.suffix == ".seg"]) >= 3
+    with pytest.raises(mapshare.Error):
+        w.start_pretouch(cpu=1 << 20)
+    assert _pretouch_threads() == 0
+    w.start_pretouch(cpu=0)
+    w.stop_pretouch()
+    assert _pretouch_threads() == 0
+    w.close()
+    r = log.reader(start="earliest")
+    assert [r.next(timeout=0).data for _ in records] == records

@@ -259,9 +259,56 @@ fn log_child() {
             let held = matches!(w.append(b"after"), Err(Error::Timeout { .. }));
             writeln!(out, "@@ tether-holds {held}").unwrap();
         }
+        "fork-pretouch" => {
+            // A forked child of a process whose writer has a pretoucher:
+            // the child's copy of the writer refuses to start one and
+            // drops without waiting for a thread the child does not have;
+            // the parent's pretoucher goes on.
+            let mut w = log.writer().unwrap();
+            w.start_pretouch(None).unwrap();
+            w.append(b"before").unwrap();
+            // SAFETY: as in "fork" above.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let start = match w.start_pretouch(None) {
+                    Ok(()) => "Ok".to_string(),
+                    Err(e) => format!("{e:?}")
+                        .split([' ', '{'])
+                        .next()
+                        .unwrap_or("")
+                        .into(),
+                };
+                drop(w);
+                let _ = writeln!(out, "@@ child-start {start}");
+                let _ = writeln!(out, "@@ child-dropped");
+                let _ = out.flush();
+                // SAFETY: leave at once, running nothing of the parent's.
+                unsafe { libc::_exit(0) }
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let threads = pretouch_threads();
+            for i in 0..20_000u64 {
+                w.append(&payload(2, i)).unwrap();
+            }
+            writeln!(out, "@@ parent-threads {threads}").unwrap();
+            drop(w);
+            writeln!(out, "@@ parent-after-drop {}", pretouch_threads()).unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
     out.flush().unwrap();
+}
+
+/// Threads of this process named as pretouchers are.
+fn pretouch_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "log-pretouch")
+        .count()
 }
 
 fn spawn(role: &str, args: &[String]) -> (Child, BufReader<ChildStdout>) {
@@ -1325,6 +1372,68 @@ fn a_forked_childs_reader_is_refused_and_never_moves_the_parents_tether() {
         ),
         "(writer in the child, reader in the child, the parent's tether)"
     );
+}
+
+/// A forked child's copy of a writer with a pretoucher: starting one is
+/// `ForkedChild`, and dropping it returns at once (the thread is the
+/// parent's: joining it in the child would wait for a thread that is not
+/// there); the parent's pretoucher runs on, and ends with its writer.
+#[test]
+fn a_forked_childs_writer_leaves_the_parents_pretoucher_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    Log::create(&path, &Options::default()).unwrap();
+    let (mut child, mut out) = spawn("fork-pretouch", &[path.display().to_string()]);
+    let got: Vec<Option<String>> = (0..4).map(|_| line(&mut out)).collect();
+    assert!(child.wait().unwrap().success());
+    let want = [
+        "child-start ForkedChild",
+        "child-dropped",
+        "parent-threads 1",
+        "parent-after-drop 0",
+    ];
+    assert_eq!(got, want.map(|w| Some(w.to_string())));
+}
+
+/// A writer with a pretoucher appends across segment rolls (the
+/// pretoucher follows it into each new segment) and every record reads
+/// back in order; the thread stops with `stop_pretouch` and with the
+/// writer. (The only test in this process that starts pretouchers: it
+/// counts them.)
+#[test]
+fn a_pretouched_writer_rolls_and_its_thread_ends_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    let log = Log::create(&path, &small(1 << 20)).unwrap();
+    let mut w = log.writer().unwrap();
+    w.start_pretouch(None).unwrap();
+    assert_eq!(pretouch_threads(), 1);
+    let n = 40_000u64;
+    for i in 0..n {
+        w.append(&payload(1, i)).unwrap();
+    }
+    assert!(segment_files(&path).len() >= 3, "the writer rolled");
+    w.stop_pretouch();
+    assert_eq!(pretouch_threads(), 0);
+    w.append(&payload(1, n)).unwrap();
+    w.start_pretouch(Some(0)).unwrap();
+    // A CPU it cannot run on is an error, and leaves no thread behind.
+    for cpu in [4096, usize::MAX] {
+        assert!(w.start_pretouch(Some(cpu)).is_err(), "CPU {cpu}");
+        assert_eq!(pretouch_threads(), 0);
+    }
+    w.start_pretouch(None).unwrap();
+    assert_eq!(pretouch_threads(), 1, "a restart replaces the thread");
+    w.append(&payload(1, n + 1)).unwrap();
+    drop(w);
+    assert_eq!(pretouch_threads(), 0);
+    let mut r = log.reader(Start::Earliest).unwrap();
+    let mut buf = Vec::new();
+    for i in 0..n + 2 {
+        assert_eq!(r.next_into(&mut buf).unwrap(), Some(i));
+        assert_eq!(buf, payload(1, i), "record {i}");
+    }
+    assert_eq!(r.next_into(&mut buf).unwrap(), None);
 }
 
 /// 768 readers fill a segment's reader range: the 769th is refused with

@@ -175,6 +175,7 @@
 //! [`Error::ForkedChild`].
 
 mod cursor;
+mod pretouch;
 pub(crate) mod protocol;
 mod reader;
 mod segment;

@@ -275,16 +275,33 @@ impl Segment {
     #[cold]
     fn populate_from(&self, end: u64, write: bool) {
         let page = crate::sys::page_size() as u64;
-        let from = self.populated.load(Relaxed).max(end / page * page);
-        let to = (end + POPULATE_AHEAD).min(self.geo.capacity);
+        self.populate_range(end / page * page, end + POPULATE_AHEAD, write);
+    }
+
+    /// Data offset up to which this mapping is populated.
+    pub fn populated(&self) -> u64 {
+        self.populated.load(Relaxed)
+    }
+
+    /// Populates this mapping from where it got to up to data offset
+    /// `to` (for a pretoucher: see `log::pretouch`).
+    pub fn populate_to(&self, to: u64, write: bool) {
+        self.populate_range(0, to, write);
+    }
+
+    /// Populates `[max(from, populated), to)` of the data area (clamped to
+    /// it) and notes `to` as populated.
+    fn populate_range(&self, from: u64, to: u64, write: bool) {
+        let from = self.populated.load(Relaxed).max(from);
+        let to = to.min(self.geo.capacity);
         if from < to {
             let at = self.file().object_offset() + self.geo.at(from);
             let _ = self
                 .file()
                 .region()
                 .populate_hint(at, (to - from) as usize, write);
+            self.populated.store(to, Relaxed);
         }
-        self.populated.store(to, Relaxed);
     }
 
     /// Copies `len` payload bytes of the record at data offset `p` into

@@ -3,9 +3,11 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::Acquire;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cursor;
+use super::pretouch::Pretoucher;
 use super::protocol::{self as p, Mem, Reserve};
 use super::segment::{Role, Segment};
 use super::Log;
@@ -33,11 +35,15 @@ const MAX_ROLLS: usize = 64;
 /// ```
 pub struct Writer {
     log: Log,
-    seg: Segment,
+    /// Shared with the pretoucher, if one runs.
+    seg: Arc<Segment>,
     /// Our registry entry (our lease slot) in `seg`.
     slot: u32,
     /// Longest wait for a tethered reader.
     tether_wait: Duration,
+    /// The helper thread that maps our segment in ahead of us, if
+    /// started ([`Writer::start_pretouch`]).
+    pretouch: Option<Pretoucher>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -60,10 +66,40 @@ impl Writer {
         let slot = seg.register_writer()?;
         Ok(Writer {
             log,
-            seg,
+            seg: Arc::new(seg),
             slot,
             tether_wait: Duration::from_secs(5),
+            pretouch: None,
         })
+    }
+
+    /// Starts a pretoucher: a helper thread that maps this writer's
+    /// segment in ahead of its appends, so that they never wait for the
+    /// kernel to provide fresh pages (about 40% of a 64-byte append on
+    /// this project's VMs; docs/log.md, "Appending"). Worth it when the
+    /// process has a core to spare: the thread runs on `cpu` if given,
+    /// else wherever the calling thread may run (so a thread pinned to
+    /// one core starts a pretoucher that shares it; pass another core).
+    /// It stops when the writer is dropped or [`Writer::stop_pretouch`]
+    /// is called. Starting it again restarts it.
+    pub fn start_pretouch(&mut self, cpu: Option<usize>) -> Result<()> {
+        self.seg
+            .file()
+            .lease()
+            .check_owner(self.seg.file().region())?;
+        self.stop_pretouch();
+        let p = Pretoucher::start(Arc::clone(&self.seg), cpu)
+            .map_err(|e| Error::io(&Origin::path(self.log.dir()), "start a pretouch thread", e))?;
+        self.pretouch = Some(p);
+        Ok(())
+    }
+
+    /// Stops the pretoucher, if one runs; the writer then maps pages in
+    /// itself again.
+    pub fn stop_pretouch(&mut self) {
+        if let Some(mut p) = self.pretouch.take() {
+            p.stop(self.seg.file().lease().is_mine());
+        }
     }
 
     /// How long an append waits for a tethered reader
@@ -133,12 +169,12 @@ impl Writer {
             .lease()
             .check_owner(self.seg.file().region())?;
         for _ in 0..MAX_ROLLS {
-            p::pending_add(&self.seg, self.slot, 1);
-            match p::reserve(&self.seg, &self.seg.geo, total, n) {
+            p::pending_add(&*self.seg, self.slot, 1);
+            match p::reserve(&*self.seg, &self.seg.geo, total, n) {
                 Reserve::Ok { off, idx } => return Ok((off, idx)),
                 Reserve::Closer { off, idx } => {
-                    let closed = p::close(&self.seg, &self.seg.geo, off, idx);
-                    p::pending_add(&self.seg, self.slot, u64::MAX);
+                    let closed = p::close(&*self.seg, &self.seg.geo, off, idx);
+                    p::pending_add(&*self.seg, self.slot, u64::MAX);
                     self.log.meta.notify();
                     if !closed {
                         return Err(self.seg.corrupted(format!(
@@ -146,11 +182,14 @@ impl Writer {
                         )));
                     }
                 }
-                Reserve::Full => p::pending_add(&self.seg, self.slot, u64::MAX),
+                Reserve::Full => p::pending_add(&*self.seg, self.slot, u64::MAX),
             }
             let next = self.next_segment()?;
             self.slot = next.register_writer()?;
-            self.seg = next;
+            self.seg = Arc::new(next);
+            if let Some(p) = &self.pretouch {
+                p.switch(Arc::clone(&self.seg));
+            }
         }
         Err(Error::Busy {
             origin: self.seg.origin().clone(),
@@ -166,7 +205,10 @@ impl Writer {
     /// reserve and commit).
     #[inline]
     fn populate_ahead(&self, end: u64) {
-        self.seg.populate_ahead(end, true);
+        match &self.pretouch {
+            Some(p) => p.ahead(end),
+            None => self.seg.populate_ahead(end, true),
+        }
     }
 
     /// The segment to append to once ours is full: the newest one if
@@ -193,7 +235,7 @@ impl Writer {
         let seq = self.seg.base + idx;
         let token = self.seg.file().lease().token().raw();
         if !p::publish_claim(
-            &self.seg,
+            &*self.seg,
             &self.seg.geo,
             off,
             idx,
@@ -218,7 +260,7 @@ impl Writer {
         self.wait_for_tethers(1)?;
         let (off, idx) = self.reserve(p::span(len), 1)?;
         let seq = self.publish(off, idx, len, now_ns());
-        p::pending_add(&self.seg, self.slot, u64::MAX);
+        p::pending_add(&*self.seg, self.slot, u64::MAX);
         let seq = seq?;
         Ok(Grant {
             writer: self,
@@ -261,7 +303,7 @@ impl Writer {
         let time = now_ns();
         let (off, idx) = self.reserve(p::span(len), 1)?;
         let seq = self.write_whole(off, idx, data, crc, time);
-        p::pending_add(&self.seg, self.slot, u64::MAX);
+        p::pending_add(&*self.seg, self.slot, u64::MAX);
         let seq = seq?;
         self.committed()?;
         self.populate_ahead(off + p::span(len));
@@ -285,7 +327,7 @@ impl Writer {
     /// Commits claimed record `seq` (index `idx` at `off`, `len` bytes,
     /// checksum `crc`); `Corrupted` if it was aborted meanwhile.
     fn commit(&self, off: u64, idx: u64, len: u32, crc: u32, seq: u64) -> Result<()> {
-        if !p::commit(&self.seg, &self.seg.geo, off, idx, len, crc) {
+        if !p::commit(&*self.seg, &self.seg.geo, off, idx, len, crc) {
             return Err(self.seg.corrupted(format!(
                 "record {seq} was aborted before its commit (its writer was judged dead)"
             )));
@@ -339,7 +381,7 @@ impl Writer {
                 }
                 off += p::span(r.len() as u64);
             }
-            p::pending_add(&self.seg, self.slot, u64::MAX);
+            p::pending_add(&*self.seg, self.slot, u64::MAX);
             let mut end = None;
             for (off, idx, r, seq) in claims {
                 let mut g = Grant {
@@ -376,6 +418,12 @@ impl Writer {
             i = j;
         }
         Ok(seqs)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop_pretouch();
     }
 }
 
@@ -463,7 +511,7 @@ impl Drop for Grant<'_> {
         if self.done || !seg.file().lease().is_mine() {
             return;
         }
-        if p::abort(seg, &seg.geo, self.off, self.idx, self.len) {
+        if p::abort(&**seg, &seg.geo, self.off, self.idx, self.len) {
             self.writer.log.meta.notify();
         }
     }

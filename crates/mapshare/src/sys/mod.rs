@@ -109,8 +109,20 @@ pub fn process_exists(pid: u32) -> bool {
 }
 
 /// Pins the calling thread to CPU `cpu` (`sched_setaffinity(2)`), for
-/// benchmarks that put the two sides of a hand-off on different cores.
+/// benchmarks that put the two sides of a hand-off on different cores,
+/// and for a log writer's pretoucher. `InvalidInput` for a number past
+/// what a CPU set holds; `EINVAL` from the kernel for a CPU this thread
+/// may not run on.
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
+    if cpu >= rustix::thread::CpuSet::MAX_CPU {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "CPU {cpu} is past the {} a CPU set holds",
+                rustix::thread::CpuSet::MAX_CPU
+            ),
+        ));
+    }
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
