@@ -8,8 +8,9 @@
 //!   word; with more readers than cores they are oversubscribed.
 //! - `append_64B_1_writer`: appends per second of one writer (no reader)
 //!   with its pretoucher on the other core, against the SPSC queue's
-//!   throughput for 64 B records (producer and consumer on two cores),
-//!   and against one writer that maps its pages in itself.
+//!   throughput for 64 B records (producer and consumer on two cores);
+//!   `pretouch_64B_1_writer`: the same against one writer that maps its
+//!   pages in itself.
 //! - `append_64B_2_writers`: two writer threads on two cores, against one
 //!   writer (neither with a pretoucher).
 //!
@@ -221,7 +222,7 @@ pub fn suite(quick: bool) -> Result<Vec<Value>, Failure> {
     )?;
     figures.push(throughput_alternated(
         "log",
-        "append_64B_1_writer",
+        "pretouch_64B_1_writer",
         "mapshare-log, 1 writer + pretoucher",
         "1 writer mapping its pages in itself",
         &inline,

@@ -11,25 +11,31 @@
 //! it passes the halfway mark of what is mapped in. Chronicle Queue's
 //! pretoucher does the same job.
 //!
-//! It owns no log state: it holds the writer's current segment (an `Arc`,
-//! so the mapping it populates cannot be unmapped under it), populates
-//! that mapping up to what the writer asked for, and parks. Page tables
-//! belong to the process, so populating the writer's mapping from this
-//! thread is what the writer's own populate would have done.
+//! It owns no log state: it knows the writer's current segment (a `Weak`,
+//! upgraded while it populates a chunk, so the mapping cannot be unmapped
+//! under it, and a forked child that drops the writer drops the segment
+//! too), populates that mapping from where the writer is up to what the
+//! writer asked for, and parks. Page tables belong to the process, so
+//! populating the writer's mapping from this thread is what the writer's
+//! own populate would have done. Where the kernel lacks
+//! `MADV_POPULATE_WRITE` (before 5.14) it does nothing, as the writer's
+//! own populate does.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::segment::{Segment, POPULATE_AHEAD};
 
 /// What the writer and its pretoucher share.
 struct State {
     /// The writer's current segment.
-    seg: Mutex<Arc<Segment>>,
-    /// Data offset of that segment to populate up to.
+    seg: Mutex<Weak<Segment>>,
+    /// Data offset of that segment to populate from (the page of the
+    /// writer's position when it asked: what lies before is written).
+    from: AtomicU64,
+    /// Data offset of that segment to populate up to (0: nothing).
     want: AtomicU64,
     /// The writer is gone: the thread exits.
     stop: AtomicBool,
@@ -48,9 +54,10 @@ impl Pretoucher {
     /// Starts a pretoucher for `seg`, pinned to `cpu` if given (else it
     /// runs where the calling thread may run). Returns once the thread
     /// runs (named and pinned): a `cpu` it cannot run on is an error.
-    pub(crate) fn start(seg: Arc<Segment>, cpu: Option<usize>) -> std::io::Result<Pretoucher> {
+    pub(crate) fn start(seg: &Arc<Segment>, cpu: Option<usize>) -> std::io::Result<Pretoucher> {
         let state = Arc::new(State {
-            seg: Mutex::new(seg),
+            seg: Mutex::new(Arc::downgrade(seg)),
+            from: AtomicU64::new(0),
             want: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
@@ -92,23 +99,27 @@ impl Pretoucher {
 
     #[cold]
     fn ask(&self, end: u64) {
+        let page = crate::sys::page_size() as u64;
         let want = end + POPULATE_AHEAD;
         self.asked.store(want, Relaxed);
+        self.state.from.store(end / page * page, Relaxed);
         self.state.want.store(want, Release);
         if let Some(t) = &self.thread {
             t.thread().unpark();
         }
     }
 
-    /// The writer moved to `seg` (a roll): populate that one from its
-    /// start.
-    pub(crate) fn switch(&self, seg: Arc<Segment>) {
-        if let Ok(mut s) = self.state.seg.lock() {
-            *s = seg;
-        }
-        self.asked.store(0, Relaxed);
+    /// The writer moved to `seg` (a roll). Nothing is asked for it until
+    /// the writer's next commit there says from where: other writers may
+    /// have filled much of it already.
+    pub(crate) fn switch(&self, seg: &Arc<Segment>) {
+        // `want` first: the thread never pairs the new segment with what
+        // was asked of the old one (found in review).
         self.state.want.store(0, Release);
-        self.ask(0);
+        self.asked.store(0, Relaxed);
+        if let Ok(mut s) = self.state.seg.lock() {
+            *s = Arc::downgrade(seg);
+        }
     }
 
     /// Stops the thread and waits for it, unless this is a forked child
@@ -130,23 +141,24 @@ impl Pretoucher {
 }
 
 /// The thread: populate what was asked for, in chunks (checking for a
-/// stop or a newer segment between them), then park until asked again.
+/// stop or a newer segment between them), then park until asked again
+/// (the writer unparks it when it asks and on its way out; an unpark
+/// before the park is not lost).
 fn run(state: &State) {
     const CHUNK: u64 = 128 << 10;
     while !state.stop.load(Acquire) {
         let seg = match state.seg.lock() {
-            Ok(s) => Arc::clone(&s),
+            Ok(s) => s.upgrade(),
             Err(_) => return,
         };
-        let want = state.want.load(Acquire).min(seg.geo.capacity);
-        let done = seg.populated();
-        if done < want {
-            seg.populate_to((done + CHUNK).min(want), true);
-            continue;
+        if let Some(seg) = seg {
+            let want = state.want.load(Acquire).min(seg.geo.capacity);
+            let from = seg.populated().max(state.from.load(Relaxed));
+            if from < want {
+                seg.populate_range(from, (from + CHUNK).min(want), true);
+                continue;
+            }
         }
-        drop(seg);
-        // A timeout only as a safety net: the writer unparks us when it
-        // asks, and on its way out.
-        std::thread::park_timeout(Duration::from_millis(100));
+        std::thread::park();
     }
 }

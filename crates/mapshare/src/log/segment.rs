@@ -283,15 +283,10 @@ impl Segment {
         self.populated.load(Relaxed)
     }
 
-    /// Populates this mapping from where it got to up to data offset
-    /// `to` (for a pretoucher: see `log::pretouch`).
-    pub fn populate_to(&self, to: u64, write: bool) {
-        self.populate_range(0, to, write);
-    }
-
     /// Populates `[max(from, populated), to)` of the data area (clamped to
-    /// it) and notes `to` as populated.
-    fn populate_range(&self, from: u64, to: u64, write: bool) {
+    /// it) and notes `to` as populated (also for a pretoucher: see
+    /// `log::pretouch`).
+    pub fn populate_range(&self, from: u64, to: u64, write: bool) {
         let from = self.populated.load(Relaxed).max(from);
         let to = to.min(self.geo.capacity);
         if from < to {

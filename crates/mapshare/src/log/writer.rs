@@ -76,7 +76,7 @@ impl Writer {
     /// Starts a pretoucher: a helper thread that maps this writer's
     /// segment in ahead of its appends, so that they never wait for the
     /// kernel to provide fresh pages (about 40% of a 64-byte append on
-    /// this project's VMs; docs/log.md, "Appending"). Worth it when the
+    /// this project's VMs; docs/log.md, "A pretoucher"). Worth it when the
     /// process has a core to spare: the thread runs on `cpu` if given,
     /// else wherever the calling thread may run (so a thread pinned to
     /// one core starts a pretoucher that shares it; pass another core).
@@ -88,7 +88,7 @@ impl Writer {
             .lease()
             .check_owner(self.seg.file().region())?;
         self.stop_pretouch();
-        let p = Pretoucher::start(Arc::clone(&self.seg), cpu)
+        let p = Pretoucher::start(&self.seg, cpu)
             .map_err(|e| Error::io(&Origin::path(self.log.dir()), "start a pretouch thread", e))?;
         self.pretouch = Some(p);
         Ok(())
@@ -188,7 +188,7 @@ impl Writer {
             self.slot = next.register_writer()?;
             self.seg = Arc::new(next);
             if let Some(p) = &self.pretouch {
-                p.switch(Arc::clone(&self.seg));
+                p.switch(&self.seg);
             }
         }
         Err(Error::Busy {
