@@ -173,6 +173,15 @@ mod qpeer {
     }
 }
 
+/// Where the ring of the queue file at `path` starts, in the file.
+fn ring_offset(path: &std::path::Path) -> u64 {
+    mapshare::Inspection::open(path)
+        .unwrap()
+        .header
+        .object_offset
+        + queue::CONTROL_LEN
+}
+
 fn new_queue(capacity: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q");
@@ -776,11 +785,7 @@ fn cut_just_ahead(guard_page: bool) {
     let mut spec = queue::spec(64 << 10).unwrap();
     spec.guard_page = guard_page;
     drop(mapshare::SharedFile::open_or_create(&path, &spec, |_, _| Ok(())).unwrap());
-    let ring_at = mapshare::Inspection::open(&path)
-        .unwrap()
-        .header
-        .object_offset
-        + queue::CONTROL_LEN;
+    let ring_at = ring_offset(&path);
     let mut tx = Producer::open(&path).unwrap();
     let mut rx = Consumer::open(&path).unwrap();
     // The cut: the second page boundary after the ring's start, so that
@@ -1073,11 +1078,7 @@ fn a_cut_inside_a_page_of_unread_records_is_truncated_for_a_copy_out() {
 fn cut_inside_a_page(copy_out: bool) {
     const PAGE: u64 = 4096;
     let (_dir, path) = new_queue(64 << 10);
-    let ring_at = mapshare::Inspection::open(&path)
-        .unwrap()
-        .header
-        .object_offset
-        + queue::CONTROL_LEN;
+    let ring_at = ring_offset(&path);
     let mut tx = Producer::open(&path).unwrap();
     let mut rx = Consumer::open(&path).unwrap();
     // 100-byte payloads: 112-byte records (8-byte header, padding).
