@@ -133,7 +133,8 @@ impl Pretoucher {
                 let _ = t.join();
             } else {
                 // The thread is the parent's: there is none to wake or
-                // join here, and dropping a handle detaches nothing.
+                // join here, and dropping the handle would detach (in
+                // libc's bookkeeping) a thread this process does not have.
                 std::mem::forget(t);
             }
         }
