@@ -268,9 +268,15 @@ fn log_child() {
             w.start_pretouch(None).unwrap();
             w.append(b"before").unwrap();
             // Let the pretoucher finish the stretch that append asked
-            // for (~0.3 ms): a fork in the middle of a stretch leaves the
-            // child a reference it cannot drop (docs/log.md).
-            std::thread::sleep(Duration::from_millis(300));
+            // for (~0.3 ms: 1 MiB mapped in): a fork in the middle of a
+            // stretch leaves the child a reference it cannot drop
+            // (docs/log.md).
+            let seg = segment_files(std::path::Path::new(&args[0]))[0].clone();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while rss_kb(&seg).is_some_and(|kb| kb < 1024) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(50));
             // SAFETY: as in "fork" above.
             let pid = unsafe { libc::fork() };
             assert!(pid >= 0, "fork failed");
