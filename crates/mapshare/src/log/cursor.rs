@@ -247,11 +247,17 @@ fn alive(meta: &Meta, token: u64) -> Result<bool> {
     ))
 }
 
+/// Whether any cursor may be tethered (one relaxed load).
+#[inline]
+pub(crate) fn any_tether(meta: &Meta) -> Result<bool> {
+    Ok(meta.word(TETHERS)?.load(Relaxed) != 0)
+}
+
 /// The first live tether that `next_seq` is `limit` or more numbers ahead
 /// of, as `(name, position)`; releases dead tethers it finds behind. One
 /// relaxed load while no tether is set.
 pub(crate) fn holding_back(meta: &Meta, next_seq: u64) -> Result<Option<(String, u64)>> {
-    if meta.word(TETHERS)?.load(Relaxed) == 0 {
+    if !any_tether(meta)? {
         return Ok(None);
     }
     for i in 0..MAX_CURSORS {
