@@ -168,24 +168,19 @@ pub(crate) struct Alternated {
     pub ratios: Vec<f64>,
 }
 
-/// Runs `ours` and `base` alternately, `rounds` times each. This VM moves
+/// Runs `ours` and `base` alternately, `rounds` times each (every other
+/// round the baseline first, see `rounds_of`). This VM moves
 /// its two vCPUs between host cores: two measurements seconds apart often
 /// ran on different placements (rtrb alone swings 5× between runs), while
 /// a round and the round after it usually share one. So a figure's ratio
 /// is the median of the per-round ratios, not the ratio of two medians.
 pub(crate) fn alternating(
     rounds: usize,
-    mut ours: impl FnMut() -> Result<(f64, f64), Failure>,
-    mut base: impl FnMut() -> Result<(f64, f64), Failure>,
+    ours: impl FnMut() -> Result<(f64, f64), Failure>,
+    base: impl FnMut() -> Result<(f64, f64), Failure>,
 ) -> Result<Alternated, Failure> {
-    let (mut o, mut b, mut ratios) = (vec![], vec![], vec![]);
-    for _ in 0..rounds.max(1) {
-        let x = base()?;
-        let y = ours()?;
-        ratios.push(y.1 / x.1);
-        o.push(y);
-        b.push(x);
-    }
+    let (mut o, mut b) = rounds_of(rounds, ours, base)?;
+    let mut ratios: Vec<f64> = o.iter().zip(&b).map(|(y, x)| y.1 / x.1).collect();
     let med = |v: &mut Vec<(f64, f64)>| {
         v.sort_by(|p, q| p.1.total_cmp(&q.1));
         v[v.len() / 2]
@@ -198,6 +193,27 @@ pub(crate) fn alternating(
     })
 }
 
+/// `rounds` results of `ours` and of `base`, measured in turn, every
+/// other round the baseline first (so that neither side always follows
+/// the other).
+fn rounds_of<T>(
+    rounds: usize,
+    mut ours: impl FnMut() -> Result<T, Failure>,
+    mut base: impl FnMut() -> Result<T, Failure>,
+) -> Result<(Vec<T>, Vec<T>), Failure> {
+    let (mut o, mut b) = (vec![], vec![]);
+    for round in 0..rounds.max(1) {
+        if round % 2 == 0 {
+            b.push(base()?);
+            o.push(ours()?);
+        } else {
+            o.push(ours()?);
+            b.push(base()?);
+        }
+    }
+    Ok((o, b))
+}
+
 /// A latency figure from alternating rounds of subject and baseline
 /// (every other round the baseline first): each side's median, p99 and
 /// p99.9 are the medians of its rounds'; the ratio is the median of the
@@ -207,23 +223,12 @@ pub(crate) fn alternating(
 pub(crate) fn latency_alternated(
     rounds: usize,
     names: [&str; 4],
-    mut ours: impl FnMut() -> Result<Dist, Failure>,
-    mut base: impl FnMut() -> Result<Dist, Failure>,
+    ours: impl FnMut() -> Result<Dist, Failure>,
+    base: impl FnMut() -> Result<Dist, Failure>,
 ) -> Result<(Value, Dist), Failure> {
     let [suite, case, subject, baseline] = names;
-    let (mut o, mut b, mut ratios) = (vec![], vec![], vec![]);
-    for round in 0..rounds.max(1) {
-        let (x, y) = if round % 2 == 0 {
-            let x = base()?;
-            (x, ours()?)
-        } else {
-            let y = ours()?;
-            (base()?, y)
-        };
-        ratios.push(y.median / x.median);
-        o.push(y);
-        b.push(x);
-    }
+    let (o, b) = rounds_of(rounds, ours, base)?;
+    let mut ratios: Vec<f64> = o.iter().zip(&b).map(|(y, x)| y.median / x.median).collect();
     let med = |v: &[Dist], f: fn(&Dist) -> f64| {
         let mut xs: Vec<f64> = v.iter().map(f).collect();
         xs.sort_by(f64::total_cmp);

@@ -341,17 +341,13 @@ impl Consumer {
             Ok(Some(Next::Record { at: a, len: l, .. })) if a == at && l as usize == len => Ok(()),
             // A truncate since the copy's fault check zeroes the header
             // too: `Truncated` then, not `Corrupted` (found in review).
-            _ => match self.q.check_faults() {
-                Err(e) => Err(e),
-                Ok(()) => Err(Error::Corrupted {
-                    origin: self.q.origin().clone(),
-                    what: "queue record",
-                    why: format!(
-                        "the header of the record at {} changed while it was read",
-                        at - HEADER
-                    ),
-                }),
-            },
+            _ => Err(self.q.corrupted_as(
+                "queue record",
+                format!(
+                    "the header of the record at {} changed while it was read",
+                    at - HEADER
+                ),
+            )),
         }
     }
 

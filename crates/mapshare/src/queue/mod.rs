@@ -648,13 +648,18 @@ impl Shared {
     /// A violated invariant; reported as `Truncated` instead when a page
     /// vanished, since zeros from a cut page look like corruption.
     fn corrupted(&self, v: ring::Violation) -> Error {
+        self.corrupted_as("queue state", v.0)
+    }
+
+    /// [`Shared::corrupted`], saying what was corrupted.
+    fn corrupted_as(&self, what: &'static str, why: String) -> Error {
         if let Err(e) = self.check_faults() {
             return e;
         }
         Error::Corrupted {
             origin: self.origin().clone(),
-            what: "queue state",
-            why: v.0,
+            what,
+            why,
         }
     }
 
