@@ -1199,6 +1199,38 @@ fn a_cut_inside_a_page_of_the_data_area_is_truncated_for_writer_and_reader() {
     }
 }
 
+/// A second `Tethered` open of a name a live reader holds is `Busy`, and
+/// leaves the holder's position and limit as they were (found in review:
+/// the refused open stored its own first, and writers then ran a million
+/// records past a holder that allowed 5).
+#[test]
+fn a_refused_tether_leaves_the_holders_limit_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::create(dir.path().join("l"), &Options::default()).unwrap();
+    let mut w = log.writer().unwrap();
+    w.set_tether_wait(Duration::from_millis(50));
+    let tethered = |max_lag| {
+        log.reader(Start::Tethered {
+            name: "t".into(),
+            max_lag,
+        })
+    };
+    let _holder = tethered(5).unwrap();
+    match tethered(1_000_000) {
+        Err(Error::Busy { .. }) => {}
+        other => panic!("a second tether on a held name: {other:?}"),
+    }
+    let mut sent = 0;
+    while sent < 100 {
+        match w.append(b"x") {
+            Ok(_) => sent += 1,
+            Err(Error::Timeout { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(sent <= 5, "{sent} appends past a tether of 5");
+}
+
 /// Found in review: a tethered reader's tether moved only when it was
 /// handed a record, so one that had skipped aborted records and read
 /// everything still held writers back.

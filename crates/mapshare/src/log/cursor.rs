@@ -192,22 +192,34 @@ pub(crate) fn tether(meta: &Meta, i: u64, pos: u64, limit: u64) -> Result<()> {
     meta.file.lease().check_owner(meta.file.region())?;
     let me = meta.file.lease().token().raw();
     let t = meta.word(slot(i) + TETHER)?;
-    meta.word(slot(i) + LIVE)?.store(pos, Release);
-    meta.word(slot(i) + LIMIT)?.store(limit.max(1), Release);
+    let count = meta.word(TETHERS)?;
     for _ in 0..16 {
         let cur = t.load(Acquire);
+        // Before any store: a reader refused here must not change the
+        // live holder's position or limit (found in review).
         if cur != 0 && alive(meta, cur)? {
             return Err(Error::Busy {
                 origin: meta.origin(),
                 why: "another live reader holds this cursor's tether".into(),
             });
         }
+        meta.word(slot(i) + LIVE)?.store(pos, Release);
+        meta.word(slot(i) + LIMIT)?.store(limit.max(1), Release);
+        // Counted before the token shows: every visible token has its
+        // count, so writers that see 0 tethers skip nothing (counted
+        // after, a reader killed in between left a live tether uncounted
+        // and the next take-over of its slot none: found in review). A
+        // reader killed right here leaves one too many, which only costs
+        // writers the full check.
+        count.fetch_add(1, AcqRel);
         if t.compare_exchange(cur, me, AcqRel, Acquire).is_ok() {
-            if cur == 0 {
-                meta.word(TETHERS)?.fetch_add(1, AcqRel);
+            if cur != 0 {
+                // A dead holder's count is ours now.
+                let _ = count.fetch_update(AcqRel, Acquire, |v| v.checked_sub(1));
             }
             return meta.file.check_faults();
         }
+        let _ = count.fetch_update(AcqRel, Acquire, |v| v.checked_sub(1));
     }
     Err(Error::Busy {
         origin: meta.origin(),

@@ -865,11 +865,17 @@ impl Shared {
                     ok = true;
                     continue;
                 }
+                // The peer's words and the ring were read since the check
+                // above: a cut since then is `Truncated`, not a clean end
+                // (found in review).
+                self.check_faults()?;
                 return Err(e);
             }
             let slice = match wait {
-                Wait::No => return Ok(false),
-                Wait::Until(d) if Instant::now() >= d => return Ok(false),
+                Wait::No => return self.check_faults().map(|()| false),
+                Wait::Until(d) if Instant::now() >= d => {
+                    return self.check_faults().map(|()| false)
+                }
                 Wait::Until(d) => d.min(Instant::now() + PEER_CHECK),
                 Wait::Forever => Instant::now() + PEER_CHECK,
             };
