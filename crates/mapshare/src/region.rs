@@ -1267,10 +1267,19 @@ impl Region {
     /// instead of a crash.
     #[inline]
     pub fn check_faults(&self) -> Result<()> {
+        if self.fault_free() {
+            return Ok(());
+        }
         match &self.sigbus {
             Some(r) if r.faults() != 0 => Err(self.fault_error()),
             _ => Ok(()),
         }
+    }
+
+    /// Whether [`Region::check_faults`] would find nothing.
+    #[inline]
+    pub(crate) fn fault_free(&self) -> bool {
+        self.sigbus.as_ref().is_none_or(|r| r.faults() == 0)
     }
 
     /// The `Truncated` error for a recorded fault: the size the region

@@ -66,15 +66,22 @@ pub struct Consumer {
 }
 
 /// Pauses (`spin_loop`) a waiting consumer makes before its first look at
-/// an empty position: ~100 ns on this project's Zen 4 VMs. When the
-/// producer streams right behind the consumer, an immediate look lands
-/// while the next record is being written, so the record's line crosses
-/// twice more; 64-byte records one per call went from 0.60–0.62 to
-/// 0.74–0.77 of rtrb with 4 pauses. A record cannot come back sooner in a
-/// ping-pong (a round trip is ~230 ns here): one-way latency stayed at
-/// 105–115 ns with 4, and rose to 140 ns with 8 (docs/benchmarks.md).
+/// an empty position: ~50 ns on this project's Zen 4 VMs (a `pause` costs
+/// ~25 ns there). When the producer streams right behind the consumer, an
+/// immediate look lands while the next record is being written, so the
+/// record's line crosses twice more. In a ping-pong the record cannot
+/// come back before two line transfers (~90 ns), so 2 pauses cost it
+/// nothing, where 4 (~100 ns) delayed every first look past the record's
+/// arrival (docs/benchmarks.md, session 19).
 /// Not when the consumer's spin is zero: it parks at once.
-const FIRST_LOOK_PAUSES: u32 = 4;
+const FIRST_LOOK_PAUSES: u32 = 2;
+
+/// Polls of the header word alone (a pause between) before a waiting
+/// consumer enters the general wait (`Shared::wait_for`, which reads the
+/// clock, checks the deadline and the peer): ~1.6 µs here. The general
+/// wait's extra work per poll and on the way out cost a 64-byte hand-off
+/// ~10 ns (docs/benchmarks.md, session 19).
+const QUICK_POLLS: u32 = 64;
 
 /// A record borrowed in place; released to the producer on drop.
 ///
@@ -224,6 +231,13 @@ impl Consumer {
             // FIRST_LOOK_PAUSES).
             for _ in 0..FIRST_LOOK_PAUSES {
                 std::hint::spin_loop();
+            }
+            // Then poll the header word alone for a while, before the
+            // general wait with its clock, deadline and peer checks.
+            // (Fewer under a spin limit shorter than those polls.)
+            let polls = (self.spin.limit.as_nanos() / 32).min(u128::from(QUICK_POLLS)) as u32;
+            if self.q.ring().poll(self.read, polls) {
+                return Ok(true);
             }
         }
         let q = &self.q;
