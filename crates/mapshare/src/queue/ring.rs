@@ -963,23 +963,22 @@ mod tests {
     /// limit, the right position mark and a wrong one, at positions
     /// through two laps of rings whose capacity is a power of two and not.
     #[test]
+    // Arithmetic on one thread, ~2 million cases: nothing for Miri to
+    // find that the concurrent models do not cover, in hours.
+    #[cfg_attr(miri, ignore)]
     fn next_agrees_with_parse() {
-        let (lens, limits) = if cfg!(miri) {
-            (0..20u32, 0..30u64)
-        } else {
-            (0..90, 0..110)
-        };
+        let (lens, limits): (Vec<u32>, Vec<u64>) = ((0..90).collect(), (0..110).collect());
         for capacity in [64u64, 72] {
             let w = words();
             let heap = Heap::new(capacity as usize);
             let r = ring(&w, &heap, capacity);
             for read in (0..2 * capacity).step_by(8) {
                 for kind in [DATA, PAD, 0x3] {
-                    for len in lens.clone().chain([u32::MAX]) {
+                    for len in lens.iter().copied().chain([u32::MAX]) {
                         for mark_pos in [read, read + 8, read + (1 << 31)] {
                             let word = header(kind, len, mark_pos);
                             heap.store_header(offset(read, capacity), word, Relaxed);
-                            for limit in limits.clone().map(|l| read + l) {
+                            for limit in limits.iter().map(|l| read + l) {
                                 let want = parse(capacity, word, read, limit).map(Some);
                                 assert_eq!(
                                     r.next(read, limit),
