@@ -30,8 +30,11 @@ pub(crate) unsafe fn to_padded(dst: *mut u8, src: &[u8]) {
     for w in &mut words {
         let w = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
         // SAFETY: `dst + at` is 8-aligned and within the first
-        // `src.len()` bytes (caller).
-        unsafe { dst.add(at).cast::<u64>().write(w) };
+        // `src.len()` bytes (caller). Volatile, so that the compiler keeps
+        // the 8-byte stores: with a length known only at run time it had
+        // turned this loop into a `memcpy` call (docs/benchmarks.md,
+        // session 19).
+        unsafe { dst.add(at).cast::<u64>().write_volatile(w) };
         at += 8;
     }
     let tail = words.remainder();
@@ -44,7 +47,11 @@ pub(crate) unsafe fn to_padded(dst: *mut u8, src: &[u8]) {
             *d = *s;
         }
         // SAFETY: the last word, padding included, is writable (caller).
-        unsafe { dst.add(at).cast::<u64>().write(u64::from_ne_bytes(b)) };
+        unsafe {
+            dst.add(at)
+                .cast::<u64>()
+                .write_volatile(u64::from_ne_bytes(b))
+        };
     }
 }
 

@@ -212,7 +212,7 @@ impl Producer {
 
     /// Makes room for a `len`-byte record per `wait`; its position, or
     /// `None` if `wait` ran out.
-    #[inline]
+    #[inline(always)]
     fn reserve_inner(&mut self, len: usize, wait: Wait) -> Result<Option<u64>> {
         // The common case in a few instructions: the same checks as
         // `reserve_slow`'s for a record that fits, with no pad, in space
@@ -309,7 +309,7 @@ impl Producer {
     /// Reserves space for a `len`-byte record, waiting as long as it takes.
     /// `len` must be `1..=`[`max_record`](Self::max_record)
     /// ([`Error::ZeroLength`], [`Error::TooLarge`]).
-    #[inline]
+    #[inline(always)]
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
         match self.reserve_inner(len, Wait::Forever)? {
             Some(at) => Ok(self.grant(at, len)),
@@ -491,7 +491,7 @@ impl<'p> Grant<'p> {
     /// Commits the record (the consumer can see it from now on) and
     /// advances our position, without storing it or waking the consumer;
     /// `None` (and nothing written) in a forked child.
-    #[inline]
+    #[inline(always)]
     fn finish(self) -> Option<&'p mut Producer> {
         let Grant { producer, at, len } = self;
         if !producer.q.is_owner() {
@@ -504,7 +504,7 @@ impl<'p> Grant<'p> {
 
     /// [`Grant::finish`], then stores our position and wakes the
     /// consumer if it sleeps.
-    #[inline]
+    #[inline(always)]
     fn publish(self) -> Option<&'p mut Producer> {
         let p = self.finish()?;
         p.q.ring().publish(p.write, &Futex, &p.q.pair());
@@ -514,7 +514,7 @@ impl<'p> Grant<'p> {
     /// Commits the record: the consumer can see it from now on, and is
     /// woken if it sleeps. (In a forked child that inherited the grant,
     /// does nothing.)
-    #[inline]
+    #[inline(always)]
     pub fn commit(self) {
         let size = record_size(self.len as u64);
         if let Some(p) = self.publish() {
