@@ -295,13 +295,24 @@ fn the_consumer_can_start_first_and_batches_work() {
         })
     ));
     let max = tx.max_record() as usize;
-    assert!(matches!(
-        tx.try_reserve(max + 1),
-        Err(Error::TooLarge {
-            what: "queue record",
-            ..
-        })
-    ));
+    // Lengths whose record size would overflow too (found in review: the
+    // reserve fast path computed the size first, a panic in debug builds).
+    for len in [max + 1, usize::MAX - 10, usize::MAX - 7, usize::MAX] {
+        assert!(
+            matches!(
+                tx.try_reserve(len),
+                Err(Error::TooLarge {
+                    what: "queue record",
+                    ..
+                })
+            ),
+            "try_reserve({len})"
+        );
+        assert!(
+            matches!(tx.reserve(len), Err(Error::TooLarge { .. })),
+            "reserve({len})"
+        );
+    }
     // The largest record needs the whole ring: the consumer must release
     // the padding first, so send from another thread.
     let big = vec![7u8; max];

@@ -83,6 +83,10 @@ const FIRST_LOOK_PAUSES: u32 = 2;
 /// ~10 ns (docs/benchmarks.md, session 19).
 const QUICK_POLLS: u32 = 64;
 
+/// What one of those polls is taken to cost, in nanoseconds, when they
+/// are counted against the spin limit (a pause and a load: ~26 ns here).
+const POLL_NS: u128 = 32;
+
 /// A record borrowed in place; released to the producer on drop.
 ///
 /// The `&[u8]` it derefs to points into the shared mapping. It is
@@ -224,7 +228,8 @@ impl Consumer {
         if self.published != self.released {
             self.publish();
         }
-        if !matches!(wait, Wait::No) && !self.spin.limit.is_zero() {
+        let mut spin = self.spin;
+        if !matches!(wait, Wait::No) && !spin.limit.is_zero() {
             // Let a producer that streams right behind us finish the
             // record before we first look: a look while it writes takes
             // the line from it mid-record, and it must take it back (see
@@ -234,18 +239,22 @@ impl Consumer {
             }
             // Then poll the header word alone for a while, before the
             // general wait with its clock, deadline and peer checks.
-            // (Fewer under a spin limit shorter than those polls.)
-            let polls = (self.spin.limit.as_nanos() / 32).min(u128::from(QUICK_POLLS)) as u32;
+            // They count against the spin limit (fewer under a limit
+            // shorter than they take, at most ~32 ns each here).
+            let polls = (spin.limit.as_nanos() / POLL_NS).min(u128::from(QUICK_POLLS)) as u32;
             if self.q.ring().poll(self.read, polls) {
                 return Ok(true);
             }
+            spin.limit = spin
+                .limit
+                .saturating_sub(Duration::from_nanos(u64::from(polls) * POLL_NS as u64));
         }
         let q = &self.q;
         let ring = q.ring();
         let (read, limit) = (self.read, self.released + q.capacity);
         q.wait_for(
             &ring.data_event,
-            self.spin,
+            spin,
             wait,
             Role::Producer,
             &mut self.watch,

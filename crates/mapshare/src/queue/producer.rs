@@ -217,16 +217,21 @@ impl Producer {
         // The common case in a few instructions: the same checks as
         // `reserve_slow`'s for a record that fits, with no pad, in space
         // known to be free. Anything else (and every error) goes there.
-        let size = record_size(len as u64);
+        // The size only once the length is known to be in range: near
+        // `usize::MAX` it overflows (found in review: a panic in debug
+        // builds, where the old code said `TooLarge`).
         if self.q.file.lease().is_mine()
             && len != 0
             && len as u64 <= self.max_record()
             && self.write <= ring::MAX_POSITION - 2 * self.q.capacity
-            && self.q.ring().pad_before(self.write, size) == 0
-            && self.free() >= ring::room(size)
-            && self.q.file.fault_free()
         {
-            return Ok(Some(self.write));
+            let size = record_size(len as u64);
+            if self.q.ring().pad_before(self.write, size) == 0
+                && self.free() >= ring::room(size)
+                && self.q.file.fault_free()
+            {
+                return Ok(Some(self.write));
+            }
         }
         self.reserve_slow(len, wait)
     }

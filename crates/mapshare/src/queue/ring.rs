@@ -761,7 +761,12 @@ mod tests {
                             published = read;
                             r.publish_space(read, &park, fences);
                         }
+                        // As the consumer waits: its header word alone
+                        // first, then the general spin and park.
                         let arrived = || r.next(read, read + CAP).unwrap().is_some();
+                        if r.poll(read, 4) {
+                            continue;
+                        }
                         if !crate::sync::spin_until(spin, arrived) {
                             r.data_event.wait_until(arrived, None, &park, fences);
                         }
@@ -860,7 +865,12 @@ mod tests {
                             published = read;
                             r.publish_space(read, &park, &fences);
                         }
+                        // As the consumer waits: its header word alone
+                        // first, then the general spin and park.
                         let arrived = || r.next(read, read + CAP).unwrap().is_some();
+                        if r.poll(read, 4) {
+                            continue;
+                        }
                         if !crate::sync::spin_until(spin, arrived) {
                             r.data_event.wait_until(arrived, None, &park, &fences);
                         }
