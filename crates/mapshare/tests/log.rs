@@ -245,8 +245,23 @@ fn log_child() {
                     Ok(rec) => format!("Ok({:?})", rec.map(|r| r.seq())),
                     Err(e) => name(&e).unwrap_or_default(),
                 };
+                // New handles from the inherited `Log` are refused too;
+                // the log opened again works.
+                let made = match (log.writer(), log.reader(Start::Earliest)) {
+                    (Err(a), Err(b)) => format!(
+                        "{} {}",
+                        name(&a).unwrap_or_default(),
+                        name(&b).unwrap_or_default()
+                    ),
+                    (a, b) => format!("writer ok: {}, reader ok: {}", a.is_ok(), b.is_ok()),
+                };
+                let reopened = Log::open(&args[0])
+                    .and_then(|l| l.reader(Start::Earliest))
+                    .and_then(|mut r| r.next().map(|rec| rec.map(|rec| rec.seq())));
                 let _ = writeln!(out, "@@ child-append {wrote}");
                 let _ = writeln!(out, "@@ child-next {read}");
+                let _ = writeln!(out, "@@ child-new {made}");
+                let _ = writeln!(out, "@@ child-reopened {reopened:?}");
                 let _ = out.flush();
                 // SAFETY: leave at once, running nothing of the parent's.
                 unsafe { libc::_exit(0) }
@@ -1411,17 +1426,28 @@ fn a_forked_childs_reader_is_refused_and_never_moves_the_parents_tether() {
     let (mut child, mut out) = spawn("fork", &[path.display().to_string()]);
     let wrote = line(&mut out);
     let read = line(&mut out);
+    let made = line(&mut out);
+    let reopened = line(&mut out);
     let tether = line(&mut out);
     let _ = child.wait();
-    let got = (wrote.as_deref(), read.as_deref(), tether.as_deref());
+    let got = (
+        wrote.as_deref(),
+        read.as_deref(),
+        made.as_deref(),
+        reopened.as_deref(),
+        tether.as_deref(),
+    );
     assert_eq!(
         got,
         (
             Some("child-append ForkedChild"),
             Some("child-next ForkedChild"),
+            Some("child-new ForkedChild ForkedChild"),
+            Some("child-reopened Ok(Some(0))"),
             Some("tether-holds true")
         ),
-        "(writer in the child, reader in the child, the parent's tether)"
+        "(writer in the child, reader in the child, new handles from the inherited log, \
+         the log opened again in the child, the parent's tether)"
     );
 }
 

@@ -170,9 +170,11 @@
 //!
 //! # Fork
 //!
-//! A forked child's `Writer`, `Reader` and `Grant` copies write nothing
-//! when dropped (no abort, no wake-up); operations in the child fail with
-//! [`Error::ForkedChild`].
+//! A forked child's `Log`, `Writer`, `Reader` and `Grant` copies write
+//! nothing when dropped (no abort, no wake-up); operations in the child
+//! fail with [`Error::ForkedChild`], and so does making a writer or a
+//! reader from an inherited `Log`. A child opens the log again
+//! ([`Log::open`]): that handle has its own lease.
 
 mod cursor;
 mod pretouch;
@@ -561,13 +563,27 @@ impl Log {
 
     /// A writer handle. Each handle appends independently; records of
     /// one handle keep its order.
+    ///
+    /// In a forked child of the process that opened this `Log`, fails
+    /// with [`Error::ForkedChild`] (see "Fork" in the module docs).
     pub fn writer(&self) -> Result<Writer> {
+        self.check_owner()?;
         Writer::new(self.clone())
     }
 
-    /// A reader handle starting at `start`.
+    /// A reader handle starting at `start`. In a forked child of the
+    /// process that opened this `Log`, fails with [`Error::ForkedChild`].
     pub fn reader(&self, start: Start) -> Result<Reader> {
+        self.check_owner()?;
         Reader::new(self.clone(), start)
+    }
+
+    /// A handle made from this one would act under the parent's lease in
+    /// a forked child: a tether it met would be its own parent's, alive
+    /// for as long as the child holds the inherited descriptor, so a
+    /// writer waited for it until its timeout (found in review).
+    fn check_owner(&self) -> Result<()> {
+        self.meta.file.lease().check_owner(self.meta.file.region())
     }
 
     /// The numbers of the first and the last segment, validated: at most
