@@ -289,6 +289,29 @@ def fork_run(run_py, tmp_path, child_code):
     return child_results(run_py(code, tmp_path))
 
 
+def test_a_forked_child_makes_no_handle_from_its_parents_log(tmp_path, run_py):
+    # Found in review (session 19), fixed: a writer made in the child from
+    # the inherited `Log` acted under the parent's lease. It refuses now;
+    # the log opened again in the child works.
+    code = FORK_SETUP.replace(
+        "r, wfd = os.pipe()",
+        "log = mapshare.Log.create(d + '/log')\n"
+        "with log.writer() as lw:\n"
+        "    lw.append(b'zero')\n"
+        "r, wfd = os.pipe()",
+    )
+    code = code.replace(
+        "    CHILD",
+        "    t('writer', lambda: log.writer())\n"
+        "    t('reader', lambda: log.reader())\n"
+        "    t('reopened', lambda: next(iter(mapshare.Log.open(d + '/log').reader())).data)",
+    )
+    res = child_results(run_py(code, tmp_path))
+    assert res["child"]["writer"][0] == "ForkedChild", res
+    assert res["child"]["reader"][0] == "ForkedChild", res
+    assert res["child"]["reopened"] == ["ok", repr(b"zero")], res
+
+
 def test_a_forked_child_cannot_see_its_parents_held_record(tmp_path, run_py):
     # Found by review, fixed: Rust's inherited `Record` derefs to nothing in a forked
     # child (the parent may release it and the producer overwrite it at
