@@ -467,7 +467,7 @@ impl Reader {
     /// each, the next read checks stuck writers' leases). After a quick
     /// look it only spins: the caller's next read looks in full first.
     fn wait(&mut self, deadline: Option<Instant>) -> Result<()> {
-        if spin_until(self.spin, || self.ready()) || self.looked_quickly {
+        if spin_until(self.spin, deadline, || self.ready()) || self.looked_quickly {
             return Ok(());
         }
         let now = Instant::now();

@@ -822,7 +822,11 @@ impl Shared {
         };
         let mut ok = checker(false)();
         if !ok && !matches!(wait, Wait::No) {
-            ok = spin_until(spin, checker(false));
+            let deadline = match wait {
+                Wait::Until(d) => Some(d),
+                Wait::No | Wait::Forever => None,
+            };
+            ok = spin_until(spin, deadline, checker(false));
         }
         let check = checker(true);
         if !ok {

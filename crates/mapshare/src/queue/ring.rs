@@ -715,7 +715,7 @@ mod tests {
                     }
                     let known = *seen;
                     let space = || r.load_space(write, known).unwrap();
-                    if crate::sync::spin_until(spin, || fits(space())) {
+                    if crate::sync::spin_until(spin, None, || fits(space())) {
                         *seen = space();
                         return;
                     }
@@ -767,7 +767,7 @@ mod tests {
                         if r.poll(read, 4) {
                             continue;
                         }
-                        if !crate::sync::spin_until(spin, arrived) {
+                        if !crate::sync::spin_until(spin, None, arrived) {
                             r.data_event.wait_until(arrived, None, &park, fences);
                         }
                         continue;
@@ -828,7 +828,7 @@ mod tests {
                     while CAP - (write - seen) < need {
                         let fits = |read: u64| CAP - (write - read) >= need;
                         let space = || r.load_space(write, seen).unwrap();
-                        if !crate::sync::spin_until(spin, || fits(space())) {
+                        if !crate::sync::spin_until(spin, None, || fits(space())) {
                             r.space_event.wait_until(
                                 || fits(r.load_read(write, seen).unwrap()),
                                 None,
@@ -871,7 +871,7 @@ mod tests {
                         if r.poll(read, 4) {
                             continue;
                         }
-                        if !crate::sync::spin_until(spin, arrived) {
+                        if !crate::sync::spin_until(spin, None, arrived) {
                             r.data_event.wait_until(arrived, None, &park, &fences);
                         }
                         continue;

@@ -300,7 +300,7 @@ impl Reader {
         // Parks in slices: a writer killed between its publish and its
         // wake-up call leaves the new version unannounced, and a reader
         // parked for an hour must still see it within a slice.
-        let ready = newer() || spin_until(self.spin, newer) || {
+        let ready = newer() || spin_until(self.spin, deadline, newer) || {
             let ev = self.c.event();
             loop {
                 let slice = Instant::now() + WAKE_CHECK;
@@ -684,7 +684,7 @@ impl ReadOnlyReader {
         let deadline = start.checked_add(timeout);
         let c = &self.c;
         let newer = || c.current().load(SeqCst) >> protocol::SLOT_BITS > generation;
-        if newer() || spin_until(self.spin, newer) {
+        if newer() || spin_until(self.spin, deadline, newer) {
             return self.generation();
         }
         if !self.waiting_registered {

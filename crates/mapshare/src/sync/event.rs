@@ -130,7 +130,7 @@ impl<W: Word> RawEvent<'_, W> {
         park: &impl Park<W>,
     ) -> bool {
         let changed = || self.seq.load(SeqCst) != ticket.0;
-        if changed() || spin_until(spin, changed) {
+        if changed() || spin_until(spin, deadline, changed) {
             return true;
         }
         sleepers::enter(self.sleepers);

@@ -237,7 +237,7 @@ impl<L: Word64, W: Word> RawMutex<'_, L, W> {
     ) -> Result<Acquired, Refused> {
         self.check_state()?;
         // Spin while a live owner is likely to release soon.
-        spin_until(spin, || self.word.load(Relaxed) & !WAITERS == 0);
+        spin_until(spin, deadline, || self.word.load(Relaxed) & !WAITERS == 0);
         let mut parked = false;
         let mut next_check: Option<Instant> = None;
         loop {

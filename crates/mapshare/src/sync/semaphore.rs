@@ -70,7 +70,7 @@ impl<W: Word> RawSemaphore<'_, W> {
 
     /// Takes a permit, waiting until `deadline`; `false` on timeout.
     pub fn wait(&self, deadline: Option<Instant>, spin: Spin, park: &impl Park<W>) -> bool {
-        if self.try_wait() || spin_until(spin, || self.try_wait()) {
+        if self.try_wait() || spin_until(spin, deadline, || self.try_wait()) {
             return true;
         }
         sleepers::enter(self.sleepers);
