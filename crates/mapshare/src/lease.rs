@@ -70,8 +70,9 @@
 //! would put two processes inside one lock.
 //!
 //! The child itself cannot act under the parent's lease: operations that
-//! record an owner check the PID and return [`Error::ForkedChild`], and
-//! drops that would release something compare [`crate::sys::fork_generation`].
+//! record an owner check the fork counter ([`crate::sys::fork_generation`])
+//! and return [`Error::ForkedChild`], and drops that would release
+//! something compare it too.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -452,8 +453,12 @@ impl<'r> LeaseTable<'r> {
     /// mutex it holds would let another process take the mutex over as
     /// if the holder had died (two holders, and two `&mut T`).
     pub(crate) fn release(&self, lease: &Lease) -> Result<()> {
-        if lease.pid != sys::pid() {
-            // A forked child must not free its parent's slot.
+        if !lease.is_mine() || lease.pid != sys::pid() {
+            // A forked child must not free its parent's slot. Told by the
+            // fork counter: a PID alone is fooled by a child that is PID 1
+            // of a new PID namespace, of a parent that was PID 1 of its own
+            // (found in review: such a child's drop of an inherited `Log`
+            // freed the parent's lease, and the parent's tether with it).
             return Ok(());
         }
         let slot = self

@@ -71,6 +71,16 @@ fn log_and_snapshot_waits_end_at_their_deadline() {
     let g = reader.generation().unwrap();
     let got = timed("wait_newer", || reader.wait_newer(g, TIMEOUT));
     assert!(matches!(got, Err(Error::Timeout { .. })), "{got:?}");
+
+    // The read-only reader, on a file.
+    let path = dir.path().join("snap");
+    let mut w = mapshare::snapshot::Writer::open(&path).unwrap();
+    w.publish(b"one").unwrap();
+    let mut ro = mapshare::snapshot::ReadOnlyReader::open(&path).unwrap();
+    ro.set_spin(SPIN);
+    let g = ro.generation().unwrap();
+    let got = timed("ReadOnlyReader::wait_newer", || ro.wait_newer(g, TIMEOUT));
+    assert!(matches!(got, Err(Error::Timeout { .. })), "{got:?}");
 }
 
 #[test]

@@ -274,6 +274,56 @@ fn log_child() {
             let held = matches!(w.append(b"after"), Err(Error::Timeout { .. }));
             writeln!(out, "@@ tether-holds {held}").unwrap();
         }
+        "fork-pidns" => {
+            // Run as PID 1 of a PID namespace: holds a tethered reader at
+            // its limit, then forks a child that is PID 1 of a namespace of
+            // its own (the same PID) and drops everything it inherited.
+            let mut w = log.writer().unwrap();
+            w.set_tether_wait(Duration::from_millis(300));
+            let tethered = log
+                .reader(Start::Tethered {
+                    name: "t".into(),
+                    max_lag: 1,
+                })
+                .unwrap();
+            w.append(b"a").unwrap();
+            // SAFETY: a re-executed child process (one test thread).
+            if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+                writeln!(out, "@@ skipped").unwrap();
+                return;
+            }
+            // SAFETY: as in "fork"; the child drops what it inherited (the
+            // point of the test), then `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let same_pid = std::process::id() == 1;
+                drop(tethered);
+                drop(w);
+                drop(log);
+                // The log opened again: the parent's tether is alive, so
+                // this append must wait for it (and time out).
+                let appended = Log::open(&args[0]).and_then(|l| {
+                    let mut w = l.writer()?;
+                    w.set_tether_wait(Duration::from_millis(300));
+                    w.append(b"child")
+                });
+                let waited = matches!(appended, Err(Error::Timeout { .. }));
+                let _ = writeln!(out, "@@ child-pid-1 {same_pid}");
+                let _ = writeln!(out, "@@ child-waited {waited}");
+                let _ = out.flush();
+                // SAFETY: leave at once.
+                unsafe { libc::_exit(0) }
+            }
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            // Our tethered reader is alive and read nothing: a writer
+            // must still wait for it, whatever the child dropped.
+            let held = matches!(w.append(b"b"), Err(Error::Timeout { .. }));
+            writeln!(out, "@@ tether-holds {held}").unwrap();
+            drop(tethered);
+        }
         "fork-pretouch" => {
             // A forked child of a process whose writer has a pretoucher:
             // the child's copy of the writer refuses to start one and
@@ -1448,6 +1498,48 @@ fn a_forked_childs_reader_is_refused_and_never_moves_the_parents_tether() {
         ),
         "(writer in the child, reader in the child, new handles from the inherited log, \
          the log opened again in the child, the parent's tether)"
+    );
+}
+
+/// A forked child that is PID 1 of its own PID namespace, of a parent
+/// that is PID 1 of its own: same PID, so only the fork counter tells
+/// them apart. The child's drops must not release the parent's lease
+/// (found in review: they did, and the parent's live tether stopped
+/// holding writers back).
+#[test]
+fn a_forked_child_with_its_parents_pid_releases_nothing_of_the_parents() {
+    let ns = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
+    if !std::process::Command::new("unshare")
+        .args(ns)
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("unshare --pid does not work here: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    Log::create(&path, &Options::default()).unwrap();
+    let (mut child, mut out) = spawn_under(&ns, "fork-pidns", &[path.display().to_string()]);
+    let first = line(&mut out);
+    if first.as_deref() == Some("skipped") {
+        eprintln!("unshare(CLONE_NEWPID) does not work in the child: skipped");
+        let _ = child.wait();
+        return;
+    }
+    let waited = line(&mut out);
+    let held = line(&mut out);
+    let _ = child.wait();
+    assert_eq!(
+        (first.as_deref(), waited.as_deref(), held.as_deref()),
+        (
+            Some("child-pid-1 true"),
+            Some("child-waited true"),
+            Some("tether-holds true")
+        ),
+        "(the child has its parent's PID, the child's new writer after its drops, \
+         the parent's tether)"
     );
 }
 

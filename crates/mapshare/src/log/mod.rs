@@ -171,10 +171,12 @@
 //! # Fork
 //!
 //! A forked child's `Log`, `Writer`, `Reader` and `Grant` copies write
-//! nothing when dropped (no abort, no wake-up); operations in the child
-//! fail with [`Error::ForkedChild`], and so does making a writer or a
-//! reader from an inherited `Log`. A child opens the log again
-//! ([`Log::open`]): that handle has its own lease.
+//! nothing when dropped (no abort, no wake-up, no lease released). In the
+//! child, appends, claims, commits, reads and seeks fail with
+//! [`Error::ForkedChild`], and so does making a writer or a reader from
+//! an inherited `Log`; `info`, `retention` and `retain` act as the child
+//! (with leases of its own, respecting the parent's pins). A child opens
+//! the log again ([`Log::open`]): that handle has its own lease.
 
 mod cursor;
 mod pretouch;
