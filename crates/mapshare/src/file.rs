@@ -725,36 +725,17 @@ impl SharedFile {
         self.check_faults_slow()
     }
 
-    /// Whether [`SharedFile::check_faults`] would find nothing: the same
-    /// probes, with no error to build.
+    /// Whether [`SharedFile::check_faults`] finds nothing: its probes,
+    /// with no error to build (the hot paths' form of it).
     #[inline]
     pub(crate) fn fault_free(&self) -> bool {
-        std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        if let Some(at) = self.guard {
-            if at >= self.region.len() {
-                return false;
-            }
-            std::sync::atomic::fence(Ordering::Acquire);
-            // SAFETY: as in `check_faults_slow`.
-            let byte = unsafe { AtomicU8::from_ptr(self.region.as_ptr().add(at).cast_mut()) };
-            std::hint::black_box(byte.load(Ordering::Relaxed));
-        }
-        self.region.fault_free()
-    }
-
-    #[cold]
-    fn check_faults_slow(&self) -> Result<()> {
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         if let Some(at) = self.guard {
             // A mapping cut back by `refresh` (through `region_mut`) no
             // longer reaches the guard page: the file was cut (found in
             // review: the checks said nothing after such a refresh).
             if at >= self.region.len() {
-                return Err(Error::Truncated {
-                    origin: self.region.origin().clone(),
-                    expected: self.header.file_len,
-                    actual: self.region.len() as u64,
-                });
+                return false;
             }
             // Orders the loads before this one before it, in the
             // hardware too (free on x86).
@@ -764,6 +745,20 @@ impl SharedFile {
             // whatever a peer writes there.
             let byte = unsafe { AtomicU8::from_ptr(self.region.as_ptr().add(at).cast_mut()) };
             std::hint::black_box(byte.load(Ordering::Relaxed));
+        }
+        self.region.fault_free()
+    }
+
+    /// The error [`SharedFile::check_faults`] reports once
+    /// [`SharedFile::fault_free`] said no.
+    #[cold]
+    fn check_faults_slow(&self) -> Result<()> {
+        if self.guard.is_some_and(|at| at >= self.region.len()) {
+            return Err(Error::Truncated {
+                origin: self.region.origin().clone(),
+                expected: self.header.file_len,
+                actual: self.region.len() as u64,
+            });
         }
         self.region.check_faults()
     }

@@ -1268,11 +1268,9 @@ impl Region {
     #[inline]
     pub fn check_faults(&self) -> Result<()> {
         if self.fault_free() {
-            return Ok(());
-        }
-        match &self.sigbus {
-            Some(r) if r.faults() != 0 => Err(self.fault_error()),
-            _ => Ok(()),
+            Ok(())
+        } else {
+            Err(self.fault_error())
         }
     }
 

@@ -399,6 +399,22 @@ fn spawn(role: &str, args: &[String]) -> (Child, BufReader<ChildStdout>) {
     spawn_under(&[], role, args)
 }
 
+/// The wrapper that runs a child as PID 1 of a new PID namespace, if
+/// `unshare --pid` works here (root, or user namespaces); else says so
+/// and gives `None` (the caller skips).
+fn pid_namespace() -> Option<[&'static str; 5]> {
+    let ns = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
+    let works = Command::new(ns[0])
+        .args(&ns[1..])
+        .arg("true")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!("unshare --pid does not work here: skipped");
+    }
+    works.then_some(ns)
+}
+
 /// As [`spawn`], run under `wrapper` (e.g. `unshare --pid --fork`).
 fn spawn_under(wrapper: &[&str], role: &str, args: &[String]) -> (Child, BufReader<ChildStdout>) {
     let exe = std::env::current_exe().unwrap();
@@ -1508,16 +1524,9 @@ fn a_forked_childs_reader_is_refused_and_never_moves_the_parents_tether() {
 /// holding writers back).
 #[test]
 fn a_forked_child_with_its_parents_pid_releases_nothing_of_the_parents() {
-    let ns = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
-    if !std::process::Command::new("unshare")
-        .args(ns)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        eprintln!("unshare --pid does not work here: skipped");
+    let Some(ns) = pid_namespace() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     Log::create(&path, &Options::default()).unwrap();
@@ -1771,16 +1780,9 @@ fn a_cursor_commit_after_meta_was_truncated_is_not_reported_stored() {
 /// A reader in another namespace pins its segment against retention.
 #[test]
 fn writers_and_readers_in_another_pid_namespace_are_judged_by_their_leases() {
-    let ns = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
-    if !std::process::Command::new("unshare")
-        .args(ns)
-        .arg("true")
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        eprintln!("unshare --pid does not work here: skipped");
+    let Some(ns) = pid_namespace() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     let options = Options {
