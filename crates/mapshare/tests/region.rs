@@ -736,38 +736,6 @@ fn a_shared_value_cut_inside_its_page_is_truncated_not_zeroed() {
     }
 }
 
-/// Locking a value whose file was cut behind our back: the lock word and
-/// the value read as zeros (a free lock, a zero value), so each way of
-/// locking must say `Truncated`, never hand out the zeros (found in
-/// review: `lock` returned `Ok` with a zeroed value). Cut at the start of
-/// the file, and inside the value's own page.
-#[test]
-fn locking_a_value_cut_away_is_truncated_not_zeroed() {
-    use mapshare::sync::LockError;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("value");
-    let value = mapshare::Shared::<u64>::open_or_create(&path, &u64::MAX).unwrap();
-    let end = value.file().object_offset() + value.file().object_len();
-    for cut in [end - 4, 0] {
-        truncate_behind_our_back(&path, cut);
-        let m = value.mutex();
-        for (how, got) in [
-            ("lock", value.lock().map(|g| *g)),
-            ("try_lock", m.try_lock().map(|g| *g)),
-            (
-                "lock_timeout",
-                m.lock_timeout(std::time::Duration::from_millis(10))
-                    .map(|g| *g),
-            ),
-        ] {
-            assert!(
-                matches!(got, Err(LockError::Failed(Error::Truncated { .. }))),
-                "{how} after a cut at {cut}: {got:?}"
-            );
-        }
-    }
-}
-
 /// A file with a guard page whose mapping `refresh` cut back past it (an
 /// `unsafe` path) stays `Truncated`: the checks said nothing once the
 /// guard page was out of reach (found in review).

@@ -358,29 +358,11 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
         let me = lease.token().raw();
         if lease.is_mine() && self.word.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
             if self.state.load(Acquire) == raw_mutex::CONSISTENT {
-                return self.in_place(Ok(self.guard(false)));
+                return Ok(self.guard(false));
             }
-            return self.in_place(self.locked_unusual(me));
+            return self.locked_unusual(me);
         }
-        self.in_place(self.run(None, false))
-    }
-
-    /// What locking got, unless the file was cut behind our back: then
-    /// the lock word and the data read as zeros (a free lock, a zeroed
-    /// value), and the guard is dropped for [`Error::Truncated`] (found in
-    /// review: `Shared::lock` handed out zeros over a truncated file).
-    #[inline(always)]
-    fn in_place(
-        &self,
-        got: super::LockResult<MutexGuard<'f, T>>,
-    ) -> super::LockResult<MutexGuard<'f, T>> {
-        match self.file.check_faults() {
-            Ok(()) => got,
-            Err(e) => {
-                drop(got);
-                Err(LockError::Failed(e))
-            }
-        }
+        self.run(None, false)
     }
 
     #[inline]
@@ -417,12 +399,12 @@ impl<'f, T: FromBytes + IntoBytes> Mutex<'f, T> {
     /// Locks if that is possible without waiting for a live holder (this
     /// process's other threads included).
     pub fn try_lock(&self) -> super::LockResult<MutexGuard<'f, T>> {
-        self.in_place(self.run(None, true))
+        self.run(None, true)
     }
 
     /// Locks, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> super::LockResult<MutexGuard<'f, T>> {
-        self.in_place(self.run(Instant::now().checked_add(timeout), false))
+        self.run(Instant::now().checked_add(timeout), false)
     }
 
     /// What the mutex is doing now.
